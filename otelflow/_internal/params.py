@@ -1,0 +1,188 @@
+"""Binding call arguments to parameters, validating flow parameters, and recording them safely.
+
+Binding happens on every task run, so the common shape (plain positional-or-keyword parameters) takes
+a precomputed fast path; anything fancier falls back to ``inspect.Signature.bind``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import reprlib
+from collections.abc import Callable
+from typing import Any
+
+from otelflow import semconv
+from otelflow.exceptions import ParameterBindError, ParameterTypeError
+
+__all__ = ["ParameterBinder", "parameter_attributes"]
+
+_PLAIN = inspect.Parameter.POSITIONAL_OR_KEYWORD
+_EMPTY = inspect.Parameter.empty
+
+
+class ParameterBinder:
+    """Maps ``(args, kwargs)`` of a call to ``{parameter name: value}`` for one function."""
+
+    __slots__ = ("_defaults", "_fast", "_names", "_owner", "_validator", "signature")
+
+    def __init__(self, fn: Callable[..., Any], owner: str) -> None:
+        self.signature = inspect.signature(fn)
+        self._owner = owner
+        params = list(self.signature.parameters.values())
+        self._fast = all(p.kind is _PLAIN for p in params)
+        self._names = tuple(p.name for p in params)
+        self._defaults = {p.name: p.default for p in params if p.default is not _EMPTY}
+        self._validator: Any = None
+
+    def bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+        """Parameters by name, defaults applied. Raises :class:`ParameterBindError` naming the culprit."""
+        if self._fast and len(args) <= len(self._names):
+            params = dict(zip(self._names, args, strict=False))
+            for key, value in kwargs.items():
+                if key not in self._defaults and key not in self._names:
+                    raise ParameterBindError(f"{self._owner} got an unexpected parameter {key!r}.")
+                if key in params:
+                    raise ParameterBindError(f"{self._owner} got multiple values for parameter {key!r}.")
+                params[key] = value
+            if len(params) != len(self._names):
+                for name in self._names:
+                    if name not in params:
+                        if name not in self._defaults:
+                            raise ParameterBindError(f"{self._owner} is missing a value for parameter {name!r}.")
+                        params[name] = self._defaults[name]
+                params = {name: params[name] for name in self._names}
+            return params
+        try:
+            bound = self.signature.bind(*args, **kwargs)
+        except TypeError as exc:
+            raise ParameterBindError(f"{self._owner}: {exc}.") from None
+        bound.apply_defaults()
+        return dict(bound.arguments)
+
+    def call_args(self, params: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        """``(args, kwargs)`` to call the function with, from parameters by name."""
+        if self._fast:
+            return (), params
+        bound = inspect.BoundArguments(self.signature, params)  # type: ignore[arg-type]
+        return bound.args, bound.kwargs
+
+    def validate(self, params: dict[str, Any]) -> dict[str, Any]:
+        """Validate and coerce parameters against the type hints, as Prefect's flows do (pydantic)."""
+        if self._validator is None:
+            self._validator = _build_validator(self.signature)
+        if self._validator is False:
+            return params
+        from pydantic import ValidationError
+
+        try:
+            model = self._validator.model_validate(
+                {k: v for k, v in params.items() if self.signature.parameters[k].kind not in _VARIADIC}
+            )
+        except ValidationError as exc:
+            problems = "\n".join(
+                f" - {'.'.join(str(p) for p in err['loc']) or '?'}: {err['msg']} (got {err.get('input')!r:.80})"
+                for err in exc.errors()
+            )
+            raise ParameterTypeError(f"{self._owner} received invalid parameters:\n{problems}") from None
+        coerced = dict(params)
+        for name in model.model_fields_set:
+            coerced[name] = getattr(model, name)
+        return coerced
+
+
+_VARIADIC = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+
+
+def _build_validator(signature: inspect.Signature) -> Any:
+    fields: dict[str, Any] = {}
+    for name, param in signature.parameters.items():
+        if param.kind in _VARIADIC or param.annotation is _EMPTY:
+            continue
+        default = param.default if param.default is not _EMPTY else ...
+        fields[name] = (param.annotation, default)
+    if not fields:
+        return False
+    from pydantic import ConfigDict, create_model
+
+    try:
+        return create_model(  # type: ignore[call-overload]
+            "Parameters", __config__=ConfigDict(arbitrary_types_allowed=True), **fields
+        )
+    except Exception:
+        # Hints pydantic cannot build a schema for (forward refs to unknown names...) are not validated.
+        return False
+
+
+_repr = reprlib.Repr()
+_repr.maxstring = 1024
+_repr.maxother = 1024
+_repr.maxlist = _repr.maxtuple = _repr.maxdict = _repr.maxset = 32
+_repr.maxlevel = 4
+
+_SECRET_TYPES = ("SecretStr", "SecretBytes", "Secret")
+REDACTED = "[REDACTED]"
+
+
+def _is_secret_name(name: str, patterns: tuple[str, ...]) -> bool:
+    lowered = name.lower()
+    return any(p in lowered for p in patterns)
+
+
+def _redact_nested(value: Any, patterns: tuple[str, ...], depth: int = 0) -> Any:
+    """Small dicts/lists with secret-looking keys inside (``{"db": {"password": ...}}``) are redacted too."""
+    if depth > 4:
+        return value
+    if isinstance(value, dict):
+        return {
+            k: REDACTED
+            if (isinstance(k, str) and _is_secret_name(k, patterns)) or type(v).__name__ in _SECRET_TYPES
+            else _redact_nested(v, patterns, depth + 1)
+            for k, v in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return [_redact_nested(v, patterns, depth + 1) for v in value]
+    return value
+
+
+def _value_text(value: Any, max_length: int) -> Any:
+    if value is None or isinstance(value, bool | int | float):
+        return value if not isinstance(value, float) or value == value else repr(value)
+    if isinstance(value, str):
+        text = value
+    else:
+        try:
+            # Small JSON-able values read best as JSON; big or odd ones go through a bounded repr so that a
+            # million-element list costs the same as a short one.
+            if isinstance(value, dict | list | tuple) and len(value) <= 32:
+                text = json.dumps(value, default=_repr.repr, ensure_ascii=False)
+            else:
+                text = _repr.repr(value)
+        except Exception:
+            text = f"<unrepresentable {type(value).__name__}>"
+    if len(text) > max_length:
+        text = f"{text[: max_length - 15]}...[truncated]"
+    return text
+
+
+def parameter_attributes(
+    params: dict[str, Any], record_values: bool, max_length: int, patterns: tuple[str, ...]
+) -> dict[str, Any]:
+    """Span attributes for parameters: ``otelflow.parameter.<name>``.
+
+    By default the value's type name only (never the value). With ``record_values`` the value itself,
+    truncated to ``max_length`` characters, except for secret-looking ones (pydantic ``SecretStr`` &
+    co., or a name matching ``patterns``), which are exported as ``[REDACTED]``.
+    """
+    prefix = semconv.PARAMETER_PREFIX
+    if not record_values:
+        return {prefix + name: type(value).__name__ for name, value in params.items()}
+    attrs: dict[str, Any] = {}
+    for name, value in params.items():
+        if type(value).__name__ in _SECRET_TYPES or _is_secret_name(name, patterns):
+            attrs[prefix + name] = REDACTED
+        else:
+            if isinstance(value, dict | list | tuple) and len(value) <= 32:
+                value = _redact_nested(value, patterns)
+            attrs[prefix + name] = _value_text(value, max_length)
+    return attrs

@@ -1,0 +1,465 @@
+"""Run contexts: what is running right now, in this thread or task, and how to carry it elsewhere.
+
+One ``ContextVar`` per context class (as structlog keeps one per concern). Entering a context sets
+its variable and keeps the token; exiting resets it. Because they are plain context variables, the
+OTel context and these travel together wherever ``contextvars.copy_context()`` goes: the default
+task runner copies the caller's context into each worker thread.
+
+Across processes and services the context travels as a W3C header set: :func:`serialize_context`
+and :func:`hydrated_context`.
+
+Example::
+
+    from otelflow import flow, task, tags
+    from otelflow.context import FlowRunContext, TaskRunContext
+
+    @task
+    def analyze_data():
+        context = TaskRunContext.get()
+        if context:
+            print(f"Task Run ID: {context.task_run.id}")
+
+    @flow
+    def data_workflow():
+        print(FlowRunContext.get().flow_run.id)
+        with tags("critical", "production"):
+            analyze_data()
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import uuid
+from collections.abc import Iterable, Iterator, Mapping
+from contextvars import ContextVar, Token
+from typing import TYPE_CHECKING, Any, ClassVar, Self
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+
+from otelflow import semconv
+
+if TYPE_CHECKING:
+    from otelflow.flows import Flow
+    from otelflow.settings import Settings
+    from otelflow.states import State
+    from otelflow.task_runners import TaskRunner
+    from otelflow.tasks import Task
+
+__all__ = [
+    "ContextModel",
+    "FlowRun",
+    "FlowRunContext",
+    "MissingContextError",
+    "Profile",
+    "SettingsContext",
+    "TagsContext",
+    "TaskRun",
+    "TaskRunContext",
+    "get_run_context",
+    "hydrated_context",
+    "serialize_context",
+    "tags",
+]
+
+
+class MissingContextError(RuntimeError):
+    """Raised when an API that needs a running flow or task (``get_run_logger()``) is called outside one."""
+
+
+@dataclasses.dataclass(slots=True, eq=False)
+class FlowRun:
+    """One run of a flow: its identity, tags and state.
+
+    ``remote`` is True for the run identity restored by :func:`hydrated_context` (the run executes
+    in another process; only its id, name, flow name and tags are known here).
+    """
+
+    id: uuid.UUID
+    name: str
+    flow_name: str
+    tags: list[str] = dataclasses.field(default_factory=list)
+    parameters: dict[str, Any] = dataclasses.field(default_factory=dict)
+    run_count: int = 0
+    state: State[Any] | None = None
+    parent_task_run_id: uuid.UUID | None = None
+    remote: bool = False
+
+    @property
+    def state_name(self) -> str | None:
+        """Name of the current state (``None`` before the run starts)."""
+        return self.state.name if self.state else None
+
+
+@dataclasses.dataclass(slots=True, eq=False)
+class TaskRun:
+    """One run of a task: identity, tags, map index (``None`` unless mapped), attempts so far and state."""
+
+    id: uuid.UUID
+    name: str
+    task_name: str
+    flow_run_id: uuid.UUID | None = None
+    tags: list[str] = dataclasses.field(default_factory=list)
+    map_index: int | None = None
+    run_count: int = 0
+    state: State[Any] | None = None
+    remote: bool = False
+
+    @property
+    def state_name(self) -> str | None:
+        """Name of the current state (``None`` before the run starts)."""
+        return self.state.name if self.state else None
+
+
+class ContextModel:
+    """Base of otelflow's run contexts: enter to make it current, ``get()`` to read the current one.
+
+    Contexts are entered once at a time (re-entering the same object raises), exited in reverse order,
+    and restore whatever was current before.
+    """
+
+    __var__: ClassVar[ContextVar[Any]]
+    __slots__ = ("_token",)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "__var__" not in cls.__dict__:
+            cls.__var__ = ContextVar(cls.__name__)
+
+    def __init__(self) -> None:
+        self._token: Token[Any] | None = None
+
+    @classmethod
+    def get(cls) -> Self | None:
+        """The current context of this type, or ``None``."""
+        return cls.__var__.get(None)  # type: ignore[no-any-return]
+
+    def __enter__(self) -> Self:
+        if self._token is not None:
+            raise RuntimeError(f"{type(self).__name__} is already entered; a context can be entered once at a time.")
+        self._token = self.__var__.set(self)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._token is None:
+            raise RuntimeError(f"{type(self).__name__} was exited without being entered.")
+        self.__var__.reset(self._token)
+        self._token = None
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None) -> Self:
+        """A shallow copy (not entered), with ``update`` applied (pydantic-style name, as Prefect's)."""
+        new = object.__new__(type(self))
+        for cls in type(self).__mro__:
+            for slot in getattr(cls, "__slots__", ()):
+                if hasattr(self, slot):
+                    object.__setattr__(new, slot, getattr(self, slot))
+        new._token = None
+        for key, value in (update or {}).items():
+            setattr(new, key, value)
+        return new
+
+    def serialize(self) -> dict[str, Any]:
+        """The context's public fields as a dict (values are not deep-copied)."""
+        return {
+            slot: getattr(self, slot)
+            for cls in type(self).__mro__
+            for slot in getattr(cls, "__slots__", ())
+            if not slot.startswith("_") and hasattr(self, slot)
+        }
+
+
+class RunContext(ContextModel):
+    """What flow and task run contexts share: the run's OTel span and its start context."""
+
+    __slots__ = ("client", "parameters", "span")
+
+    def __init__(self, parameters: dict[str, Any] | None = None, span: trace.Span | None = None) -> None:
+        super().__init__()
+        self.parameters: dict[str, Any] = parameters if parameters is not None else {}
+        self.span: trace.Span = span if span is not None else trace.INVALID_SPAN
+        # Prefect exposes an API client here; otelflow has no server, so it is always None.
+        self.client: None = None
+
+
+class FlowRunContext(RunContext):
+    """The current flow run: ``flow``, ``flow_run``, ``parameters``, ``task_runner``, ``background_tasks``.
+
+    Inside :func:`hydrated_context` with a remote run identity, ``flow`` is ``None`` and
+    ``flow_run.remote`` is True.
+    """
+
+    __slots__ = ("background_tasks", "flow", "flow_run", "task_runner")
+
+    def __init__(
+        self,
+        flow: Flow[..., Any] | None = None,
+        flow_run: FlowRun | None = None,
+        parameters: dict[str, Any] | None = None,
+        task_runner: TaskRunner | None = None,
+        span: trace.Span | None = None,
+        background_tasks: set[Any] | None = None,
+    ) -> None:
+        super().__init__(parameters, span)
+        self.flow = flow
+        self.flow_run = flow_run
+        self.task_runner = task_runner
+        self.background_tasks: set[Any] = background_tasks if background_tasks is not None else set()
+
+
+class TaskRunContext(RunContext):
+    """The current task run: ``task``, ``task_run``, ``parameters``."""
+
+    __slots__ = ("task", "task_run")
+
+    def __init__(
+        self,
+        task: Task[..., Any] | None = None,
+        task_run: TaskRun | None = None,
+        parameters: dict[str, Any] | None = None,
+        span: trace.Span | None = None,
+    ) -> None:
+        super().__init__(parameters, span)
+        self.task = task
+        self.task_run = task_run
+
+
+class TagsContext(ContextModel):
+    """The tags applied to runs started here. Use :func:`tags` rather than entering one yourself."""
+
+    __slots__ = ("current_tags",)
+
+    def __init__(self, current_tags: Iterable[str] = ()) -> None:
+        super().__init__()
+        self.current_tags: set[str] = set(current_tags)
+
+    @classmethod
+    def get(cls) -> TagsContext:
+        """The current tags context (an empty one outside any ``tags()`` block)."""
+        return cls.__var__.get(None) or TagsContext()
+
+    def add_tags(self, *new_tags: str) -> None:
+        """Add tags to this context (runs started afterwards in it carry them)."""
+        self.current_tags.update(_check_tags(new_tags))
+
+    def remove_tags(self, *old_tags: str) -> None:
+        """Remove tags from this context."""
+        self.current_tags.difference_update(old_tags)
+
+
+@dataclasses.dataclass(slots=True, frozen=True)
+class Profile:
+    """A named set of settings (otelflow has one: the environment)."""
+
+    name: str = "default"
+    settings: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+
+class SettingsContext(ContextModel):
+    """The settings in force: ``profile`` and ``settings`` (an :class:`otelflow.settings.Settings`)."""
+
+    __slots__ = ("profile", "settings")
+
+    def __init__(self, profile: Profile | None = None, settings: Settings | None = None) -> None:
+        super().__init__()
+        if settings is None:
+            from otelflow.settings import get_settings
+
+            settings = get_settings()
+        self.settings = settings
+        self.profile = profile or Profile("default", settings.model_dump())
+
+    @classmethod
+    def get(cls) -> SettingsContext:
+        """The current settings context (the environment's settings when none was entered)."""
+        return cls.__var__.get(None) or SettingsContext()
+
+
+def _check_tags(values: Iterable[Any]) -> list[str]:
+    checked = []
+    for value in values:
+        if not isinstance(value, str):
+            raise TypeError(
+                f"Tags must be strings, got {type(value).__name__} {value!r}; convert it with str() first."
+            )
+        checked.append(value)
+    return checked
+
+
+@contextlib.contextmanager
+def tags(*new_tags: str, **kwargs: Any) -> Iterator[set[str]]:
+    """Add tags to every flow and task run started inside the block; nested blocks add to the outer ones.
+
+    Example::
+
+        with tags("production", "etl"):
+            my_flow()   # the flow run and its task runs carry both tags
+
+    Yields the full set of tags now in force.
+    """
+    if kwargs:
+        raise TypeError(f"tags() got unexpected keyword arguments {sorted(kwargs)}; pass tags as strings.")
+    current = TagsContext.get().current_tags
+    with TagsContext(current.union(_check_tags(new_tags))) as ctx:
+        yield ctx.current_tags
+
+
+def get_run_context() -> FlowRunContext | TaskRunContext:
+    """The innermost run context (task run before flow run); raises :class:`MissingContextError` outside."""
+    ctx: FlowRunContext | TaskRunContext | None = TaskRunContext.get() or FlowRunContext.get()
+    if ctx is None:
+        raise MissingContextError("No run context available. You are not in a flow or task run context.")
+    return ctx
+
+
+# --- crossing process and service boundaries ---------------------------------------------------------
+
+
+def _run_baggage() -> dict[str, str]:
+    """otelflow's baggage entries for the current run (task and flow identity, tags)."""
+    entries: dict[str, str] = {}
+    flow_ctx = FlowRunContext.get()
+    if flow_ctx is not None and flow_ctx.flow_run is not None:
+        flow_run = flow_ctx.flow_run
+        entries[semconv.FLOW_RUN_ID] = str(flow_run.id)
+        entries[semconv.FLOW_RUN_NAME] = flow_run.name
+        entries[semconv.FLOW_NAME] = flow_run.flow_name
+    task_ctx = TaskRunContext.get()
+    if task_ctx is not None and task_ctx.task_run is not None:
+        entries[semconv.TASK_RUN_ID] = str(task_ctx.task_run.id)
+        entries[semconv.TASK_RUN_NAME] = task_ctx.task_run.name
+    current_tags = TagsContext.get().current_tags
+    if task_ctx is not None and task_ctx.task_run is not None:
+        current_tags = current_tags.union(task_ctx.task_run.tags)
+    elif flow_ctx is not None and flow_ctx.flow_run is not None:
+        current_tags = current_tags.union(flow_ctx.flow_run.tags)
+    if current_tags:
+        # Commas separate the tags; a tag containing one cannot survive the trip, so it is dropped here
+        # rather than split into two wrong tags on the other side.
+        entries[semconv.TAGS] = ",".join(sorted(t for t in current_tags if "," not in t))
+    return entries
+
+
+def serialize_context() -> dict[str, str]:
+    """The current run context as a W3C header set: ``traceparent``, ``tracestate`` (if any), ``baggage``.
+
+    The baggage carries the run identity (flow run id/name, flow name, task run id/name) and tags,
+    plus any baggage already in the OTel context. The dict is usable as HTTP headers, message
+    headers, environment variables or JSON, and is what :func:`hydrated_context` takes.
+
+    Example::
+
+        @flow
+        def parent_flow():
+            headers = serialize_context()
+            requests.post(url, json=payload, headers=headers)
+    """
+    from otelflow import propagation
+
+    return propagation.to_carrier(extra_baggage=_run_baggage())
+
+
+def _parse_uuid(value: str | None) -> uuid.UUID | None:
+    if not value:
+        return None
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        return None
+
+
+@contextlib.contextmanager
+def _hydrate(carrier: Mapping[str, Any] | Iterable[tuple[str, str]] | None) -> Iterator[None]:
+    from otelflow import propagation
+
+    restored = propagation.from_carrier(carrier)
+    entries = propagation.otelflow_baggage(restored)
+    flow_run_id = _parse_uuid(entries.get(semconv.FLOW_RUN_ID))
+    task_run_id = _parse_uuid(entries.get(semconv.TASK_RUN_ID))
+    remote_tags = [t for t in entries.get(semconv.TAGS, "").split(",") if t]
+    remote_span = trace.get_current_span(restored)
+    with contextlib.ExitStack() as stack:
+        token = otel_context.attach(restored)
+        stack.callback(otel_context.detach, token)
+        if flow_run_id is not None:
+            flow_run = FlowRun(
+                id=flow_run_id,
+                name=entries.get(semconv.FLOW_RUN_NAME, ""),
+                flow_name=entries.get(semconv.FLOW_NAME, ""),
+                tags=remote_tags,
+                remote=True,
+            )
+            stack.enter_context(FlowRunContext(flow_run=flow_run, span=remote_span))
+        else:
+            # A carrier without a run identity must not leave the caller's run context in place:
+            # spans and logs inside belong to the carrier's trace, not to the local run.
+            stack.enter_context(_NoRun(FlowRunContext))
+        if task_run_id is not None:
+            task_run = TaskRun(
+                id=task_run_id,
+                name=entries.get(semconv.TASK_RUN_NAME, ""),
+                task_name="",
+                flow_run_id=flow_run_id,
+                tags=remote_tags,
+                remote=True,
+            )
+            stack.enter_context(TaskRunContext(task_run=task_run, span=remote_span))
+        else:
+            stack.enter_context(_NoRun(TaskRunContext))
+        stack.enter_context(TagsContext(TagsContext.get().current_tags.union(remote_tags)))
+        yield
+
+
+class _NoRun:
+    """Clears one run context variable for the duration of a block."""
+
+    __slots__ = ("_cls", "_token")
+
+    def __init__(self, cls: type[ContextModel]) -> None:
+        self._cls = cls
+        self._token: Token[Any] | None = None
+
+    def __enter__(self) -> None:
+        self._token = self._cls.__var__.set(None)
+
+    def __exit__(self, *exc_info: object) -> None:
+        assert self._token is not None
+        self._cls.__var__.reset(self._token)
+
+
+class hydrated_context(contextlib.AbstractContextManager[None], contextlib.AbstractAsyncContextManager[None]):
+    """Restore a context serialized by :func:`serialize_context` (or any W3C header set) for a block.
+
+    Inside, spans are children of the serialized span (same trace), the baggage and tags are back,
+    and the remote run identity is current: ``get_run_logger()`` correlates with the remote run and
+    ``FlowRunContext.get().flow_run.id`` is the sender's flow run id. The carrier is untrusted input:
+    a malformed one gives a warning and a fresh trace, never an exception. Works as ``with`` and
+    ``async with``; the previous context is restored on exit, also when the block raises.
+
+    Example::
+
+        with hydrated_context(request.headers):
+            child_task()
+            get_run_logger().info("done")
+    """
+
+    def __init__(self, carrier: Mapping[str, Any] | Iterable[tuple[str, str]] | None) -> None:
+        self._carrier = carrier
+        self._cm: contextlib.AbstractContextManager[None] | None = None
+
+    def __enter__(self) -> None:
+        if self._cm is not None:
+            raise RuntimeError("hydrated_context is already entered.")
+        self._cm = _hydrate(self._carrier)
+        self._cm.__enter__()
+
+    def __exit__(self, *exc_info: Any) -> bool | None:
+        cm, self._cm = self._cm, None
+        assert cm is not None
+        return cm.__exit__(*exc_info)
+
+    async def __aenter__(self) -> None:
+        self.__enter__()
+
+    async def __aexit__(self, *exc_info: Any) -> bool | None:
+        return self.__exit__(*exc_info)

@@ -1,0 +1,164 @@
+"""Every wire-visible name otelflow emits: span names, attribute, baggage, event and metric names.
+
+Nothing else in otelflow spells one of these strings inline; dashboards, collector configs and tests
+are checked against the names defined here (and against telemetry captured from real runs).
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+__all__ = [
+    "ATTRIBUTE_KEYS",
+    "BAGGAGE_KEYS",
+    "BAGGAGE_MAX_BYTES",
+    "BAGGAGE_MAX_MEMBERS",
+    "CODE_FILE_PATH",
+    "CODE_FUNCTION_NAME",
+    "CODE_LINE_NUMBER",
+    "ERROR_TYPE",
+    "EVENT_RETRY",
+    "EXCEPTION_MESSAGE",
+    "EXCEPTION_STACKTRACE",
+    "EXCEPTION_TYPE",
+    "FLOW_NAME",
+    "FLOW_RUN_ID",
+    "FLOW_RUN_NAME",
+    "INSTRUMENTATION_NAME",
+    "METRIC_RUNS",
+    "METRIC_RUN_DURATION",
+    "NAMESPACE",
+    "PARAMETER_PREFIX",
+    "RUN_ATTEMPT",
+    "RUN_ID",
+    "RUN_NAME",
+    "RUN_STATE",
+    "RUN_TYPE",
+    "TAGS",
+    "TASK_MAP_INDEX",
+    "TASK_NAME",
+    "TASK_RUN_ID",
+    "TASK_RUN_NAME",
+    "TRANSACTION_KEY",
+    "flow_span_name",
+    "loki_name",
+    "prometheus_name",
+    "task_span_name",
+    "transaction_span_name",
+]
+
+NAMESPACE: Final = "otelflow"
+INSTRUMENTATION_NAME: Final = "otelflow"
+
+
+def _k(suffix: str) -> str:
+    return f"{NAMESPACE}.{suffix}"
+
+
+# --- run attributes (spans, log records, baggage) -------------------------------------------------
+RUN_TYPE: Final = _k("run.type")  # "flow" | "task"
+RUN_ID: Final = _k("run.id")
+RUN_NAME: Final = _k("run.name")
+RUN_ATTEMPT: Final = _k("run.attempt")  # 1-based
+RUN_STATE: Final = _k("run.state")  # final state name
+FLOW_NAME: Final = _k("flow.name")
+FLOW_RUN_ID: Final = _k("flow_run.id")
+FLOW_RUN_NAME: Final = _k("flow_run.name")
+TASK_NAME: Final = _k("task.name")
+TASK_RUN_ID: Final = _k("task_run.id")
+TASK_RUN_NAME: Final = _k("task_run.name")
+TASK_MAP_INDEX: Final = _k("task.map_index")
+TAGS: Final = _k("tags")  # string array on spans/logs, comma-separated in baggage
+PARAMETER_PREFIX: Final = _k("parameter.")
+TRANSACTION_KEY: Final = _k("transaction.key")
+
+RUN_TYPE_FLOW: Final = "flow"
+RUN_TYPE_TASK: Final = "task"
+
+# --- OpenTelemetry semantic conventions we set ------------------------------------------------------
+CODE_FUNCTION_NAME: Final = "code.function.name"
+CODE_FILE_PATH: Final = "code.file.path"
+CODE_LINE_NUMBER: Final = "code.line.number"
+ERROR_TYPE: Final = "error.type"
+EXCEPTION_TYPE: Final = "exception.type"
+EXCEPTION_MESSAGE: Final = "exception.message"
+EXCEPTION_STACKTRACE: Final = "exception.stacktrace"
+
+# --- span events -----------------------------------------------------------------------------------
+# State transitions are events named after the state ("Running", "Retrying", ...); see states.py.
+EVENT_RETRY: Final = "Retrying"
+EVENT_ATTR_DELAY: Final = _k("retry.delay_seconds")
+
+# --- span names (low cardinality: never run names or ids) ------------------------------------------
+
+
+def flow_span_name(flow_name: str) -> str:
+    """Span name of a flow run: ``flow {flow_name}``."""
+    return f"flow {flow_name}"
+
+
+def task_span_name(task_name: str) -> str:
+    """Span name of a task run: ``task {task_name}``."""
+    return f"task {task_name}"
+
+
+def transaction_span_name(key: str) -> str:
+    """Span name of a transaction: ``transaction {key}``."""
+    return f"transaction {key}"
+
+
+# --- baggage: what crosses process and service boundaries -------------------------------------------
+BAGGAGE_KEYS: Final = (FLOW_RUN_ID, FLOW_RUN_NAME, FLOW_NAME, TASK_RUN_ID, TASK_RUN_NAME, TAGS)
+# W3C baggage limits (https://www.w3.org/TR/baggage/#limits).
+BAGGAGE_MAX_MEMBERS: Final = 64
+BAGGAGE_MAX_BYTES: Final = 8192
+
+# Every run attribute a span or log record may carry (parameters excluded: they are prefixed).
+ATTRIBUTE_KEYS: Final = (
+    RUN_TYPE,
+    RUN_ID,
+    RUN_NAME,
+    RUN_ATTEMPT,
+    RUN_STATE,
+    FLOW_NAME,
+    FLOW_RUN_ID,
+    FLOW_RUN_NAME,
+    TASK_NAME,
+    TASK_RUN_ID,
+    TASK_RUN_NAME,
+    TASK_MAP_INDEX,
+    TAGS,
+)
+
+# --- metrics -----------------------------------------------------------------------------------------
+# Histogram, unit "s"; attributes: run.type, flow.name, task.name (task runs), run.state.
+METRIC_RUN_DURATION: Final = _k("run.duration")
+METRIC_RUN_DURATION_UNIT: Final = "s"
+# Counter of finished runs, unit "{run}"; same attributes.
+METRIC_RUNS: Final = _k("runs")
+METRIC_RUNS_UNIT: Final = "{run}"
+
+
+def loki_name(attribute_key: str) -> str:
+    """The name Loki's native OTLP ingestion gives an attribute (structured metadata / label).
+
+    Loki replaces every character that is not ``[a-zA-Z0-9_]`` with ``_``.
+    """
+    return "".join(c if (c.isascii() and (c.isalnum() or c == "_")) else "_" for c in attribute_key)
+
+
+def prometheus_name(metric_name: str, unit: str, *, counter: bool = False) -> str:
+    """The base name the Collector's Prometheus exporter gives an OTel metric (with unit/type suffixes).
+
+    ``otelflow.run.duration`` (unit ``s``, histogram) -> ``otelflow_run_duration_seconds``
+    (series ``_bucket``/``_sum``/``_count``); ``otelflow.runs`` (counter) -> ``otelflow_runs_total``.
+    Units in braces (``{run}``) are annotations and add no suffix.
+    """
+    base = loki_name(metric_name)
+    units = {"s": "seconds", "ms": "milliseconds", "By": "bytes", "1": "ratio"}
+    suffix = "" if unit.startswith("{") else units.get(unit, unit)
+    if suffix and not base.endswith(f"_{suffix}"):
+        base = f"{base}_{suffix}"
+    if counter:
+        base = f"{base}_total"
+    return base

@@ -1,0 +1,97 @@
+"""otelflow settings: ``OTELFLOW_*`` environment variables, validated by pydantic-settings.
+
+OpenTelemetry's own ``OTEL_*`` variables (service name, exporter endpoint, sampler, limits, ...) are
+read by the SDK and by :mod:`otelflow.telemetry`; they are not duplicated here.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Settings", "get_settings", "reset_settings"]
+
+
+class Settings(BaseSettings):
+    """otelflow configuration. Every field is read from ``OTELFLOW_<FIELD_NAME>``.
+
+    Example::
+
+        OTELFLOW_HOME=/tmp/of OTELFLOW_RECORD_PARAMETER_VALUES=true python pipeline.py
+    """
+
+    model_config = SettingsConfigDict(env_prefix="OTELFLOW_", extra="ignore", validate_default=True)
+
+    home: Path = Field(
+        default_factory=lambda: Path.home() / ".otelflow",
+        description="Folder for the local spool (embedded telemetry default) and the sqlite store.",
+    )
+    record_parameter_values: bool = Field(
+        default=False,
+        description="Export parameter values as span attributes (secret-looking ones redacted). "
+        "Off: only each parameter's type name is exported.",
+    )
+    parameter_value_max_length: int = Field(
+        default=256, ge=16, description="Longest exported parameter value (characters); longer is truncated."
+    )
+    redact_patterns: tuple[str, ...] = Field(
+        default=("password", "passwd", "secret", "token", "api_key", "apikey", "credential", "private_key",
+                 "auth", "access_key"),
+        description="Parameter names containing any of these (case-insensitive) are exported as '[REDACTED]'.",
+    )
+    shutdown_timeout_seconds: float = Field(
+        default=5.0, ge=0, description="Upper bound on the telemetry flush when the process exits."
+    )
+    logging_level: str = Field(default="INFO", description="Level of otelflow's run loggers and console output.")
+    logging_format: Literal["console", "json"] = Field(
+        default="console", description="Console rendering: human-readable, or one JSON object per line."
+    )
+    logging_to_console: bool = Field(default=True, description="Also print run logs to stderr.")
+    logging_max_message_length: int = Field(
+        default=32_768, ge=64, description="Longer log messages are truncated, with a visible marker."
+    )
+    task_runner_max_workers: int | None = Field(
+        default=None, ge=1, description="Threads of the default task runner (default: min(32, cpus + 4))."
+    )
+    store: Literal["sqlite", "redis"] = Field(
+        default="sqlite", description="Shared state for run input and transaction records."
+    )
+    redis_url: str = Field(default="redis://localhost:6379/0", description="Redis URL when store=redis.")
+
+    @field_validator("logging_level")
+    @classmethod
+    def _level(cls, value: str) -> str:
+        value = value.upper()
+        if value not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+            raise ValueError("OTELFLOW_LOGGING_LEVEL must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
+        return value
+
+    @property
+    def spool_dir(self) -> Path:
+        """Folder of the OTLP-JSON spool (the embedded telemetry default)."""
+        return self.home / "spool"
+
+
+_settings: Settings | None = None
+_lock = threading.Lock()
+
+
+def get_settings() -> Settings:
+    """The process-wide settings, read from the environment on first use."""
+    global _settings
+    if _settings is None:
+        with _lock:
+            if _settings is None:
+                _settings = Settings()
+    return _settings
+
+
+def reset_settings() -> None:
+    """Forget the cached settings so that the next :func:`get_settings` re-reads the environment."""
+    global _settings
+    with _lock:
+        _settings = None

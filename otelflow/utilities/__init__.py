@@ -1,0 +1,1 @@
+"""Utilities with Prefect-compatible module paths (``otelflow.utilities.annotations``)."""

@@ -90,7 +90,7 @@ class FutureList(list[TaskRunFuture[R]]):
 
     def result(self, timeout: float | None = None, raise_on_failure: bool = True) -> list[R]:
         """Every run's return value, in order; raises the first failure unless ``raise_on_failure=False``."""
-        done, not_done = concurrent.futures.wait([f._future for f in self], timeout=timeout)
+        _, not_done = concurrent.futures.wait([f._future for f in self], timeout=timeout)
         if not_done:
             raise TimeoutError(f"{len(not_done)} of {len(self)} task runs did not finish within {timeout} seconds.")
         return [f.result(raise_on_failure=raise_on_failure) for f in self]

@@ -70,9 +70,7 @@ _ZERO_TRACE_ID: Final = "0" * 32
 _ZERO_SPAN_ID: Final = "0" * 16
 
 # tracestate list-member grammar (W3C Trace Context, "tracestate Header Field Values").
-_TRACESTATE_KEY: Final = (
-    r"(?:[a-z][_0-9a-z\-*/]{0,255}|[a-z0-9][_0-9a-z\-*/]{0,240}@[a-z][_0-9a-z\-*/]{0,13})"
-)
+_TRACESTATE_KEY: Final = r"(?:[a-z][_0-9a-z\-*/]{0,255}|[a-z0-9][_0-9a-z\-*/]{0,240}@[a-z][_0-9a-z\-*/]{0,13})"
 _TRACESTATE_VALUE: Final = r"[\x20-\x2b\x2d-\x3c\x3e-\x7e]{0,255}[\x21-\x2b\x2d-\x3c\x3e-\x7e]"
 _TRACESTATE_MEMBER_RE: Final = re.compile(rf"({_TRACESTATE_KEY})=({_TRACESTATE_VALUE})")
 _TRACESTATE_MAX_MEMBERS: Final = 32
@@ -137,9 +135,7 @@ def _warn(problems: _Problems, stacklevel: int) -> None:
             _last_warned[kind] = now
     message = "; ".join(detail for _, detail in problems)
     if swallowed:
-        message += (
-            f" ({swallowed} similar carrier warning(s) suppressed in the last {_WARNING_INTERVAL_S:.0f} s)"
-        )
+        message += f" ({swallowed} similar carrier warning(s) suppressed in the last {_WARNING_INTERVAL_S:.0f} s)"
     warnings.warn(message, OtelflowCarrierWarning, stacklevel=stacklevel + 1)
 
 
@@ -165,14 +161,10 @@ def _encode_member(key: str, value: str) -> str:
     non-token characters are percent-encoded the same way to stay interoperable. Lone surrogates
     cannot be UTF-8 encoded and are replaced rather than raising.
     """
-    return (
-        quote(key, safe=_KEY_SAFE, errors="replace") + "=" + quote(value, safe=_VALUE_SAFE, errors="replace")
-    )
+    return quote(key, safe=_KEY_SAFE, errors="replace") + "=" + quote(value, safe=_VALUE_SAFE, errors="replace")
 
 
-def _ordered_baggage(
-    context: Context | None, extra_baggage: Mapping[str, str] | None
-) -> list[tuple[str, str]]:
+def _ordered_baggage(context: Context | None, extra_baggage: Mapping[str, str] | None) -> list[tuple[str, str]]:
     """All baggage entries, extra wins, otelflow's own keys first (they survive limit overflows)."""
     entries: dict[str, object] = dict(otel_baggage.get_all(context))
     if extra_baggage:
@@ -184,9 +176,7 @@ def _ordered_baggage(
     return ordered
 
 
-def to_carrier(
-    context: Context | None = None, extra_baggage: Mapping[str, str] | None = None
-) -> dict[str, str]:
+def to_carrier(context: Context | None = None, extra_baggage: Mapping[str, str] | None = None) -> dict[str, str]:
     """Header set for the given (default: current) OpenTelemetry context.
 
     Keys: ``traceparent`` (only if the context's span context is valid), ``tracestate`` (only if

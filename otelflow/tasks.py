@@ -43,7 +43,10 @@ _CALL_OPTIONS = ("return_state", "wait_for")
 
 
 def exponential_backoff(backoff_factor: float) -> Callable[[int], list[float]]:
-    """Retry delays ``factor * 2**n`` for ``n`` in ``range(retries)``: ``retry_delay_seconds=exponential_backoff(1)``."""
+    """Retry delays ``factor * 2**n`` for ``n`` in ``range(retries)``.
+
+    Example: ``@task(retries=3, retry_delay_seconds=exponential_backoff(1))`` waits 1, 2, 4 seconds.
+    """
 
     def delays(retries: int) -> list[float]:
         return [backoff_factor * 2**n for n in range(retries)]
@@ -161,7 +164,9 @@ class Task(_RunOptions, Generic[P, R]):
         return Task(self.fn, **{**current, **options})
 
     @overload
-    def __call__(self: Task[P, Coroutine[Any, Any, R]], *args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, R]: ...
+    def __call__(
+        self: Task[P, Coroutine[Any, Any, R]], *args: P.args, **kwargs: P.kwargs
+    ) -> Coroutine[Any, Any, R]: ...
     @overload
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R: ...
     def __call__(self, *args: Any, **kwargs: Any) -> Any:

@@ -46,6 +46,8 @@ __all__ = [
 ]
 
 _VERSION = "0.1.0"
+_DURATION_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
+                     300.0, 600.0, 1800.0, 3600.0)
 
 
 @dataclass(slots=True)
@@ -232,6 +234,8 @@ def _make_instruments(meter_provider: Any) -> RunInstruments:
             semconv.METRIC_RUN_DURATION,
             unit=semconv.METRIC_RUN_DURATION_UNIT,
             description="Duration of otelflow flow and task runs, from start to final state.",
+            # The SDK's default buckets are made for milliseconds; runs are measured in seconds.
+            explicit_bucket_boundaries_advisory=_DURATION_BUCKETS,
         ),
         runs=meter.create_counter(
             semconv.METRIC_RUNS, unit=semconv.METRIC_RUNS_UNIT, description="Finished otelflow runs by final state."

@@ -146,7 +146,9 @@ def _redact_nested(value: Any, patterns: tuple[str, ...], depth: int = 0) -> Any
 
 
 def _value_text(value: Any, max_length: int) -> Any:
-    if value is None or isinstance(value, bool | int | float):
+    if value is None:
+        return "None"
+    if isinstance(value, bool | int | float):
         return value if not isinstance(value, float) or value == value else repr(value)
     if isinstance(value, str):
         text = value

@@ -1,0 +1,59 @@
+"""Shared fixtures: captured telemetry, a clean otelflow home, settings from env."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from otelflow.settings import reset_settings
+from otelflow.testing import CapturedTelemetry, capture_telemetry
+from otlp_receiver import otlp_receiver  # noqa: F401  (fixture)
+
+TESTS_DIR = Path(__file__).parent
+REPO_ROOT = TESTS_DIR.parent
+
+
+@pytest.fixture(autouse=True)
+def _isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """Every test gets its own OTELFLOW_HOME, so nothing writes to the developer's ~/.otelflow."""
+    home = tmp_path_factory.mktemp("otelflow-home")
+    monkeypatch.setenv("OTELFLOW_HOME", str(home))
+    monkeypatch.setenv("OTELFLOW_LOGGING_TO_CONSOLE", "false")
+    reset_settings()
+    yield home
+    reset_settings()
+
+
+@pytest.fixture
+def captured() -> Iterator[CapturedTelemetry]:
+    """otelflow's spans/logs/metrics for this test, in memory."""
+    with capture_telemetry() as telemetry:
+        yield telemetry
+
+
+@pytest.fixture
+def settings_env(monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    """Set OTELFLOW_* variables for one test: ``settings_env(RECORD_PARAMETER_VALUES="true")``."""
+
+    def apply(**values: str) -> None:
+        for key, value in values.items():
+            monkeypatch.setenv(f"OTELFLOW_{key}", value)
+        reset_settings()
+
+    return apply
+
+
+def subprocess_env(**extra: str) -> dict[str, str]:
+    """Environment for a child Python process: no inherited OTEL_* settings, repo importable."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), str(TESTS_DIR), env.get("PYTHONPATH", "")])
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(extra)
+    return env
+
+
+PYTHON = sys.executable

@@ -189,6 +189,13 @@ def _render(span: _Span, prefix: str, last: bool, root: bool, out: list[str]) ->
     child_prefix = prefix if root else prefix + ("    " if last else "│   ")
     if span.status_code == 2 and span.status_message:
         out.append(f"{child_prefix}  {click.style('error: ' + span.status_message, fg='red')}")
+    for event in span.events:
+        if event.get("name") == semconv.EVENT_RETRY:
+            ev = decode_attributes(event.get("attributes"))
+            out.append(
+                f"{child_prefix}  {click.style('retry', fg='yellow')} attempt {ev.get(semconv.RUN_ATTEMPT)} after "
+                f"{ev.get(semconv.EXCEPTION_TYPE)}: {ev.get(semconv.EXCEPTION_MESSAGE)}"
+            )
     for log in span.logs:
         out.append(_log_line(log, child_prefix + "  "))
     for i, child in enumerate(span.children):

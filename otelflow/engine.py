@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import os
 import random
 import signal
 import threading
@@ -68,16 +69,32 @@ _ANIMALS = (
 )
 
 
+# Run ids and names come from a private generator seeded from the OS, not from the `random` module's global
+# state: a pipeline that calls random.seed(7) must not get the same run ids on every run. Re-seeded after
+# fork so that parent and child never produce the same ids. (uuid.uuid4() would do, at 3x the cost.)
+_rng = random.Random(os.urandom(32))
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=lambda: _rng.seed(os.urandom(32)))
+
+
+def _run_id() -> uuid.UUID:
+    return uuid.UUID(int=_rng.getrandbits(128) & _UUID4_MASK | _UUID4_BITS)
+
+
+_UUID4_MASK = ~(0xF000 << 64 | 0xC000 << 48) & ((1 << 128) - 1)
+_UUID4_BITS = 0x4000 << 64 | 0x8000 << 48
+
+
 def _flow_run_name() -> str:
-    return f"{random.choice(_ADJECTIVES)}-{random.choice(_ANIMALS)}"
+    return f"{_rng.choice(_ADJECTIVES)}-{_rng.choice(_ANIMALS)}"
 
 
 def new_task_run(task: Task[..., Any], map_index: int | None = None) -> TaskRun:
     """A fresh task run record (id, name, map index) before the run starts."""
     flow_ctx = FlowRunContext.get()
     return TaskRun(
-        id=uuid.uuid4(),
-        name=f"{task.name}-{random.getrandbits(12):03x}" if task.task_run_name is None else task.task_run_name,
+        id=_run_id(),
+        name=f"{task.name}-{_rng.getrandbits(12):03x}" if task.task_run_name is None else task.task_run_name,
         task_name=task.name,
         flow_run_id=flow_ctx.flow_run.id if flow_ctx is not None and flow_ctx.flow_run is not None else None,
         map_index=map_index,
@@ -93,7 +110,7 @@ def new_flow_run(flow: Flow[..., Any], parameters: dict[str, Any]) -> FlowRun:
         name = name()
     else:
         name = name.format(**parameters)
-    return FlowRun(id=uuid.uuid4(), name=str(name), flow_name=flow.name, parameters=parameters)
+    return FlowRun(id=_run_id(), name=str(name), flow_name=flow.name, parameters=parameters)
 
 
 # --- the shared state machine ----------------------------------------------------------------------------
@@ -141,6 +158,12 @@ class _Run:
     # begin ---------------------------------------------------------------------------------------------
     def begin(self) -> bool:
         """Start the span and enter the run's contexts. False if the run cannot start (upstream failed)."""
+        if self.kind == "task":
+            # Wait for upstream futures before the span starts: the span measures the run, not the queue.
+            try:
+                self._resolve_inputs()
+            except UpstreamTaskError as exc:
+                self.final = Pending(str(exc), name="NotReady")
         self.start = time.perf_counter()
         obj, run = self.obj, self.run
         current_tags = TagsContext.get().current_tags
@@ -156,7 +179,6 @@ class _Run:
                 attrs[semconv.FLOW_RUN_ID] = str(task_run.flow_run_id)
                 if flow_ctx is not None and flow_ctx.flow_run is not None:
                     attrs[semconv.FLOW_NAME] = flow_ctx.flow_run.flow_name
-                    attrs[semconv.FLOW_RUN_NAME] = flow_ctx.flow_run.name
             if task_run.map_index is not None:
                 attrs[semconv.TASK_MAP_INDEX] = task_run.map_index
         else:
@@ -201,13 +223,7 @@ class _Run:
             cm.__enter__()
             self.ctx_tokens.append(lambda: cm.__exit__(None, None, None))
 
-        if self.kind == "task":
-            try:
-                self._resolve_inputs()
-            except UpstreamTaskError as exc:
-                self.final = Pending(str(exc), name="NotReady")
-                return False
-        return True
+        return self.final is None
 
     def _exit_task_runner(self) -> None:
         self.task_runner.__exit__(None, None, None)
@@ -309,8 +325,7 @@ class _Run:
         self.run.state = final
         span = self.span
         if span.is_recording():
-            span.set_attribute(semconv.RUN_STATE, final.name)
-            span.set_attribute(semconv.RUN_ATTEMPT, max(1, self.run.run_count))
+            span.set_attributes({semconv.RUN_STATE: final.name, semconv.RUN_ATTEMPT: max(1, self.run.run_count)})
             if final.type is not StateType.COMPLETED and final.type is not StateType.PENDING:
                 exc = final.data if isinstance(final.data, BaseException) else None
                 if exc is not None:

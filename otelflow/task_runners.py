@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import collections
 import concurrent.futures
 import contextvars
-import inspect
+import os
 import threading
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Self
@@ -110,26 +111,35 @@ class ThreadPoolTaskRunner(TaskRunner):
     """Runs task runs in a thread pool (the default). Async tasks get an event loop in their worker.
 
     ``max_workers`` defaults to ``OTELFLOW_TASK_RUNNER_MAX_WORKERS`` or ``min(32, cpus + 4)``.
+
+    Submitted runs wait in one FIFO queue; up to ``max_workers`` pool threads drain it. Compared with one
+    executor job per run this halves the per-run overhead of ``.map`` (one queue operation instead of an
+    executor work item, a semaphore and a thread wake-up per run) while keeping the same concurrency and
+    the same order. Each run executes in its own copy of the submitting context.
     """
 
     def __init__(self, max_workers: int | None = None) -> None:
+        if max_workers is not None and max_workers < 1:
+            raise ValueError(f"max_workers must be >= 1, got {max_workers}.")
         self.max_workers = max_workers
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
+        self._pending: collections.deque[_WorkItem] = collections.deque()
+        self._drainers = 0
+        self._workers = 0
 
     def duplicate(self) -> Self:
         return type(self)(max_workers=self.max_workers)
 
     def _pool(self) -> concurrent.futures.ThreadPoolExecutor:
         if self._executor is None:
-            with self._lock:
-                if self._executor is None:
-                    from otelflow.settings import get_settings
+            from otelflow.settings import get_settings
 
-                    workers = self.max_workers or get_settings().task_runner_max_workers
-                    self._executor = concurrent.futures.ThreadPoolExecutor(
-                        max_workers=workers, thread_name_prefix="otelflow-task"
-                    )
+            workers = self.max_workers or get_settings().task_runner_max_workers or min(32, (os.cpu_count() or 1) + 4)
+            self._workers = workers
+            self._executor = concurrent.futures.ThreadPoolExecutor(
+                max_workers=workers, thread_name_prefix="otelflow-task"
+            )
         return self._executor
 
     def submit(
@@ -142,10 +152,52 @@ class ThreadPoolTaskRunner(TaskRunner):
         from otelflow import engine
 
         task_run = engine.new_task_run(task, map_index)
+        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
         # The worker runs inside a copy of *this* context: OTel span, run contexts and tags included.
-        context = contextvars.copy_context()
-        future = self._pool().submit(context.run, _run_in_worker, task, task_run, parameters, wait_for)
+        self._enqueue([(contextvars.copy_context(), task, task_run, parameters, wait_for, future)])
         return TaskRunFuture(task_run, future)
+
+    def map(
+        self, task: Task[..., Any], parameters: dict[str, Any], wait_for: Iterable[Any] | None = None
+    ) -> FutureList[Any]:
+        from otelflow import engine
+
+        context = contextvars.copy_context()  # copied again per run in the worker (Context.copy is O(1))
+        items: list[_WorkItem] = []
+        futures: FutureList[Any] = FutureList()
+        for index, call_params in enumerate(expand_map_parameters(task.name, parameters)):
+            task_run = engine.new_task_run(task, index)
+            future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+            items.append((context, task, task_run, call_params, wait_for, future))
+            futures.append(TaskRunFuture(task_run, future))
+        self._enqueue(items)
+        return futures
+
+    def _enqueue(self, items: list[_WorkItem]) -> None:
+        with self._lock:
+            pool = self._pool()
+            self._pending.extend(items)
+            start = min(self._workers - self._drainers, len(self._pending))
+            self._drainers += max(0, start)
+        for _ in range(start):
+            pool.submit(self._drain)
+
+    def _drain(self) -> None:
+        pending, lock = self._pending, self._lock
+        while True:
+            with lock:
+                if not pending:
+                    self._drainers -= 1
+                    return
+                context, task, task_run, parameters, wait_for, future = pending.popleft()
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                state = context.copy().run(_run_in_worker, task, task_run, parameters, wait_for)
+            except BaseException as exc:  # KeyboardInterrupt in a worker: the future carries it
+                future.set_exception(exc)
+            else:
+                future.set_result(state)
 
     def __exit__(self, *exc_info: object) -> None:
         executor, self._executor = self._executor, None
@@ -153,10 +205,13 @@ class ThreadPoolTaskRunner(TaskRunner):
             executor.shutdown(wait=True)
 
 
+_WorkItem = tuple[contextvars.Context, Any, Any, dict[str, Any], Any, "concurrent.futures.Future[Any]"]
+
+
 def _run_in_worker(task: Task[..., Any], task_run: Any, parameters: dict[str, Any], wait_for: Any) -> Any:
     from otelflow import engine
 
-    if inspect.iscoroutinefunction(task.fn):
+    if task.isasync:
         return asyncio.run(engine.run_task_async(task, parameters, task_run=task_run, wait_for=wait_for,
                                                  return_type="state"))
     return engine.run_task(task, parameters, task_run=task_run, wait_for=wait_for, return_type="state")

@@ -114,6 +114,23 @@ def _resource() -> Any:
     return resource
 
 
+class _UrandomIdGenerator:
+    """Trace/span ids from ``os.urandom``.
+
+    The SDK's default draws from the ``random`` module, so a script that calls ``random.seed(7)`` (common in
+    data pipelines) would emit the same trace ids on every run and merge unrelated runs in Jaeger.
+    """
+
+    def generate_span_id(self) -> int:
+        return int.from_bytes(os.urandom(8)) or 1
+
+    def generate_trace_id(self) -> int:
+        return int.from_bytes(os.urandom(16)) or 1
+
+    def is_trace_id_random(self) -> bool:
+        return True
+
+
 def _batch(export: Any, shutdown_exporter: Any, signal: str, env_prefix: str) -> Any:
     from otelflow._internal.batching import BatchProcessor
 
@@ -259,7 +276,7 @@ def _build() -> _State:
         from opentelemetry.sdk.trace import TracerProvider
 
         resource = _resource()
-        provider = TracerProvider(resource=resource, shutdown_on_exit=False)
+        provider = TracerProvider(resource=resource, shutdown_on_exit=False, id_generator=_UrandomIdGenerator())
         if kind != "none":
             export, stop, desc = _span_exporter(kind)
             batch = _batch(export, stop, "traces", "BSP")

@@ -8,10 +8,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from otlp_receiver import otlp_grpc_receiver, otlp_receiver  # noqa: F401  (fixtures)
+from redis_server import redis_server  # noqa: F401  (fixture)
 
 from otelflow.settings import reset_settings
 from otelflow.testing import CapturedTelemetry, capture_telemetry
-from otlp_receiver import otlp_receiver  # noqa: F401  (fixture)
 
 TESTS_DIR = Path(__file__).parent
 REPO_ROOT = TESTS_DIR.parent

@@ -66,7 +66,7 @@ class BatchProcessor(Generic[T]):
         self._batch_size = max(1, min(max_export_batch_size, self._max_queue_size))
         self._delay = schedule_delay_seconds
         self._max_block = max_block_seconds
-        self.stats = ProcessorStats(signal)
+        self._signal = signal
         self._healthy = True
         self._shutdown = False
         self._init_thread_state()
@@ -82,6 +82,8 @@ class BatchProcessor(Generic[T]):
 
     def _init_thread_state(self) -> None:
         # After fork the parent's queue belongs to the parent (it exports it); the child starts empty.
+        self.stats = ProcessorStats(self._signal)
+        self._settled = 0  # queued items whose fate is known (exported, or dropped after a failed export)
         self._queue: collections.deque[T] = collections.deque()
         self._cond = threading.Condition(threading.Lock())
         self._flush_requests = 0
@@ -115,6 +117,10 @@ class BatchProcessor(Generic[T]):
             while len(self._queue) >= self._max_queue_size and self._healthy and not self._shutdown:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
+                    # An exporter that made no room for max_block seconds is stalled (a collector that
+                    # accepts connections but never answers): treat it as unhealthy until an export succeeds,
+                    # so the next producers drop at once instead of each waiting out the deadline.
+                    self._healthy = False
                     break
                 self._cond.wait(remaining)
             if len(self._queue) >= self._max_queue_size or self._shutdown:
@@ -166,9 +172,11 @@ class BatchProcessor(Generic[T]):
                 self._exporting = False
                 if ok:
                     self.stats.exported += len(batch)
+                    self._settled += len(batch)
                     self._healthy = True
                 else:
                     self.stats.dropped += len(batch)
+                    self._settled += len(batch)
                     self.stats.failed_exports += 1
                     self.stats.last_error = error
                     self._healthy = False
@@ -207,8 +215,10 @@ class BatchProcessor(Generic[T]):
             self._cond.notify_all()
         self._worker.join(max(0.0, self._deadline - time.monotonic()))
         with self._cond:
-            # What the deadline left behind is lost: count it, so it is reported, not silently gone.
-            self.stats.dropped += len(self._queue)
+            # What the deadline left behind (queued, or in a batch still stuck in the exporter) is lost:
+            # count it, so it is reported rather than silently gone.
+            self.stats.dropped += self.stats.queued - self._settled
+            self._settled = self.stats.queued
             self._queue.clear()
         try:
             self._shutdown_exporter()

@@ -1,0 +1,249 @@
+"""Telemetry setup, end to end: real OTLP over loopback, the spool default, OTEL_* variables, a dead collector.
+
+Each scenario runs in a fresh Python process (global OTel providers can be set once per process), exporting
+to a real receiver the test started (decoded with opentelemetry-proto).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import socket
+import subprocess
+import textwrap
+from pathlib import Path
+
+import pytest
+from conftest import PYTHON, REPO_ROOT, subprocess_env
+from google.protobuf import json_format
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+from otelflow import semconv as sc
+
+PIPELINE = textwrap.dedent(
+    """
+    import sys
+    from otelflow import flow, task, tags, get_run_logger
+    from otelflow.utilities.annotations import unmapped
+
+    @task(retries=2, retry_delay_seconds=0.01)
+    def process_item(item, config, multiplier):
+        get_run_logger().info("item %s", item)
+        return item * config["factor"] * multiplier
+
+    @flow
+    def pipeline(n: int = 3):
+        with tags("critical", "production"):
+            return process_item.map(list(range(1, n + 1)), unmapped({"factor": 10}), unmapped(2))
+
+    n = int(sys.argv[1]) if len(sys.argv) > 1 else 3
+    print(sum(pipeline(n)))
+    """
+)
+
+
+def run_script(code: str, *args: str, timeout: float = 120, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [PYTHON, "-c", code, *args], env=subprocess_env(**env), capture_output=True, text=True, timeout=timeout,
+        cwd=REPO_ROOT,
+    )
+
+
+def check(proc: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]:
+    assert proc.returncode == 0, f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    return proc
+
+
+def test_otlp_http_export_with_resource_from_env(otlp_receiver, tmp_path):  # type: ignore[no-untyped-def]
+    proc = check(run_script(
+        PIPELINE,
+        OTEL_EXPORTER_OTLP_ENDPOINT=otlp_receiver.endpoint,
+        OTEL_SERVICE_NAME="etl-test",
+        OTEL_RESOURCE_ATTRIBUTES="deployment.environment=ci,team=data",
+        OTEL_METRIC_EXPORT_INTERVAL="60000",
+        OTELFLOW_HOME=str(tmp_path),
+    ))
+    assert proc.stdout.strip() == "120"
+    spans = otlp_receiver.wait_for(lambda: len(otlp_receiver.spans()) == 4 and otlp_receiver.spans())
+    (flow_span,) = [s for s in spans if s.name == "flow pipeline"]
+    tasks = [s for s in spans if s.name == "task process_item"]
+    assert len(tasks) == 3
+    assert {s.trace_id for s in spans} == {flow_span.trace_id}
+    assert {s.parent_span_id for s in tasks} == {flow_span.span_id}
+    assert flow_span.parent_span_id == ""
+    for span in spans:
+        assert span.resource["service.name"] == "etl-test"
+        assert span.resource["deployment.environment"] == "ci"
+        assert span.resource["team"] == "data"
+        assert span.scope_name == "otelflow"
+    assert sorted(s.attributes[sc.TASK_MAP_INDEX] for s in tasks) == [0, 1, 2]
+    assert all(s.attributes[sc.TAGS] == ["critical", "production"] for s in tasks)
+    assert flow_span.attributes[sc.RUN_STATE] == "Completed"
+    assert [e.name for e in flow_span.events] == ["Running", "Completed"]
+
+    # Run metrics went out over OTLP too (flushed at exit).
+    metrics = otlp_receiver.wait_for(lambda: sc.METRIC_RUNS in otlp_receiver.metrics() and otlp_receiver.metrics())
+    runs = metrics[sc.METRIC_RUNS]
+    by_type = {p.attributes[sc.RUN_TYPE]: p for p in runs}
+    assert by_type["task"].value == 3 and by_type["task"].attributes[sc.TASK_NAME] == "process_item"
+    assert by_type["flow"].value == 1 and by_type["flow"].attributes[sc.RUN_STATE] == "Completed"
+    duration = metrics[sc.METRIC_RUN_DURATION]
+    assert {p.kind for p in duration} == {"histogram"} and {p.unit for p in duration} == {"s"}
+    assert sum(p.count for p in duration) == 4
+    # Nothing went to the spool when an endpoint is configured.
+    assert not list((tmp_path / "spool").glob("*.jsonl"))
+
+
+def test_otlp_grpc_when_asked(otlp_grpc_receiver, tmp_path):  # type: ignore[no-untyped-def]
+    check(run_script(
+        PIPELINE, "2",
+        OTEL_EXPORTER_OTLP_ENDPOINT=otlp_grpc_receiver.endpoint,
+        OTEL_EXPORTER_OTLP_PROTOCOL="grpc",
+        OTEL_EXPORTER_OTLP_INSECURE="true",
+        OTEL_SERVICE_NAME="grpc-test",
+        OTELFLOW_HOME=str(tmp_path),
+    ))
+    spans = otlp_grpc_receiver.wait_for(lambda: len(otlp_grpc_receiver.spans()) == 3 and otlp_grpc_receiver.spans())
+    assert {s.resource["service.name"] for s in spans} == {"grpc-test"}
+
+
+def test_collector_errors_are_retried_without_loss(otlp_receiver, tmp_path):  # type: ignore[no-untyped-def]
+    otlp_receiver.fail_next(2, status=503)
+    check(run_script(PIPELINE, "5", OTEL_EXPORTER_OTLP_ENDPOINT=otlp_receiver.endpoint, OTELFLOW_HOME=str(tmp_path),
+                     OTEL_METRICS_EXPORTER="none"))
+    spans = otlp_receiver.wait_for(lambda: len(otlp_receiver.spans()) == 6 and otlp_receiver.spans())
+    assert len({s.span_id for s in spans}) == 6
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_dead_collector_never_hangs_the_script_and_drops_are_reported(tmp_path):  # type: ignore[no-untyped-def]
+    port = _closed_port()
+    proc = check(run_script(
+        PIPELINE, "50",
+        OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{port}",
+        OTELFLOW_SHUTDOWN_TIMEOUT_SECONDS="2",
+        OTELFLOW_HOME=str(tmp_path),
+        timeout=60,
+    ))
+    assert proc.stdout.strip() == str(sum(i * 20 for i in range(1, 51)))
+    assert "could not be exported" in proc.stderr
+    assert "traces" in proc.stderr
+
+
+def _spool_files(home: Path, signal: str) -> list[Path]:
+    return sorted((home / "spool").glob(f"{signal}-*.jsonl"))
+
+
+def _hex_ids_to_base64(node: object) -> object:
+    """OTLP/JSON uses hex ids; protobuf's JSON parser expects base64 for bytes. Convert to validate the rest."""
+    if isinstance(node, dict):
+        return {
+            k: base64.b64encode(bytes.fromhex(v)).decode() if k in {"traceId", "spanId", "parentSpanId"}
+            else _hex_ids_to_base64(v)
+            for k, v in node.items()
+        }
+    if isinstance(node, list):
+        return [_hex_ids_to_base64(v) for v in node]
+    return node
+
+
+def test_embedded_default_writes_otlp_json_lines_and_cli_reads_them(tmp_path):  # type: ignore[no-untyped-def]
+    check(run_script(PIPELINE, OTELFLOW_HOME=str(tmp_path)))
+    (trace_file,) = _spool_files(tmp_path, "traces")
+    lines = trace_file.read_text().splitlines()
+    assert lines
+    span_count = 0
+    for line in lines:
+        # Every line is a valid ExportTraceServiceRequest in the OTLP/JSON mapping (unknown fields would raise).
+        raw = json.loads(line)
+        request = json_format.Parse(json.dumps(_hex_ids_to_base64(raw)), ExportTraceServiceRequest())
+        for rs in request.resource_spans:
+            for ss in rs.scope_spans:
+                span_count += len(ss.spans)
+        for rs in raw["resourceSpans"]:
+            for ss in rs["scopeSpans"]:
+                for span in ss["spans"]:
+                    assert len(span["traceId"]) == 32 and int(span["traceId"], 16)
+                    assert len(span["spanId"]) == 16
+    assert span_count == 4
+    for log_file in _spool_files(tmp_path, "logs"):
+        for line in log_file.read_text().splitlines():
+            json_format.Parse(json.dumps(_hex_ids_to_base64(json.loads(line))), ExportLogsServiceRequest())
+
+    runs = check(subprocess.run([PYTHON, "-m", "otelflow", "runs", "--json"], env=subprocess_env(
+        OTELFLOW_HOME=str(tmp_path)), capture_output=True, text=True, timeout=60))
+    (run,) = [json.loads(line) for line in runs.stdout.splitlines()]
+    assert run["flow"] == "pipeline" and run["state"] == "Completed"
+    shown = check(subprocess.run([PYTHON, "-m", "otelflow", "show", run["flow_run_id"]], env=subprocess_env(
+        OTELFLOW_HOME=str(tmp_path)), capture_output=True, text=True, timeout=60)).stdout
+    assert f"trace {run['trace_id']}" in shown
+    assert shown.count("task process_item") == 3
+    assert "[map 2]" in shown and "tags=critical,production" in shown
+    missing = subprocess.run([PYTHON, "-m", "otelflow", "show", "no-such-run"], env=subprocess_env(
+        OTELFLOW_HOME=str(tmp_path)), capture_output=True, text=True, timeout=60)
+    assert missing.returncode == 1 and "otelflow runs" in missing.stderr
+
+
+def test_application_providers_are_used_and_nothing_replaced(tmp_path):  # type: ignore[no-untyped-def]
+    code = textwrap.dedent(
+        """
+        import json
+        from opentelemetry import trace
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+        from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+        exporter = InMemorySpanExporter()
+        provider = TracerProvider()
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+        trace.set_tracer_provider(provider)
+
+        from otelflow import flow, task
+
+        @task
+        def t():
+            return 1
+
+        @flow
+        def f():
+            with trace.get_tracer("app").start_as_current_span("app span"):
+                return t()
+
+        f()
+        assert trace.get_tracer_provider() is provider
+        print(json.dumps(sorted(s.name for s in exporter.get_finished_spans())))
+        """
+    )
+    proc = check(run_script(code, OTELFLOW_HOME=str(tmp_path)))
+    assert json.loads(proc.stdout) == ["app span", "flow f", "task t"]
+    assert not _spool_files(tmp_path, "traces")
+
+
+def test_sdk_disabled_runs_flows_without_telemetry(tmp_path):  # type: ignore[no-untyped-def]
+    proc = check(run_script(PIPELINE, OTEL_SDK_DISABLED="true", OTELFLOW_HOME=str(tmp_path)))
+    assert proc.stdout.strip() == "120"
+    assert not (tmp_path / "spool").exists()
+
+
+def test_sampler_and_attribute_limits_come_from_env(tmp_path, otlp_receiver):  # type: ignore[no-untyped-def]
+    check(run_script(PIPELINE, OTEL_TRACES_SAMPLER="always_off", OTELFLOW_HOME=str(tmp_path)))
+    assert not _spool_files(tmp_path, "traces")
+
+    check(run_script(PIPELINE, OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT="5", OTELFLOW_HOME=str(tmp_path),
+                     OTEL_EXPORTER_OTLP_ENDPOINT=otlp_receiver.endpoint, OTEL_METRICS_EXPORTER="none"))
+    spans = otlp_receiver.wait_for(lambda: len(otlp_receiver.spans()) == 4 and otlp_receiver.spans())
+    assert all(len(s.attributes[sc.RUN_NAME]) <= 5 for s in spans)
+
+
+@pytest.mark.parametrize("signal", ["traces", "logs"])
+def test_exporter_none_turns_a_signal_off(tmp_path, signal):  # type: ignore[no-untyped-def]
+    check(run_script(PIPELINE, OTELFLOW_HOME=str(tmp_path), **{f"OTEL_{signal.upper()}_EXPORTER": "none"}))
+    assert not _spool_files(tmp_path, signal)
+    other = "logs" if signal == "traces" else "traces"
+    assert _spool_files(tmp_path, other)

@@ -115,7 +115,7 @@ def bench_map(n: int, repeats: int) -> dict[str, float]:
     """``task.map`` over n items in a flow (thread pool), task runs per second."""
     from opentelemetry import trace
 
-    provider, exporter = _null_provider()
+    provider, _ = _null_provider()
     trace.set_tracer_provider(provider)
     from otelflow import flow, task
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import sys
-from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -101,7 +100,8 @@ def main() -> None:
 
 
 _home_option = click.option(
-    "--home", envvar="OTELFLOW_HOME", default=None, help="otelflow home folder (default: $OTELFLOW_HOME or ~/.otelflow)."
+    "--home", envvar="OTELFLOW_HOME", default=None,
+    help="otelflow home folder (default: $OTELFLOW_HOME or ~/.otelflow).",
 )
 
 

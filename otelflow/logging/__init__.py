@@ -1,34 +1,59 @@
-"""Run loggers (placeholder: replaced by the logging issue's full implementation)."""
+"""Run logs: Prefect's logging API, exported as OpenTelemetry log records correlated with each run's span.
+
+Example::
+
+    from otelflow import flow, task, get_run_logger
+    from otelflow.logging import LogEavesdropper, disable_run_logger, get_logger
+
+    @task
+    def process_data(data):
+        get_run_logger().info(f"Processing {len(data)} records")
+
+    @flow
+    def data_pipeline():
+        get_run_logger().info("Configuration", extra={"batch_size": 1000, "env": "production"})
+
+See ``docs/logging.md`` for the console formats, structlog and the wire format.
+"""
 
 from __future__ import annotations
 
-import builtins
-import contextlib
-import logging
-from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from otelflow.context import FlowRunContext, MissingContextError, TaskRunContext
+from otelflow.logging.configuration import get_otel_handler, setup_logging
+from otelflow.logging.loggers import (
+    LogEavesdropper,
+    PrefectLogAdapter,
+    RunLoggerAdapter,
+    disable_run_logger,
+    get_logger,
+    get_run_logger,
+    print_as_log,
+)
+from otelflow.logging.processors import add_run_context
 
-__all__ = ["get_logger", "get_run_logger", "print_as_log"]
+if TYPE_CHECKING:
+    from otelflow.logging.handlers import OTelRunLogHandler
+
+__all__ = [
+    "LogEavesdropper",
+    "OTelRunLogHandler",
+    "PrefectLogAdapter",
+    "RunLoggerAdapter",
+    "add_run_context",
+    "disable_run_logger",
+    "get_logger",
+    "get_otel_handler",
+    "get_run_logger",
+    "print_as_log",
+    "setup_logging",
+]
 
 
-def get_logger(name: str | None = None) -> logging.Logger:
-    """A logger under the ``otelflow`` hierarchy."""
-    return logging.getLogger(f"otelflow.{name}" if name else "otelflow")
+def __getattr__(name: str) -> Any:
+    # The handler module imports the OTel logging bridge (~50 ms); only load it when asked for.
+    if name == "OTelRunLogHandler":
+        from otelflow.logging.handlers import OTelRunLogHandler
 
-
-def get_run_logger(name: str | None = None, **kwargs: Any) -> logging.LoggerAdapter[logging.Logger]:
-    """The logger of the current flow or task run."""
-    ctx = TaskRunContext.get() or FlowRunContext.get()
-    if ctx is None:
-        raise MissingContextError("There is no active flow or task run context.")
-    return logging.LoggerAdapter(get_logger(name or "runs"), kwargs)
-
-
-@contextlib.contextmanager
-def print_as_log() -> Iterator[None]:
-    """Send print() to the run logger inside the block."""
-    original = builtins.print
-    yield
-    builtins.print = original
+        return OTelRunLogHandler
+    raise AttributeError(f"module 'otelflow.logging' has no attribute {name!r}")

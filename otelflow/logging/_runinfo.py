@@ -1,0 +1,139 @@
+"""What a run log record needs to know about its run, computed once per run and reused for every record.
+
+A :class:`RunInfo` holds the run's OTel log attributes, an OTel ``Context`` carrying the run's span (so the
+record's trace_id/span_id are the run's, whichever span is current when the record is emitted), the hex
+ids for console/JSON/structlog output, and the run's display name.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from typing import TYPE_CHECKING, Any
+
+from opentelemetry import trace
+
+from otelflow import semconv
+from otelflow.context import FlowRunContext, TaskRunContext
+
+if TYPE_CHECKING:
+    from opentelemetry.context import Context
+
+__all__ = ["RUN_KEY", "RunInfo", "current_run_info", "run_info_for"]
+
+# Where the run logger adapter leaves the RunInfo on a stdlib LogRecord (``extra``). Handlers read it and
+# never export it as an attribute.
+RUN_KEY = "_otelflow_run"
+
+
+class RunInfo:
+    """One run's log correlation: attributes, span context, hex ids, display name. Immutable once built."""
+
+    __slots__ = ("attributes", "context", "display", "flow_run_id", "is_task", "run_id", "span_context")
+
+    def __init__(
+        self,
+        attributes: dict[str, Any],
+        span: trace.Span,
+        display: str,
+        run_id: uuid.UUID | None,
+        flow_run_id: uuid.UUID | None,
+        is_task: bool,
+    ) -> None:
+        self.attributes = attributes
+        self.context: Context = trace.set_span_in_context(span)
+        self.span_context = span.get_span_context()
+        self.display = display
+        self.run_id = run_id
+        self.flow_run_id = flow_run_id
+        self.is_task = is_task
+
+    # Hex ids are only needed by console/JSON/structlog output, not by OTel export: computed on demand.
+    @property
+    def trace_id(self) -> str | None:
+        """The run span's trace id as 32 hex digits (None if the span is invalid)."""
+        sc = self.span_context
+        return format(sc.trace_id, "032x") if sc.is_valid else None
+
+    @property
+    def span_id(self) -> str | None:
+        """The run span's span id as 16 hex digits (None if the span is invalid)."""
+        sc = self.span_context
+        return format(sc.span_id, "016x") if sc.is_valid else None
+
+    def fields(self) -> dict[str, Any]:
+        """trace_id, span_id and the run attributes, as flat key/values (structlog, JSON console)."""
+        fields: dict[str, Any] = {}
+        if self.span_context.is_valid:
+            fields["trace_id"] = self.trace_id
+            fields["span_id"] = self.span_id
+        fields.update(self.attributes)
+        return fields
+
+
+def run_info_for(task_ctx: TaskRunContext | None, flow_ctx: FlowRunContext | None) -> RunInfo | None:
+    """Build the RunInfo of the innermost run (task before flow); None when neither has a run."""
+    attrs: dict[str, Any] = {}
+    flow_run = flow_ctx.flow_run if flow_ctx is not None else None
+    task_run = task_ctx.task_run if task_ctx is not None else None
+    if flow_run is not None:
+        attrs[semconv.FLOW_RUN_ID] = str(flow_run.id)
+        attrs[semconv.FLOW_RUN_NAME] = flow_run.name
+        attrs[semconv.FLOW_NAME] = flow_run.flow_name
+    if task_run is not None:
+        assert task_ctx is not None
+        if flow_run is None and task_run.flow_run_id is not None:
+            attrs[semconv.FLOW_RUN_ID] = str(task_run.flow_run_id)
+        attrs[semconv.TASK_RUN_ID] = str(task_run.id)
+        attrs[semconv.TASK_RUN_NAME] = task_run.name
+        attrs[semconv.TASK_NAME] = task_run.task_name
+        if task_run.map_index is not None:
+            attrs[semconv.TASK_MAP_INDEX] = task_run.map_index
+        tags, span = task_run.tags, task_ctx.span
+        display, run_id = f"Task run {task_run.name!r}", task_run.id
+        flow_run_id = task_run.flow_run_id if flow_run is None else flow_run.id
+    elif flow_run is not None:
+        assert flow_ctx is not None
+        tags, span = flow_run.tags, flow_ctx.span
+        display, run_id, flow_run_id = f"Flow run {flow_run.name!r}", flow_run.id, flow_run.id
+    else:
+        return None
+    if tags:
+        attrs[semconv.TAGS] = tuple(sorted(set(tags)))
+    # A remote run identity (hydrated_context) may lack names; an empty attribute says nothing useful.
+    attrs = {k: v for k, v in attrs.items() if v != ""}
+    return RunInfo(attrs, span, display, run_id, flow_run_id, task_run is not None)
+
+
+def _belongs_to_outer_flow(task_ctx: TaskRunContext, flow_ctx: FlowRunContext) -> bool:
+    # A subflow called inside a task: the task context is still set, but the innermost run is the subflow.
+    task_run, flow_run = task_ctx.task_run, flow_ctx.flow_run
+    assert task_run is not None and flow_run is not None
+    return task_run.flow_run_id is not None and task_run.flow_run_id != flow_run.id
+
+
+_cache = threading.local()
+
+
+def current_run_info() -> RunInfo | None:
+    """The RunInfo of the run current in this thread/context, or None outside any run.
+
+    Cached per thread by context identity: ``get_run_logger().info(...)`` on every line of a task costs a
+    lookup, not a rebuild. The cache holds the contexts strongly, so an identity match cannot be a reused id.
+    """
+    task_ctx = TaskRunContext.get()
+    flow_ctx = FlowRunContext.get()
+    if task_ctx is not None and task_ctx.task_run is None:
+        task_ctx = None
+    if flow_ctx is not None and flow_ctx.flow_run is None:
+        flow_ctx = None
+    if task_ctx is None and flow_ctx is None:
+        return None
+    if task_ctx is not None and flow_ctx is not None and _belongs_to_outer_flow(task_ctx, flow_ctx):
+        task_ctx = None
+    cached = getattr(_cache, "entry", None)
+    if cached is not None and cached[0] is task_ctx and cached[1] is flow_ctx:
+        return cached[2]  # type: ignore[no-any-return]
+    info = run_info_for(task_ctx, flow_ctx)
+    _cache.entry = (task_ctx, flow_ctx, info)
+    return info

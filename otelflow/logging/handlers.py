@@ -1,0 +1,182 @@
+"""Handlers on the ``otelflow`` logger: run logs to OpenTelemetry, and to the console.
+
+:class:`OTelRunLogHandler` is the maintained OTel bridge (``opentelemetry-instrumentation-logging``'s
+``LoggingHandler``; the SDK's own is deprecated) with three changes:
+
+- trace_id/span_id and the run attributes come from the run the record was logged for (bound when the run
+  logger was created), not from whatever span is current when the record is emitted;
+- the logger provider is looked up at emit time (:func:`otelflow.telemetry.get_logger_provider`), so tests
+  and applications can swap providers, and records are dropped at no cost when log export is off;
+- no handler lock: the OTel pipeline is thread-safe, and the stdlib lock would serialise every task
+  thread's logging through one handler.
+
+It never exports OTel's own logs (``opentelemetry.*`` loggers) or anything logged while OTel suppresses
+instrumentation (otelflow's export threads), and the bridge's re-entrancy guard stays in force, so an
+exporter that logs cannot loop back into itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Mapping
+from time import time_ns
+from typing import Any, Final, TextIO
+
+from opentelemetry._logs import LogRecord
+from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, get_current, get_value
+from opentelemetry.instrumentation.log_utils import std_to_otel
+from opentelemetry.instrumentation.logging.handler import LoggingHandler
+
+from otelflow import telemetry
+from otelflow.logging._runinfo import RUN_KEY, RunInfo, current_run_info
+
+__all__ = ["ConsoleHandler", "OTelRunLogHandler", "clean_attribute", "truncate_message"]
+
+_SEVERITY_TEXT: Final = {"WARNING": "WARN", "CRITICAL": "FATAL"}
+_PLAIN_TYPES: Final = frozenset({str, int, float, bool, bytes})
+_MAX_DEPTH: Final = 8
+# Set on a stdlib record once exported, so the same handler on two loggers of one hierarchy (``otelflow``
+# and the root, say) exports it once.
+_EXPORTED: Final = "_otelflow_exported"
+
+
+def truncate_message(message: str, limit: int) -> str:
+    """``message`` cut to ``limit`` characters plus a visible ``...[truncated N chars]`` marker."""
+    if len(message) <= limit:
+        return message
+    return f"{message[:limit]}...[truncated {len(message) - limit} chars]"
+
+
+def clean_attribute(value: Any, depth: int = 0) -> Any:
+    """An OTel attribute value for ``value``: plain values and (nested) lists/dicts kept, the rest ``str()``.
+
+    The SDK would also stringify unknown types, but with a warning per record; a log call with
+    ``extra={"path": Path(...)}`` should export the path, not spam stderr.
+    """
+    if type(value) in _PLAIN_TYPES:
+        return value
+    if depth < _MAX_DEPTH:
+        if isinstance(value, list | tuple):
+            return tuple(clean_attribute(v, depth + 1) for v in value)
+        if isinstance(value, Mapping):
+            return {str(k): clean_attribute(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, str | int | float | bytes):  # subclasses: enums, numpy floats, ...
+        return value
+    try:
+        return str(value)
+    except Exception:
+        return f"<unprintable {type(value).__name__}>"
+
+
+class OTelRunLogHandler(LoggingHandler):
+    """Export stdlib records as OTel log records correlated with their otelflow run.
+
+    Installed on the ``otelflow`` logger by otelflow. To export another logger's records (your structlog
+    setup, a library) with the same correlation, add an instance to that logger; see ``docs/logging.md``.
+    """
+
+    def __init__(self, level: int = logging.NOTSET, max_message_length: int | None = None) -> None:
+        super().__init__(level=level)
+        if max_message_length is None:
+            from otelflow.settings import get_settings
+
+            max_message_length = get_settings().logging_max_message_length
+        self.max_message_length = max_message_length
+        # (provider, {logger name: OTel logger}): swapped as a whole when the provider changes.
+        self._otel_loggers: tuple[Any, dict[str, Any]] = (None, {})
+
+    def handle(self, record: logging.LogRecord) -> bool:  # type: ignore[override]
+        """Filter and emit without the handler lock (the OTel pipeline is thread-safe)."""
+        if self.filters and not self.filter(record):
+            return False
+        self.emit(record)
+        return True
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Translate the record and emit it through the current logger provider."""
+        if record.name.startswith("opentelemetry") or _EXPORTED in record.__dict__:
+            return  # OTel's own logs; or a record already exported by a handler on a child logger
+        provider = telemetry.get_logger_provider()
+        if provider is None or get_value(_SUPPRESS_INSTRUMENTATION_KEY):
+            return
+        if self._is_emitting.get():
+            return  # a record logged while exporting one: exporting it could loop forever
+        token = self._is_emitting.set(True)
+        try:
+            cached_provider, loggers = self._otel_loggers
+            if cached_provider is not provider:
+                loggers = {}
+                self._otel_loggers = (provider, loggers)
+            otel_logger = loggers.get(record.name)
+            if otel_logger is None:
+                otel_logger = loggers[record.name] = provider.get_logger(record.name)
+            otel_record = self._translate(record)
+            record.__dict__[_EXPORTED] = True
+            otel_logger.emit(otel_record)
+        except RecursionError:  # pragma: no cover - see logging.StreamHandler.emit
+            raise
+        except Exception:
+            self.handleError(record)
+        finally:
+            self._is_emitting.reset(token)
+
+    def _translate(self, record: logging.LogRecord) -> LogRecord:
+        attributes, event_name = self._get_attributes(record)
+        run: RunInfo | None = attributes.pop(RUN_KEY, None)
+        for key, value in attributes.items():
+            if type(value) not in _PLAIN_TYPES:
+                attributes[key] = clean_attribute(value)
+        if run is not None:
+            # Bound when the run logger was created: right even from a helper thread with no current span.
+            context = run.context
+        else:
+            # get_logger() / structlog records: the current span, and the current run's attributes.
+            context = get_current()
+            run = current_run_info()
+        if run is not None:
+            if "trace_id" in attributes and attributes["trace_id"] == run.trace_id:
+                # add_run_context() put them there for rendering; the record carries them natively.
+                del attributes["trace_id"]
+                attributes.pop("span_id", None)
+            attributes.update(run.attributes)
+        return LogRecord(
+            timestamp=int(record.created * 1e9),
+            observed_timestamp=time_ns(),
+            context=context,
+            severity_text=_SEVERITY_TEXT.get(record.levelname, record.levelname),
+            severity_number=std_to_otel(record.levelno),
+            body=truncate_message(record.getMessage(), self.max_message_length),
+            attributes=attributes,
+            event_name=event_name,
+        )
+
+
+class ConsoleHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Run logs on stderr, rendered by structlog (built on the first record, so idle setups import nothing).
+
+    Writes to whatever ``sys.stderr`` is at emit time, so redirections (pytest's capture, contextlib)
+    are honoured.
+    """
+
+    def __init__(self, fmt: str, max_message_length: int) -> None:
+        super().__init__(sys.stderr)
+        self._fmt = fmt
+        self._max_message_length = max_message_length
+
+    @property  # type: ignore[override]
+    def stream(self) -> TextIO:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: TextIO) -> None:
+        pass  # always sys.stderr, looked up at emit time
+
+    def format(self, record: logging.LogRecord) -> str:
+        """Render with structlog (console or JSON)."""
+        if self.formatter is None:
+            from otelflow.logging.formatters import build_formatter
+
+            colors = bool(getattr(sys.stderr, "isatty", lambda: False)())
+            self.formatter = build_formatter(self._fmt, colors, self._max_message_length)
+        return super().format(record)

@@ -1,0 +1,325 @@
+"""Run loggers, Prefect style: ``get_run_logger``, ``get_logger``, ``disable_run_logger``, ``print_as_log``.
+
+Run loggers are ``logging.LoggerAdapter`` objects over the stdlib loggers ``otelflow.flow_runs`` and
+``otelflow.task_runs``. The adapter is bound to its run when created, so a logger obtained in a task and
+handed to a helper thread still correlates with that task's span. Every record it makes carries the run's
+:class:`~otelflow.logging._runinfo.RunInfo`; the OTel handler on the ``otelflow`` logger turns it into an
+OTel log record with the run's trace_id/span_id and attributes.
+
+Example::
+
+    from otelflow import flow, task, get_run_logger
+
+    @task
+    def process_data(data):
+        get_run_logger().info(f"Processing {len(data)} records")
+
+    @flow
+    def data_pipeline():
+        get_run_logger().info("Configuration", extra={"batch_size": 1000, "env": "production"})
+"""
+
+from __future__ import annotations
+
+import builtins
+import logging
+import threading
+import uuid
+from collections.abc import Mapping, MutableMapping
+from contextvars import ContextVar, Token
+from typing import Any, Final
+
+from otelflow.context import MissingContextError
+from otelflow.logging._runinfo import RUN_KEY, RunInfo, current_run_info
+from otelflow.logging.configuration import ensure_configured
+
+__all__ = [
+    "LogEavesdropper",
+    "PrefectLogAdapter",
+    "RunLoggerAdapter",
+    "disable_run_logger",
+    "get_logger",
+    "get_run_logger",
+    "print_as_log",
+]
+
+ROOT_LOGGER_NAME: Final = "otelflow"
+FLOW_RUN_LOGGER_NAME: Final = "otelflow.flow_runs"
+TASK_RUN_LOGGER_NAME: Final = "otelflow.task_runs"
+
+# Attributes every stdlib LogRecord has (plus the two makeRecord refuses): ``extra`` may not use them.
+_RESERVED_EXTRA_KEYS: Final = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime", RUN_KEY}
+
+
+def get_logger(name: str | None = None) -> logging.Logger:
+    """A stdlib logger under the ``otelflow`` hierarchy, for module-level logging.
+
+    Its records go to otelflow's console output and, inside a run, to OTel correlated with the current run.
+
+    Example::
+
+        logger = get_logger(__name__)   # "otelflow.<__name__>"
+        logger.info("loaded %d rows", n)
+    """
+    ensure_configured()
+    if not name or name == ROOT_LOGGER_NAME:
+        return logging.getLogger(ROOT_LOGGER_NAME)
+    if name.startswith(ROOT_LOGGER_NAME + "."):
+        return logging.getLogger(name)
+    return logging.getLogger(f"{ROOT_LOGGER_NAME}.{name}")
+
+
+# --- disabling ------------------------------------------------------------------------------------------
+
+# None: enabled. _ALL: every run logger is disabled (the context-manager form). A frozenset: the ids of the
+# runs (task run ids or flow run ids) whose loggers are disabled; a flow's id disables its task runs too.
+_ALL: Final = frozenset({uuid.UUID(int=0)})
+_disabled: ContextVar[frozenset[uuid.UUID] | None] = ContextVar("otelflow_disabled_run_loggers", default=None)
+
+
+def _is_disabled(run: RunInfo) -> bool:
+    disabled = _disabled.get()
+    if disabled is None:
+        return False
+    return disabled is _ALL or run.run_id in disabled or run.flow_run_id in disabled
+
+
+class disable_run_logger:
+    """Silence run loggers: as a plain call, for the rest of the current run; as ``with``, inside the block.
+
+    Plain call inside a run: the run's logger (and those of task runs it starts afterwards) emits nothing
+    for the rest of that run; the caller of the run and sibling runs are not affected. As a context
+    manager (Prefect's form): every run logger is silent inside the block, and restored on exit.
+
+    Example::
+
+        @flow
+        def quiet():
+            disable_run_logger()
+            get_run_logger().info("not emitted")
+
+        with disable_run_logger():
+            my_flow()   # no run logs
+    """
+
+    __slots__ = ("_entered", "_token")
+
+    def __init__(self) -> None:
+        self._token: Token[frozenset[uuid.UUID] | None] | None = None
+        self._entered: Token[frozenset[uuid.UUID] | None] | None = None
+        run = current_run_info()
+        if run is not None and run.run_id is not None:
+            current = _disabled.get()
+            if current is not _ALL:
+                # The variable lives in the context the run function runs in; keying it by run id (not a
+                # bare flag) keeps it from silencing the caller or sibling runs after this run returns.
+                self._token = _disabled.set((current or frozenset()) | {run.run_id})
+
+    def __enter__(self) -> None:
+        self._entered = _disabled.set(_ALL)
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._entered is not None:
+            _disabled.reset(self._entered)
+            self._entered = None
+        if self._token is not None:
+            _disabled.reset(self._token)
+            self._token = None
+
+
+# --- the run logger ---------------------------------------------------------------------------------------
+
+
+class RunLoggerAdapter(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """The logger of one flow or task run (Prefect's ``PrefectLogAdapter``).
+
+    ``extra`` given to :func:`get_run_logger` and to each call are merged (the call's win) and exported as
+    OTel log attributes, keeping their types.
+    """
+
+    run: RunInfo
+
+    def __init__(self, logger: logging.Logger, extra: Mapping[str, object] | None, run: RunInfo) -> None:
+        extra = dict(extra or {})
+        _check_extra(extra)
+        super().__init__(logger, extra)
+        self.run = run
+        extra[RUN_KEY] = run
+
+    def isEnabledFor(self, level: int) -> bool:
+        """False when the level is filtered out or the run logger is disabled."""
+        if _disabled.get() is not None and _is_disabled(self.run):
+            return False
+        return self.logger.isEnabledFor(level)
+
+    def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, MutableMapping[str, Any]]:
+        """Merge the call's ``extra`` with the adapter's (which carries the run)."""
+        extra = kwargs.get("extra")
+        if extra:
+            _check_extra(extra)
+            kwargs["extra"] = {**self.extra, **extra, RUN_KEY: self.run}  # type: ignore[dict-item]
+        else:
+            kwargs["extra"] = self.extra
+        return msg, kwargs
+
+    def getChild(self, suffix: str, extra: Mapping[str, object] | None = None) -> RunLoggerAdapter:
+        """A run logger for a child logger name, with more ``extra`` (Prefect's API)."""
+        merged = {k: v for k, v in self.extra.items() if k != RUN_KEY}  # type: ignore[union-attr]
+        merged.update(extra or {})
+        return RunLoggerAdapter(self.logger.getChild(suffix), merged, self.run)
+
+
+PrefectLogAdapter = RunLoggerAdapter
+
+
+def _check_extra(extra: Mapping[str, object]) -> None:
+    if not _RESERVED_EXTRA_KEYS.isdisjoint(extra):
+        clash = sorted(k for k in extra if k in _RESERVED_EXTRA_KEYS)
+        raise KeyError(
+            f"extra key(s) {clash} would overwrite attributes of logging.LogRecord; rename them "
+            f"(for example {clash[0]!r} -> '{clash[0]}_')."
+        )
+
+
+_NO_RUN_MESSAGE: Final = (
+    "There is no active flow or task run context. get_run_logger() works inside a @flow or @task "
+    "(or inside hydrated_context() with a run identity); use otelflow.logging.get_logger() elsewhere."
+)
+
+
+def get_run_logger(name: str | None = None, **kwargs: object) -> RunLoggerAdapter:
+    """The logger of the current task run (else flow run); its records are correlated with the run's span.
+
+    ``name`` picks a logger under ``otelflow.`` instead of ``otelflow.task_runs``/``otelflow.flow_runs``;
+    ``kwargs`` are added to every record as ``extra`` (exported as attributes).
+    Raises :class:`~otelflow.context.MissingContextError` outside any run, except inside
+    :func:`~otelflow.context.hydrated_context` with a remote run identity, where the records correlate with
+    the remote run's span.
+
+    Example::
+
+        @task
+        def extract():
+            logger = get_run_logger()
+            logger.info("extracted %d rows", 3, extra={"source": "s3"})
+    """
+    ensure_configured()
+    run = current_run_info()
+    if run is None:
+        raise MissingContextError(_NO_RUN_MESSAGE)
+    if name:
+        logger = get_logger(name)
+    elif run.is_task:
+        logger = logging.getLogger(TASK_RUN_LOGGER_NAME)
+    else:
+        logger = logging.getLogger(FLOW_RUN_LOGGER_NAME)
+    return RunLoggerAdapter(logger, kwargs, run)
+
+
+# --- print() as run log -------------------------------------------------------------------------------
+
+_log_prints: ContextVar[bool] = ContextVar("otelflow_log_prints", default=False)
+_original_print: Any = builtins.print
+
+
+def _print(
+    *args: Any, sep: str | None = " ", end: str | None = "\n", file: Any = None, flush: bool = False
+) -> None:
+    # Installed once as builtins.print; a context var says whether *this* context's prints are run logs, so
+    # other threads and contexts printing at the same time print normally.
+    if file is None and _log_prints.get():
+        run = current_run_info()
+        if run is not None and not _is_disabled(run):
+            adapter = get_run_logger()
+            adapter.info((" " if sep is None else sep).join(map(str, args)))
+            return
+    _original_print(*args, sep=sep, end=end, file=file, flush=flush)
+
+
+_install_lock = threading.Lock()
+
+
+def _install_print() -> None:
+    global _original_print
+    if builtins.print is _print:
+        return
+    with _install_lock:
+        if builtins.print is not _print:
+            # Whatever print was in place (the builtin, or another tool's wrapper) stays the fallback.
+            _original_print = builtins.print
+            builtins.print = _print
+
+
+class print_as_log:
+    """While entered, ``print()`` calls made in this context go to the current run logger at INFO.
+
+    The engine enters it around runs with ``log_prints=True``. Prints with an explicit ``file=`` print
+    normally (as in Prefect), and so do prints from other threads or contexts.
+    """
+
+    __slots__ = ("_token",)
+
+    def __init__(self) -> None:
+        self._token: Token[bool] | None = None
+
+    def __enter__(self) -> None:
+        _install_print()
+        self._token = _log_prints.set(True)
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._token is not None:
+            _log_prints.reset(self._token)
+            self._token = None
+
+
+# --- eavesdropping ---------------------------------------------------------------------------------------
+
+
+class LogEavesdropper(logging.Handler):
+    """Capture the records of one logger (and its children) inside a ``with`` block.
+
+    ``level`` also lowers the logger's level for the block (so ``DEBUG`` captures debug records).
+
+    Example::
+
+        with LogEavesdropper("otelflow.task_runs", level=logging.INFO) as eavesdropper:
+            my_flow()
+        print(eavesdropper.text())   # one message per line
+    """
+
+    def __init__(self, eavesdrop_on: str | logging.Logger, level: int = logging.NOTSET) -> None:
+        super().__init__(level=level)
+        self.eavesdrop_on = eavesdrop_on.name if isinstance(eavesdrop_on, logging.Logger) else eavesdrop_on
+        self._records: list[logging.LogRecord] = []
+        self._target: logging.Logger | None = None
+        self._original_level = logging.NOTSET
+        self.setFormatter(logging.Formatter("%(message)s"))
+
+    def __enter__(self) -> LogEavesdropper:
+        if self.eavesdrop_on == ROOT_LOGGER_NAME or self.eavesdrop_on.startswith(ROOT_LOGGER_NAME + "."):
+            ensure_configured()  # so configuring later cannot reset the level set here
+        self._target = logging.getLogger(self.eavesdrop_on)
+        self._original_level = self._target.level
+        if self.level != logging.NOTSET:
+            self._target.setLevel(self.level)
+        self._records = []
+        self._target.addHandler(self)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._target is not None:
+            self._target.removeHandler(self)
+            self._target.setLevel(self._original_level)
+            self._target = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Keep the record."""
+        self._records.append(record)
+
+    def get_logs(self) -> list[logging.LogRecord]:
+        """The records captured so far, in order."""
+        return list(self._records)
+
+    def text(self) -> str:
+        """The captured records formatted one per line (the message, like Prefect's)."""
+        return "\n".join(self.format(record) for record in self._records)

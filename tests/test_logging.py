@@ -1,0 +1,560 @@
+"""Run logs: real flows, records captured in memory as the OTel SDK hands them to an exporter."""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import threading
+from pathlib import Path
+
+import pytest
+from opentelemetry.sdk._logs import LogRecordProcessor
+
+from otelflow import flow, get_run_logger, tags, task
+from otelflow import semconv as sc
+from otelflow.context import MissingContextError, hydrated_context, serialize_context
+from otelflow.logging import LogEavesdropper, disable_run_logger, get_logger, get_otel_handler
+
+
+def attrs(item):  # type: ignore[no-untyped-def]
+    """Attributes of a span or of a captured log record."""
+    record = getattr(item, "log_record", item)
+    return dict(record.attributes or {})
+
+
+def body(log):  # type: ignore[no-untyped-def]
+    return log.log_record.body
+
+
+def ids(item):  # type: ignore[no-untyped-def]
+    """(trace_id, span_id) of a span or a captured log record."""
+    if hasattr(item, "log_record"):
+        return item.log_record.trace_id, item.log_record.span_id
+    return item.context.trace_id, item.context.span_id
+
+
+# --- the issue's example ----------------------------------------------------------------------------------
+
+
+@task
+def process_data(data):  # type: ignore[no-untyped-def]
+    logger = get_run_logger()
+    logger.info(f"Processing {len(data)} records")
+    return len(data)
+
+
+@flow
+def data_pipeline():  # type: ignore[no-untyped-def]
+    get_run_logger().info("Configuration", extra={"batch_size": 1000, "env": "production"})
+    with tags("etl", "critical"):
+        return process_data([1, 2, 3])
+
+
+def test_issue_example_records_correlate_with_their_run_spans(captured):  # type: ignore[no-untyped-def]
+    assert data_pipeline() == 3
+
+    (flow_span,) = captured.flow_spans()
+    (task_span,) = captured.task_spans()
+    config_log, task_log = captured.logs
+    assert body(config_log) == "Configuration"
+    assert ids(config_log) == ids(flow_span)
+    assert body(task_log) == "Processing 3 records"
+    assert ids(task_log) == ids(task_span)
+
+    flow_run_id = attrs(flow_span)[sc.FLOW_RUN_ID]
+    a = attrs(config_log)
+    assert a["batch_size"] == 1000 and isinstance(a["batch_size"], int)
+    assert a["env"] == "production"
+    assert a[sc.FLOW_RUN_ID] == flow_run_id
+    assert a[sc.FLOW_RUN_NAME] == attrs(flow_span)[sc.RUN_NAME]
+    assert a[sc.FLOW_NAME] == "data_pipeline"
+    assert sc.TASK_RUN_ID not in a
+
+    a = attrs(task_log)
+    assert a[sc.FLOW_RUN_ID] == flow_run_id
+    assert a[sc.FLOW_NAME] == "data_pipeline"
+    assert a[sc.TASK_RUN_ID] == attrs(task_span)[sc.RUN_ID]
+    assert a[sc.TASK_RUN_NAME] == attrs(task_span)[sc.RUN_NAME]
+    assert a[sc.TASK_NAME] == "process_data"
+    assert a[sc.TAGS] == ("critical", "etl")
+    assert task_log.log_record.severity_text == "INFO"
+    assert task_log.log_record.severity_number.value == 9
+    assert task_log.instrumentation_scope.name == "otelflow.task_runs"
+    assert config_log.instrumentation_scope.name == "otelflow.flow_runs"
+
+
+@pytest.mark.parametrize(
+    ("method", "severity_text", "severity_number"),
+    [
+        ("debug", "DEBUG", 5),
+        ("info", "INFO", 9),
+        ("warning", "WARN", 13),
+        ("error", "ERROR", 17),
+        ("critical", "FATAL", 21),
+    ],
+)
+def test_severity(captured, settings_env, method, severity_text, severity_number):  # type: ignore[no-untyped-def]
+    settings_env(LOGGING_LEVEL="DEBUG")
+
+    @flow
+    def levels():  # type: ignore[no-untyped-def]
+        getattr(get_run_logger(), method)("hello")
+
+    levels()
+    (log,) = captured.logs
+    assert (log.log_record.severity_text, log.log_record.severity_number.value) == (
+        severity_text,
+        severity_number,
+    )
+
+
+def test_level_setting_filters_records(captured, settings_env):  # type: ignore[no-untyped-def]
+    settings_env(LOGGING_LEVEL="WARNING")
+
+    @flow
+    def noisy():  # type: ignore[no-untyped-def]
+        logger = get_run_logger()
+        logger.info("dropped")
+        logger.warning("kept")
+
+    noisy()
+    assert [body(log) for log in captured.logs] == ["kept"]
+
+
+# --- extra, exceptions, bad input -------------------------------------------------------------------------
+
+
+class Opaque:
+    __slots__ = ()
+
+    def __str__(self) -> str:
+        return "opaque!"
+
+
+def test_extra_keeps_types_and_stringifies_the_rest(captured):  # type: ignore[no-untyped-def]
+    @task
+    def typed():  # type: ignore[no-untyped-def]
+        get_run_logger(component="loader").info(
+            "typed",
+            extra={
+                "n": 3,
+                "ratio": 0.5,
+                "ok": True,
+                "label": "x",
+                "ids": [1, 2],
+                "nested": {"a": 1, "b": [True]},
+                "path": Path("/tmp/x"),
+                "opaque": Opaque(),
+                "nothing": None,
+                "mixed": {1: Opaque()},
+            },
+        )
+
+    typed()
+    a = attrs(captured.logs[0])
+    assert a["n"] == 3 and type(a["n"]) is int
+    assert a["ratio"] == 0.5 and a["ok"] is True and a["label"] == "x"
+    assert a["ids"] == (1, 2)
+    assert a["nested"] == {"a": 1, "b": (True,)}
+    assert a["path"] == "/tmp/x"
+    assert a["opaque"] == "opaque!"
+    assert a["nothing"] == "None"
+    assert a["mixed"] == {"1": "opaque!"}
+    assert a["component"] == "loader"  # get_run_logger(**kwargs) become extra on every record
+
+
+def test_call_extra_overrides_logger_extra(captured):  # type: ignore[no-untyped-def]
+    @flow
+    def f():  # type: ignore[no-untyped-def]
+        logger = get_run_logger(stage="a")
+        logger.info("one")
+        logger.info("two", extra={"stage": "b"})
+
+    f()
+    assert [attrs(log)["stage"] for log in captured.logs] == ["a", "b"]
+
+
+def test_exception_attributes(captured):  # type: ignore[no-untyped-def]
+    @task
+    def fails_softly():  # type: ignore[no-untyped-def]
+        try:
+            raise ValueError("bad row 7")
+        except ValueError:
+            get_run_logger().exception("could not parse")
+
+    fails_softly()
+    (log,) = captured.logs
+    a = attrs(log)
+    assert body(log) == "could not parse"
+    assert log.log_record.severity_text == "ERROR"
+    assert a[sc.EXCEPTION_TYPE] == "ValueError"
+    assert a[sc.EXCEPTION_MESSAGE] == "bad row 7"
+    assert "Traceback" in a[sc.EXCEPTION_STACKTRACE] and "bad row 7" in a[sc.EXCEPTION_STACKTRACE]
+    assert a[sc.TASK_NAME] == "fails_softly"
+
+
+def test_huge_messages_are_truncated_with_a_marker(captured, settings_env):  # type: ignore[no-untyped-def]
+    settings_env(LOGGING_MAX_MESSAGE_LENGTH="100")
+
+    @flow
+    def chatty():  # type: ignore[no-untyped-def]
+        get_run_logger().info("x" * 1000)
+        get_run_logger().info("%s", "y" * 100)
+
+    chatty()
+    truncated, exact = (body(log) for log in captured.logs)
+    assert truncated == "x" * 100 + "...[truncated 900 chars]"
+    assert exact == "y" * 100
+
+
+@pytest.mark.parametrize("key", ["msg", "name", "levelname", "message", "asctime", "args"])
+def test_reserved_extra_keys_raise_key_error(captured, key):  # type: ignore[no-untyped-def]
+    errors: list[str] = []
+
+    @flow
+    def f():  # type: ignore[no-untyped-def]
+        with pytest.raises(KeyError) as call_error:
+            get_run_logger().info("x", extra={key: 1})
+        errors.append(str(call_error.value))
+        if key != "name":  # get_run_logger(name=...) picks the logger
+            with pytest.raises(KeyError) as logger_error:
+                get_run_logger(**{key: 1})
+            errors.append(str(logger_error.value))
+
+    f()
+    assert all(key in e and "LogRecord" in e and "rename" in e for e in errors)
+    assert captured.logs == []
+
+
+def test_missing_context_outside_runs(captured):  # type: ignore[no-untyped-def]
+    with pytest.raises(MissingContextError, match="no active flow or task run context"):
+        get_run_logger()
+
+
+# --- get_logger -------------------------------------------------------------------------------------------
+
+
+def test_get_logger_hierarchy_and_correlation(captured):  # type: ignore[no-untyped-def]
+    assert get_logger().name == "otelflow"
+    assert get_logger("etl.load").name == "otelflow.etl.load"
+    assert get_logger("otelflow.etl").name == "otelflow.etl"
+    assert isinstance(get_logger("x"), logging.Logger)
+
+    @task
+    def uses_module_logger():  # type: ignore[no-untyped-def]
+        get_logger("etl").info("module-level", extra={"rows": 2})
+
+    uses_module_logger()
+    get_logger("etl").info("outside any run")
+    (task_span,) = captured.task_spans()
+    inside, outside = captured.logs
+    assert ids(inside) == ids(task_span)
+    assert attrs(inside)[sc.TASK_RUN_ID] == attrs(task_span)[sc.RUN_ID]
+    assert attrs(inside)["rows"] == 2
+    assert outside.log_record.span_id == 0 and sc.FLOW_RUN_ID not in attrs(outside)
+
+
+# --- disable_run_logger -----------------------------------------------------------------------------------
+
+
+def test_disable_run_logger_plain_call_silences_the_rest_of_that_run_only(captured):  # type: ignore[no-untyped-def]
+    @task
+    def quiet_task(i):  # type: ignore[no-untyped-def]
+        get_run_logger().info(f"before {i}")
+        if i == 0:
+            disable_run_logger()
+        get_run_logger().info(f"after {i}")
+
+    @flow
+    def quiet_flow():  # type: ignore[no-untyped-def]
+        get_run_logger().info("flow before")
+        quiet_task.map([0, 1]).wait()
+        disable_run_logger()
+        get_run_logger().info("flow after")
+
+    @flow
+    def loud_flow():  # type: ignore[no-untyped-def]
+        get_run_logger().info("loud")
+
+    quiet_flow()
+    loud_flow()  # same caller context as quiet_flow: must not inherit its disable
+    assert sorted(body(log) for log in captured.logs) == [
+        "after 1",
+        "before 0",
+        "before 1",
+        "flow before",
+        "loud",
+    ]
+
+
+def test_disable_run_logger_plain_call_in_a_subflow_leaves_the_parent_alone(captured):  # type: ignore[no-untyped-def]
+    @flow
+    def child():  # type: ignore[no-untyped-def]
+        disable_run_logger()
+        get_run_logger().info("child")
+
+    @flow
+    def parent():  # type: ignore[no-untyped-def]
+        child()
+        get_run_logger().info("parent")
+
+    parent()
+    assert [body(log) for log in captured.logs] == ["parent"]
+
+
+def test_disable_run_logger_context_manager_restores_on_exit(captured):  # type: ignore[no-untyped-def]
+    @task
+    def inner():  # type: ignore[no-untyped-def]
+        get_run_logger().info("inner")
+
+    @flow
+    def f():  # type: ignore[no-untyped-def]
+        logger = get_run_logger()
+        with disable_run_logger():
+            logger.info("hidden")
+            inner()
+        logger.info("visible")
+
+    f()
+    with disable_run_logger():
+        f()  # a whole flow run inside the block
+    f()
+    assert [body(log) for log in captured.logs] == ["visible", "visible"]
+
+
+# --- LogEavesdropper --------------------------------------------------------------------------------------
+
+
+def test_log_eavesdropper_by_name_and_by_logger(captured):  # type: ignore[no-untyped-def]
+    @task
+    def t():  # type: ignore[no-untyped-def]
+        get_run_logger().info("from the task")
+        get_run_logger().debug("debug line")
+
+    @flow
+    def f():  # type: ignore[no-untyped-def]
+        get_run_logger().warning("from the flow")
+        t()
+
+    with (
+        LogEavesdropper("otelflow") as everything,
+        LogEavesdropper(logging.getLogger("otelflow.task_runs"), level=logging.DEBUG) as tasks_only,
+    ):
+        f()
+    assert everything.text() == "from the flow\nfrom the task\ndebug line"
+    assert [r.getMessage() for r in tasks_only.get_logs()] == ["from the task", "debug line"]
+    assert all(isinstance(r, logging.LogRecord) for r in everything.get_logs())
+    # the level was lowered for the block only
+    assert logging.getLogger("otelflow.task_runs").level == logging.NOTSET
+    with LogEavesdropper("otelflow") as after:
+        f()
+    assert "debug line" not in after.text()
+
+
+# --- log_prints -------------------------------------------------------------------------------------------
+
+
+def test_log_prints_sends_prints_of_that_run_to_its_run_logger(captured, capsys):  # type: ignore[no-untyped-def]
+    @task
+    def printing_task():  # type: ignore[no-untyped-def]
+        print("from task", 2)
+
+    @flow(log_prints=True)
+    def printing_flow():  # type: ignore[no-untyped-def]
+        print("hello", "world")
+        print("to a file", file=__import__("sys").stdout)  # explicit file: printed, as in Prefect
+        printing_task()
+
+    @flow
+    def plain_flow():  # type: ignore[no-untyped-def]
+        print("not a log")
+
+    printing_flow()
+    plain_flow()
+    print("outside")
+    out = capsys.readouterr().out
+    assert out == "to a file\nnot a log\noutside\n"
+    (flow_span,) = captured.spans_named("flow printing_flow")
+    (task_span,) = captured.task_spans()
+    logs = {body(log): log for log in captured.logs}
+    assert set(logs) == {"hello world", "from task 2"}
+    assert ids(logs["hello world"]) == ids(flow_span)
+    assert ids(logs["from task 2"]) == ids(task_span)
+    assert logs["hello world"].log_record.severity_text == "INFO"
+
+
+def test_log_prints_does_not_capture_other_threads(captured, capsys):  # type: ignore[no-untyped-def]
+    started, release = threading.Event(), threading.Event()
+
+    def other_thread() -> None:
+        started.wait(5)
+        print("other thread")
+        release.set()
+
+    @flow(log_prints=True)
+    def printing_flow():  # type: ignore[no-untyped-def]
+        started.set()
+        release.wait(5)
+        print("mine")
+
+    thread = threading.Thread(target=other_thread)
+    thread.start()
+    printing_flow()
+    thread.join()
+    assert capsys.readouterr().out == "other thread\n"
+    assert [body(log) for log in captured.logs] == ["mine"]
+
+
+# --- correlation across threads, mapping, remote runs -----------------------------------------------------
+
+
+def test_mapped_tasks_in_parallel_threads_each_carry_their_own_run(captured):  # type: ignore[no-untyped-def]
+    @task
+    def work(i):  # type: ignore[no-untyped-def]
+        get_run_logger().info("index %d", i, extra={"index": i})
+        return i
+
+    @flow
+    def fan_out():  # type: ignore[no-untyped-def]
+        return work.map(range(200)).result()
+
+    assert fan_out() == list(range(200))
+    span_by_index = {attrs(s)[sc.TASK_MAP_INDEX]: s for s in captured.task_spans()}
+    assert len(span_by_index) == 200 and len(captured.logs) == 200
+    for log in captured.logs:
+        span = span_by_index[attrs(log)["index"]]
+        assert ids(log) == ids(span)
+        assert attrs(log)[sc.TASK_RUN_ID] == attrs(span)[sc.RUN_ID]
+        assert attrs(log)[sc.TASK_MAP_INDEX] == attrs(log)["index"]
+        assert body(log) == f"index {attrs(log)['index']}"
+
+
+def test_many_threads_logging_at_once_lose_nothing(captured):  # type: ignore[no-untyped-def]
+    threads_per_task, per_thread = 8, 250
+
+    @task
+    def spawner(name):  # type: ignore[no-untyped-def]
+        logger = get_run_logger()  # handed to plain threads: no run context there, still correlated
+
+        def chatter(t: int) -> None:
+            for i in range(per_thread):
+                logger.info("%s %d %d", name, t, i, extra={"who": name})
+
+        workers = [threading.Thread(target=chatter, args=(t,)) for t in range(threads_per_task)]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+
+    @flow
+    def crowd():  # type: ignore[no-untyped-def]
+        spawner.map(["a", "b", "c", "d"]).wait()
+
+    # Two flows at once, from two threads of the caller.
+    runners = [threading.Thread(target=contextvars.copy_context().run, args=(crowd,)) for _ in range(2)]
+    for r in runners:
+        r.start()
+    for r in runners:
+        r.join()
+
+    spans = {attrs(s)[sc.RUN_ID]: s for s in captured.task_spans()}
+    logs = captured.logs
+    assert len(logs) == 2 * 4 * threads_per_task * per_thread
+    assert len({(attrs(log)[sc.TASK_RUN_ID], body(log)) for log in logs}) == len(logs)  # no duplicates
+    for log in logs:
+        span = spans[attrs(log)[sc.TASK_RUN_ID]]
+        assert ids(log) == ids(span)
+        assert body(log).startswith(attrs(log)["who"])
+        assert attrs(span)[sc.PARAMETER_PREFIX + "name"] == "str"
+
+
+def test_subflow_called_inside_a_task_logs_as_the_subflow(captured):  # type: ignore[no-untyped-def]
+    @flow
+    def child():  # type: ignore[no-untyped-def]
+        get_run_logger().info("in child")
+
+    @task
+    def runs_child():  # type: ignore[no-untyped-def]
+        child()
+
+    @flow
+    def parent():  # type: ignore[no-untyped-def]
+        runs_child()
+
+    parent()
+    (child_span,) = captured.spans_named("flow child")
+    (log,) = captured.logs
+    assert ids(log) == ids(child_span)
+    assert attrs(log)[sc.FLOW_RUN_ID] == attrs(child_span)[sc.RUN_ID]
+    assert sc.TASK_RUN_ID not in attrs(log)
+
+
+def test_hydrated_remote_run_correlates_with_the_remote_span(captured):  # type: ignore[no-untyped-def]
+    carriers = []
+
+    @task
+    def sender():  # type: ignore[no-untyped-def]
+        carriers.append(serialize_context())
+
+    @flow
+    def sending_flow():  # type: ignore[no-untyped-def]
+        with tags("remote-tag"):
+            sender()
+
+    sending_flow()
+    (task_span,) = captured.task_spans()
+    (flow_span,) = captured.flow_spans()
+
+    # "Elsewhere": no local run, only the carrier.
+    with pytest.raises(MissingContextError):
+        get_run_logger()
+    with hydrated_context(carriers[0]):
+        get_run_logger().info("received", extra={"bytes": 12})
+    (log,) = captured.logs
+    assert ids(log) == ids(task_span)
+    a = attrs(log)
+    assert a[sc.FLOW_RUN_ID] == attrs(flow_span)[sc.RUN_ID]
+    assert a[sc.FLOW_RUN_NAME] == attrs(flow_span)[sc.RUN_NAME]
+    assert a[sc.FLOW_NAME] == "sending_flow"
+    assert a[sc.TASK_RUN_ID] == attrs(task_span)[sc.RUN_ID]
+    assert a[sc.TASK_RUN_NAME] == attrs(task_span)[sc.RUN_NAME]
+    assert a[sc.TAGS] == ("remote-tag",)
+    assert a["bytes"] == 12
+    with pytest.raises(MissingContextError):
+        get_run_logger()
+
+
+# --- the handler never recurses and never exports OTel's own logs -----------------------------------------
+
+
+def test_a_processor_that_logs_does_not_loop(captured):  # type: ignore[no-untyped-def]
+    class LoggingProcessor(LogRecordProcessor):
+        calls = 0
+
+        def on_emit(self, log_record):  # type: ignore[no-untyped-def]
+            LoggingProcessor.calls += 1
+            get_logger("exporter").warning("exporting %s", log_record.log_record.body)
+            logging.getLogger("opentelemetry.sdk.fake").warning("sdk complaint")
+
+        emit = on_emit
+
+        def shutdown(self) -> None:
+            pass
+
+        def force_flush(self, timeout_millis: int = 30000) -> bool:
+            return True
+
+    captured.logger_provider.add_log_record_processor(LoggingProcessor())
+    root = logging.getLogger()
+    root.addHandler(get_otel_handler())  # also on the root logger: OTel's own records reach it there
+    try:
+
+        @flow
+        def f():  # type: ignore[no-untyped-def]
+            get_run_logger().info("once")
+
+        f()
+    finally:
+        root.removeHandler(get_otel_handler())
+    assert [body(log) for log in captured.logs] == ["once"]
+    assert LoggingProcessor.calls == 1

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import logging
 import os
 import random
 import signal
@@ -203,15 +204,22 @@ class _Run:
         self.ctx_tokens.append(lambda: otel_context.detach(token))
         if self.kind == "task":
             ctx: Any = TaskRunContext(task=obj, task_run=run, parameters=self.parameters, span=span)  # type: ignore[arg-type]
+            ctx.__enter__()
+            self.ctx_tokens.append(ctx.__exit__)
         else:
             self.task_runner = obj.task_runner.duplicate()  # type: ignore[union-attr]
             self.task_runner.__enter__()
-            self.ctx_tokens.append(self._exit_task_runner)
             ctx = FlowRunContext(
                 flow=obj, flow_run=run, parameters=self.parameters, task_runner=self.task_runner, span=span  # type: ignore[arg-type]
             )
-        ctx.__enter__()
-        self.ctx_tokens.append(ctx.__exit__)
+            ctx.__enter__()
+            # Exits run last-in first-out: the task runner waits for runs still in flight, then the final
+            # state is logged (still inside the flow run's context, so the record correlates), then the
+            # context is left.
+            self.ctx_tokens.append(ctx.__exit__)
+            self.ctx_tokens.append(self._log_final)
+            self.ctx_tokens.append(self._exit_task_runner)
+            _run_logger().info("Beginning flow run %r for flow %r", run.name, obj.name)
         if run_tags and self.kind == "flow":
             tags_ctx = TagsContext(current_tags.union(run_tags))
             tags_ctx.__enter__()
@@ -227,6 +235,13 @@ class _Run:
 
     def _exit_task_runner(self) -> None:
         self.task_runner.__exit__(None, None, None)
+
+    def _log_final(self) -> None:
+        final = self.final
+        if final is None:
+            return
+        level = logging.INFO if final.is_completed() else logging.ERROR
+        _run_logger().log(level, "Finished in state %r", final)
 
     def _resolve_inputs(self) -> None:
         if self.wait_for:
@@ -266,8 +281,13 @@ class _Run:
             return None
         retries = self.obj.retries
         attempt = self.run.run_count
+        kind = self.kind.title()
         if attempt <= retries and self._should_retry(exc):
             delay = self.obj.retry_delay_for(attempt)
+            _run_logger().warning(
+                "%s run failed with exception: %r - Retry %d/%d will start %g second(s) from now",
+                kind, exc, attempt, retries, delay,
+            )
             self.run.state = Retrying(f"{type(exc).__name__}: {exc}")
             if self.span.is_recording():
                 self.span.add_event(
@@ -284,6 +304,12 @@ class _Run:
             self.final = TimedOut(exc, str(exc))
         else:
             self.final = Failed(exc, f"{type(exc).__name__}: {exc}")
+        if self.kind == "task":
+            # The task's own failure, with its traceback, in the task's logs (Loki: filter on ERROR to find it).
+            _run_logger().error(
+                "Task run failed with exception: %r%s", exc, " - Retries are exhausted" if retries else "",
+                exc_info=(type(exc), exc, exc.__traceback__),
+            )
         return None
 
     def _should_retry(self, exc: BaseException) -> bool:
@@ -486,6 +512,26 @@ async def _drive_async(run: _Run) -> State[Any]:
     if run.reraise is not None:
         raise run.reraise
     return state
+
+
+class _Silent:
+    """Stands in for the run logger when OTELFLOW_LOG_RUN_EVENTS is off."""
+
+    def log(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    info = warning = error = log
+
+
+_SILENT = _Silent()
+
+
+def _run_logger() -> Any:
+    if not get_settings().log_run_events:
+        return _SILENT
+    from otelflow.logging import get_run_logger
+
+    return get_run_logger()
 
 
 def _unwrap(state: State[Any], return_type: ReturnType) -> Any:

@@ -54,6 +54,11 @@ class Settings(BaseSettings):
     logging_max_message_length: int = Field(
         default=32_768, ge=64, description="Longer log messages are truncated, with a visible marker."
     )
+    log_run_events: bool = Field(
+        default=True,
+        description="The engine logs run lifecycle events to the run loggers: flow run beginning and final "
+        "state, task retries and failures (with tracebacks), as Prefect does.",
+    )
     task_runner_max_workers: int | None = Field(
         default=None, ge=1, description="Threads of the default task runner (default: min(32, cpus + 4))."
     )

@@ -24,6 +24,8 @@ def _isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest
     home = tmp_path_factory.mktemp("otelflow-home")
     monkeypatch.setenv("OTELFLOW_HOME", str(home))
     monkeypatch.setenv("OTELFLOW_LOGGING_TO_CONSOLE", "false")
+    # Tests count exactly the records they log; the engine's lifecycle logs are tested on their own.
+    monkeypatch.setenv("OTELFLOW_LOG_RUN_EVENTS", "false")
     reset_settings()
     yield home
     reset_settings()
@@ -50,7 +52,7 @@ def settings_env(monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-de
 
 def subprocess_env(**extra: str) -> dict[str, str]:
     """Environment for a child Python process: no inherited OTEL_* settings, repo importable."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_") and k != "OTELFLOW_LOG_RUN_EVENTS"}
     env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), str(TESTS_DIR), env.get("PYTHONPATH", "")])
     env["PYTHONUNBUFFERED"] = "1"
     env.update(extra)

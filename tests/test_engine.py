@@ -572,3 +572,38 @@ def test_with_options_and_unknown_option():  # type: ignore[no-untyped-def]
     assert base.with_options(name="renamed")() == "renamed"
     with pytest.raises(TypeError, match="unknown options"):
         base.with_options(retires=3)
+
+
+def test_engine_logs_run_lifecycle_like_prefect(captured, settings_env):  # type: ignore[no-untyped-def]
+    settings_env(LOG_RUN_EVENTS="true")
+
+    @task(retries=1, retry_delay_seconds=0)
+    def always_fails():  # type: ignore[no-untyped-def]
+        raise ValueError("bad row")
+
+    @flow
+    def lifecycle():  # type: ignore[no-untyped-def]
+        always_fails()
+
+    with pytest.raises(ValueError):
+        lifecycle()
+    logs = [(r.log_record.severity_text, str(r.log_record.body), r) for r in captured.logs]
+    bodies = [body for _, body, _ in logs]
+    assert bodies[0].startswith("Beginning flow run ")
+    assert bodies[1] == "Task run failed with exception: ValueError('bad row') - Retry 1/1 will start 0 second(s) from now"
+    assert bodies[2] == "Task run failed with exception: ValueError('bad row') - Retries are exhausted"
+    assert bodies[3].startswith("Finished in state Failed")
+    assert [sev for sev, _, _ in logs] == ["INFO", "WARN", "ERROR", "ERROR"]
+    failure = logs[2][2].log_record
+    assert failure.attributes[sc.EXCEPTION_TYPE] == "ValueError"
+    assert "bad row" in failure.attributes[sc.EXCEPTION_STACKTRACE]
+    (task_span,) = captured.task_spans()
+    assert failure.span_id == task_span.context.span_id
+    flow_span = captured.flow_spans()[0]
+    assert logs[3][2].log_record.span_id == flow_span.context.span_id
+
+    settings_env(LOG_RUN_EVENTS="false")
+    captured.clear()
+    with pytest.raises(ValueError):
+        lifecycle()
+    assert captured.logs == []

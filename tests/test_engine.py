@@ -590,7 +590,9 @@ def test_engine_logs_run_lifecycle_like_prefect(captured, settings_env):  # type
     logs = [(r.log_record.severity_text, str(r.log_record.body), r) for r in captured.logs]
     bodies = [body for _, body, _ in logs]
     assert bodies[0].startswith("Beginning flow run ")
-    assert bodies[1] == "Task run failed with exception: ValueError('bad row') - Retry 1/1 will start 0 second(s) from now"
+    assert bodies[1] == (
+        "Task run failed with exception: ValueError('bad row') - Retry 1/1 will start 0 second(s) from now"
+    )
     assert bodies[2] == "Task run failed with exception: ValueError('bad row') - Retries are exhausted"
     assert bodies[3].startswith("Finished in state Failed")
     assert [sev for sev, _, _ in logs] == ["INFO", "WARN", "ERROR", "ERROR"]

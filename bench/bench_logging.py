@@ -195,7 +195,9 @@ def loss(records: int) -> dict[str, Any]:
 
     with tempfile.TemporaryDirectory(prefix="otelflow-bench-") as home:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "OTELFLOW_"))}
-        env.update(OTELFLOW_HOME=home, OTELFLOW_LOGGING_TO_CONSOLE="false", PYTHONPATH=str(REPO))
+        # Lifecycle records of the engine (flow begin/finish) are off so the spool holds exactly the records logged.
+        env.update(OTELFLOW_HOME=home, OTELFLOW_LOGGING_TO_CONSOLE="false", OTELFLOW_LOG_RUN_EVENTS="false",
+                   PYTHONPATH=str(REPO))
         proc = subprocess.run(
             [sys.executable, __file__, "--loss-child", str(records)],
             env=env,

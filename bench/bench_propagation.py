@@ -48,6 +48,7 @@ def main() -> None:
     parser.add_argument("-n", type=int, default=20_000, help="round trips per repeat")
     parser.add_argument("-r", "--repeats", type=int, default=7, help="repeats (best is reported)")
     args = parser.parse_args()
+    os.environ.setdefault("OTELFLOW_LOGGING_TO_CONSOLE", "false")
 
     os.environ.setdefault("OTEL_TRACES_EXPORTER", "none")
     os.environ.setdefault("OTEL_LOGS_EXPORTER", "none")

@@ -144,69 +144,50 @@ def _batch(export: Any, shutdown_exporter: Any, signal: str, env_prefix: str) ->
     )
 
 
-def _span_exporter(kind: str) -> tuple[Any, Any, str]:
-    """(export(batch) -> bool, shutdown(), description) for spans."""
+# Exporter classes per signal, as "module:Class", imported only when chosen (exporters are slow to import).
+_EXPORTERS: dict[str, dict[str, str]] = {
+    "traces": {
+        "console": "opentelemetry.sdk.trace.export:ConsoleSpanExporter",
+        "grpc": "opentelemetry.exporter.otlp.proto.grpc.trace_exporter:OTLPSpanExporter",
+        "http": "opentelemetry.exporter.otlp.proto.http.trace_exporter:OTLPSpanExporter",
+        "encoder": "encode_spans",
+    },
+    "logs": {
+        "console": "opentelemetry.sdk._logs.export:ConsoleLogRecordExporter",
+        "grpc": "opentelemetry.exporter.otlp.proto.grpc._log_exporter:OTLPLogExporter",
+        "http": "opentelemetry.exporter.otlp.proto.http._log_exporter:OTLPLogExporter",
+        "encoder": "encode_logs",
+    },
+}
+
+
+def _exporter(signal: str, kind: str) -> tuple[Any, Any, str]:
+    """``(export(batch) -> bool, shutdown(), description)`` for ``traces`` or ``logs``."""
+    import importlib
+
+    table = _EXPORTERS[signal]
     if kind == "spool":
-        from otelflow._internal.spool import SpoolWriter, encode_spans
+        from otelflow._internal import spool
         from otelflow.settings import get_settings
 
-        writer = SpoolWriter(get_settings().spool_dir, "traces")
+        writer = spool.SpoolWriter(get_settings().spool_dir, signal)
+        encode = getattr(spool, table["encoder"])
 
         def export_spool(batch: Sequence[Any]) -> bool:
-            writer.write(encode_spans(batch))
+            writer.write(encode(batch))
             return True
 
         return export_spool, writer.close, f"spool {writer.directory}"
-    if kind == "console":
-        from opentelemetry.sdk.trace.export import ConsoleSpanExporter
-
-        exporter: Any = ConsoleSpanExporter()
-    elif _protocol("traces") == "grpc":
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcSpanExporter
-
-        exporter = GrpcSpanExporter()
-    else:
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-
-        exporter = OTLPSpanExporter()
-    from opentelemetry.sdk.trace.export import SpanExportResult
+    protocol = _protocol(signal)
+    choice = "console" if kind == "console" else ("grpc" if protocol == "grpc" else "http")
+    module, _, name = table[choice].partition(":")
+    exporter = getattr(importlib.import_module(module), name)()
 
     def export(batch: Sequence[Any]) -> bool:
-        return exporter.export(batch) is SpanExportResult.SUCCESS
+        # SpanExportResult / LogExportResult: both enums name success SUCCESS.
+        return getattr(exporter.export(batch), "name", "") == "SUCCESS"
 
-    return export, exporter.shutdown, f"{kind} {_protocol('traces')}"
-
-
-def _log_exporter(kind: str) -> tuple[Any, Any, str]:
-    if kind == "spool":
-        from otelflow._internal.spool import SpoolWriter, encode_logs
-        from otelflow.settings import get_settings
-
-        writer = SpoolWriter(get_settings().spool_dir, "logs")
-
-        def export_spool(batch: Sequence[Any]) -> bool:
-            writer.write(encode_logs(batch))
-            return True
-
-        return export_spool, writer.close, f"spool {writer.directory}"
-    if kind == "console":
-        from opentelemetry.sdk._logs.export import ConsoleLogRecordExporter
-
-        exporter: Any = ConsoleLogRecordExporter()
-    elif _protocol("logs") == "grpc":
-        from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter as GrpcLogExporter
-
-        exporter = GrpcLogExporter()
-    else:
-        from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
-
-        exporter = OTLPLogExporter()
-
-    def export(batch: Sequence[Any]) -> bool:
-        result = exporter.export(batch)
-        return getattr(result, "name", "") == "SUCCESS"
-
-    return export, exporter.shutdown, f"{kind} {_protocol('logs')}"
+    return export, exporter.shutdown, f"{kind} {protocol}"
 
 
 def _span_processor(batch: Any) -> Any:
@@ -278,7 +259,7 @@ def _build() -> _State:
         resource = _resource()
         provider = TracerProvider(resource=resource, shutdown_on_exit=False, id_generator=_UrandomIdGenerator())
         if kind != "none":
-            export, stop, desc = _span_exporter(kind)
+            export, stop, desc = _exporter("traces", kind)
             batch = _batch(export, stop, "traces", "BSP")
             provider.add_span_processor(_span_processor(batch))
             state.processors.append(batch)
@@ -298,7 +279,7 @@ def _build() -> _State:
             from opentelemetry.sdk._logs import LoggerProvider
 
             logger_provider = LoggerProvider(resource=resource or _resource(), shutdown_on_exit=False)
-            export, stop, desc = _log_exporter(kind)
+            export, stop, desc = _exporter("logs", kind)
             batch = _batch(export, stop, "logs", "BLRP")
             logger_provider.add_log_record_processor(_log_processor(batch))
             state.processors.append(batch)

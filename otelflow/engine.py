@@ -471,7 +471,9 @@ def _drive_sync(run: _Run) -> State[Any]:
             try:
                 run.handle_success(result)
             except BaseException as exc:
-                run.handle_exception(exc)
+                # The function ran; turning its value into a state failed. No retry: the run is over.
+                if run.handle_exception(exc) is not None:
+                    run.final = Failed(exc, f"{type(exc).__name__}: {exc}")
             break
     state = run.end()
     if run.reraise is not None:
@@ -506,7 +508,9 @@ async def _drive_async(run: _Run) -> State[Any]:
             try:
                 run.handle_success(result)
             except BaseException as exc:
-                run.handle_exception(exc)
+                # The function ran; turning its value into a state failed. No retry: the run is over.
+                if run.handle_exception(exc) is not None:
+                    run.final = Failed(exc, f"{type(exc).__name__}: {exc}")
             break
     state = run.end()
     if run.reraise is not None:

@@ -3,6 +3,7 @@
     otelflow runs                 # recent flow runs, newest first
     otelflow show                 # the latest flow run's trace, with its logs under each span
     otelflow show <flow-run-id | flow-run-name | trace-id>
+    otelflow spool prune --older-than 7   # delete spool files older than a week
 
 Nothing imports this module; it reads the spool files only (it never configures telemetry).
 """
@@ -233,3 +234,35 @@ def show(home: str | None, ident: str | None) -> None:
             out.append(click.style(f"(parent span {root.parent_id} is in another process or not exported)", dim=True))
         _render(root, "", True, True, out)
     click.echo("\n".join(out))
+
+
+@main.group()
+def spool() -> None:
+    """Manage the local spool (the embedded telemetry default)."""
+
+
+@spool.command("path")
+@_home_option
+def spool_path(home: str | None) -> None:
+    """Print the spool folder (mount it into the Collector's `otlp_json_file` receiver to ship it)."""
+    click.echo(str(_spool_dir(home)))
+
+
+@spool.command("prune")
+@_home_option
+@click.option("--older-than", "days", type=click.FloatRange(min=0), required=True,
+              help="Delete spool files last written more than this many days ago.")
+@click.option("--dry-run", is_flag=True, help="List what would be deleted, delete nothing.")
+def spool_prune(home: str | None, days: float, dry_run: bool) -> None:
+    """Delete old spool files. Files of running processes are kept: they were written recently."""
+    import time
+
+    folder = _spool_dir(home)
+    cutoff = time.time() - days * 86400
+    doomed = [p for p in sorted(folder.glob("*.jsonl")) if p.stat().st_mtime < cutoff] if folder.is_dir() else []
+    freed = sum(p.stat().st_size for p in doomed)
+    for path in doomed:
+        click.echo(f"{'would delete' if dry_run else 'deleted'} {path.name}")
+        if not dry_run:
+            path.unlink(missing_ok=True)
+    click.echo(f"{len(doomed)} file(s), {freed / 2**20:.1f} MiB {'to free' if dry_run else 'freed'} in {folder}.")

@@ -90,16 +90,17 @@ def test_console_level_and_switch(captured, settings_env, capsys):  # type: igno
 
     @flow
     def f():  # type: ignore[no-untyped-def]
-        get_run_logger().info("quiet")
-        get_run_logger().warning("loud")
+        get_run_logger().info("info-level-record")
+        get_run_logger().warning("warning-level-record")
 
     f()
     err = capsys.readouterr().err
-    assert "loud" in err and "quiet" not in err
+    assert "warning-level-record" in err and "info-level-record" not in err
     settings_env(LOGGING_TO_CONSOLE="false", LOGGING_LEVEL="INFO")
     f()
     assert capsys.readouterr().err == ""
-    assert [log.log_record.body for log in captured.logs] == ["loud", "quiet", "loud"]
+    bodies = [log.log_record.body for log in captured.logs]
+    assert bodies == ["warning-level-record", "info-level-record", "warning-level-record"]
 
 
 # --- structlog users --------------------------------------------------------------------------------------

@@ -29,7 +29,8 @@ RUN_KEY = "_otelflow_run"
 class RunInfo:
     """One run's log correlation: attributes, span context, hex ids, display name. Immutable once built."""
 
-    __slots__ = ("attributes", "context", "display", "flow_run_id", "is_task", "run_id", "span_context")
+    __slots__ = ("attributes", "context", "default_adapter", "display", "flow_run_id", "is_task", "run_id",
+                 "span_context")
 
     def __init__(
         self,
@@ -47,6 +48,8 @@ class RunInfo:
         self.run_id = run_id
         self.flow_run_id = flow_run_id
         self.is_task = is_task
+        # get_run_logger() with no arguments returns the same adapter for the whole run (it is stateless).
+        self.default_adapter: Any = None
 
     # Hex ids are only needed by console/JSON/structlog output, not by OTel export: computed on demand.
     @property

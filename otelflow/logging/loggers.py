@@ -207,13 +207,18 @@ def get_run_logger(name: str | None = None, **kwargs: object) -> RunLoggerAdapte
     run = current_run_info()
     if run is None:
         raise MissingContextError(_NO_RUN_MESSAGE)
+    if not name and not kwargs and run.default_adapter is not None:
+        return run.default_adapter  # type: ignore[no-any-return]
     if name:
         logger = get_logger(name)
     elif run.is_task:
         logger = logging.getLogger(TASK_RUN_LOGGER_NAME)
     else:
         logger = logging.getLogger(FLOW_RUN_LOGGER_NAME)
-    return RunLoggerAdapter(logger, kwargs, run)
+    adapter = RunLoggerAdapter(logger, kwargs, run)
+    if not name and not kwargs:
+        run.default_adapter = adapter
+    return adapter
 
 
 # --- print() as run log -------------------------------------------------------------------------------

@@ -118,12 +118,8 @@ def bench_task(n: int, repeats: int) -> dict[str, float]:
     return {"raw_us_per_span": r, "otelflow_us_per_task_run": o, "ratio": o / r}
 
 
-def bench_map(n: int, repeats: int) -> dict[str, float]:
-    """``task.map`` over n items in a flow (thread pool), task runs per second."""
-    from opentelemetry import trace
-
-    provider, _ = _null_provider()
-    trace.set_tracer_provider(provider)
+def _mapped_flow() -> tuple[Any, Any]:
+    """The ``.map`` workload both map benches time: a flow mapping a trivial task over ``count`` items."""
     from otelflow import flow, task
 
     @task
@@ -133,6 +129,25 @@ def bench_map(n: int, repeats: int) -> dict[str, float]:
     @flow
     def mapped(count: int) -> int:
         return len(inc.map(range(count)).result())
+
+    return inc, mapped
+
+
+def _rate(fn: Any, n: int) -> float:
+    """Items per second of one ``fn(n)`` call (which must return n)."""
+    gc.collect()
+    start = time.perf_counter()
+    assert fn(n) == n
+    return n / (time.perf_counter() - start)
+
+
+def bench_map(n: int, repeats: int) -> dict[str, float]:
+    """``task.map`` over n items in a flow (thread pool), task runs per second."""
+    from opentelemetry import trace
+
+    provider, _ = _null_provider()
+    trace.set_tracer_provider(provider)
+    inc, mapped = _mapped_flow()
 
     import concurrent.futures
     import contextvars
@@ -157,10 +172,7 @@ def bench_map(n: int, repeats: int) -> dict[str, float]:
     rates, raw_rates = [], []
     for _ in range(repeats):
         for fn, out in ((raw_mapped, raw_rates), (mapped, rates)):
-            gc.collect()
-            start = time.perf_counter()
-            assert fn(n) == n
-            out.append(n / (time.perf_counter() - start))
+            out.append(_rate(fn, n))
             provider.force_flush()
     r, o = statistics.median(raw_rates), statistics.median(rates)
     return {"raw_threadpool_spans_per_s": r, "otelflow_task_runs_per_s": o, "best": max(rates),
@@ -170,23 +182,9 @@ def bench_map(n: int, repeats: int) -> dict[str, float]:
 def bench_map_engine_only(n: int, repeats: int) -> dict[str, float]:
     """``task.map`` with OTEL_SDK_DISABLED=true: the engine and thread pool alone, no span work."""
     os.environ["OTEL_SDK_DISABLED"] = "true"
-    from otelflow import flow, task
-
-    @task
-    def inc(x: int) -> int:
-        return x + 1
-
-    @flow
-    def mapped(count: int) -> int:
-        return len(inc.map(range(count)).result())
-
+    _, mapped = _mapped_flow()
     mapped(500)
-    rates = []
-    for _ in range(repeats):
-        gc.collect()
-        start = time.perf_counter()
-        assert mapped(n) == n
-        rates.append(n / (time.perf_counter() - start))
+    rates = [_rate(mapped, n) for _ in range(repeats)]
     return {"task_runs_per_s": statistics.median(rates), "items": n}
 
 

@@ -5,7 +5,7 @@ the format the Collector's ``otlpjsonfile`` receiver reads, so offline runs can 
 OTLP/JSON mapping, trace and span ids are lowercase hex (not base64), 64-bit integers are strings and
 enums are integers.
 
-Each process writes its own files (``traces-<date>-<pid>-<n>.jsonl``): lines from different processes
+Each process writes its own files (``traces-<date>-<pid>-<start>-<n>.jsonl``): lines from different processes
 never interleave, and no lock is needed across processes. Files are rotated by day and by size.
 """
 
@@ -15,6 +15,7 @@ import datetime as _dt
 import json
 import os
 import threading
+import time
 from collections import defaultdict
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -27,7 +28,7 @@ _MAX_FILE_BYTES = 64 * 1024 * 1024
 
 # The encoders build the JSON text directly rather than nested dicts for json.dumps: the spool is the
 # default exporter, its worker shares the GIL with the runs, and this is ~3x cheaper per span.
-_str = json.encoder.encode_basestring  # type: ignore[attr-defined]  # C-accelerated JSON string quoting
+_str = json.encoder.encode_basestring  # C-accelerated JSON string quoting
 
 
 def _value(value: Any) -> str:
@@ -159,36 +160,58 @@ def encode_logs(records: Sequence[Any]) -> str:
 
 
 class SpoolWriter:
-    """Appends one JSON line per export request to this process's file for a signal."""
+    """Appends one JSON line per export request to this process's own file for a signal.
 
-    def __init__(self, directory: Path, signal: str) -> None:
+    File names are ``<signal>-<date>-<pid>-<start>-<part>.jsonl``, where ``<start>`` is unique per process
+    start (its start time and random bits), not only per PID: a container restarted as PID 1 after a crash
+    must not append to the file its previous life left with a partial last line. If a file does exist
+    already, a missing final newline is written first, so a partial line never swallows the next request.
+    """
+
+    def __init__(self, directory: Path, signal: str, *, max_file_bytes: int = _MAX_FILE_BYTES) -> None:
         self.directory = directory
         self.signal = signal
+        self.max_file_bytes = max_file_bytes
+        self.path: Path | None = None  # the file being written, once opened
         self._lock = threading.Lock()
         self._file: Any = None
         self._key: tuple[str, int] | None = None
         self._part = 0
+        self._start = ""
 
     def _open(self) -> Any:
         today = _dt.datetime.now(_dt.UTC).strftime("%Y%m%d")
         pid = os.getpid()
-        if self._file is not None and (self._key != (today, pid) or self._file.tell() > _MAX_FILE_BYTES):
+        if self._file is not None and (self._key != (today, pid) or self._file.tell() > self.max_file_bytes):
             self._file.close()
             self._file = None
             self._part = self._part + 1 if self._key == (today, pid) else 0
         if self._file is None:
+            if self._key is None or self._key[1] != pid:
+                # A new process (first use, or a forked child): a fresh start token.
+                self._start = f"{time.time_ns():x}{os.urandom(3).hex()}"
+                self._part = 0
             self.directory.mkdir(parents=True, exist_ok=True)
             self._key = (today, pid)
-            path = self.directory / f"{self.signal}-{today}-{pid}-{self._part}.jsonl"
-            self._file = open(path, "a", encoding="utf-8")  # noqa: SIM115 - kept open across exports
+            self.path = self.directory / f"{self.signal}-{today}-{pid}-{self._start}-{self._part}.jsonl"
+            self._file = open(self.path, "a+b")  # noqa: SIM115 - kept open across exports
+            if self._file.tell() > 0:
+                self._file.seek(-1, os.SEEK_END)
+                if self._file.read(1) != b"\n":
+                    self._file.write(b"\n")
         return self._file
 
-    def write(self, line: str) -> None:
-        """Write one encoded request as one line and flush it to the OS (a crash loses at most the open batch)."""
+    def write(self, line: str) -> int:
+        """Write one encoded request as one line and flush it to the OS (a crash loses at most the open batch).
+
+        Returns the line's size in bytes (newline included).
+        """
+        data = line.encode("utf-8") + b"\n"
         with self._lock:
             handle = self._open()
-            handle.write(line + "\n")
+            handle.write(data)
             handle.flush()
+        return len(data)
 
     def close(self) -> None:
         """Close the current file."""

@@ -46,6 +46,26 @@ class Settings(BaseSettings):
     shutdown_timeout_seconds: float = Field(
         default=5.0, ge=0, description="Upper bound on the telemetry flush when the process exits."
     )
+    attribute_value_max_length: int | None = Field(
+        default=None, ge=32,
+        description="Longest exported attribute value / log `extra` value (characters), truncated with a visible "
+        "marker. Default: OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT if set, else 16384.",
+    )
+    exception_message_max_length: int = Field(
+        default=8192, ge=32, description="Longest exported exception message (span status, exception events, logs)."
+    )
+    stacktrace_max_length: int = Field(
+        default=32_768, ge=64, description="Longest exported stack trace; the middle is cut, head and tail kept."
+    )
+    export_max_request_bytes: int = Field(
+        default=4 * 1024 * 1024, ge=64 * 1024,
+        description="Largest OTLP export request; bigger batches are split (gRPC receivers reject > 4 MiB).",
+    )
+    buffer_max_bytes: int = Field(
+        default=256 * 1024 * 1024, ge=0,
+        description="Size bound of the outage buffer (batches the collector could not take, kept on disk and "
+        "re-sent); beyond it the oldest are dropped and counted. 0 turns the buffer off.",
+    )
     logging_level: str = Field(default="INFO", description="Level of otelflow's run loggers and console output.")
     logging_format: Literal["console", "json"] = Field(
         default="console", description="Console rendering: human-readable, or one JSON object per line."
@@ -62,10 +82,21 @@ class Settings(BaseSettings):
     task_runner_max_workers: int | None = Field(
         default=None, ge=1, description="Threads of the default task runner (default: min(32, cpus + 4))."
     )
-    store: Literal["sqlite", "redis"] = Field(
-        default="sqlite", description="Shared state for run input and transaction records."
+    store_url: str | None = Field(
+        default=None,
+        description="Shared store for transaction records, locks and run input: sqlite:////path/file.sqlite3, "
+        "redis://host:port/db or rediss://user:password@host:port/db. Default: a sqlite file under home.",
     )
-    redis_url: str = Field(default="redis://localhost:6379/0", description="Redis URL when store=redis.")
+    lock_lease_seconds: float = Field(
+        default=30.0, gt=0, description="Lease of a transaction lock; renewed while the holder lives, so a crashed "
+        "holder frees the key at most this long after it died."
+    )
+    lock_wait_seconds: float = Field(
+        default=60.0, ge=0, description="Longest wait for a transaction lock held by another process."
+    )
+    input_max_bytes: int = Field(
+        default=512 * 1024, ge=1024, description="Largest flow run input value accepted (bytes of JSON)."
+    )
 
     @field_validator("logging_level")
     @classmethod
@@ -76,9 +107,19 @@ class Settings(BaseSettings):
         return value
 
     @property
+    def store_url_or_default(self) -> str:
+        """``store_url``, or the embedded default ``sqlite:///$OTELFLOW_HOME/store.sqlite3``."""
+        return self.store_url or "sqlite:///" + str((self.home / "store.sqlite3").absolute())
+
+    @property
     def spool_dir(self) -> Path:
         """Folder of the OTLP-JSON spool (the embedded telemetry default)."""
         return self.home / "spool"
+
+    @property
+    def buffer_dir(self) -> Path:
+        """Folder of the outage buffer: OTLP-JSON lines the collector could not take yet (re-sent later)."""
+        return self.home / "buffer"
 
 
 _settings: Settings | None = None

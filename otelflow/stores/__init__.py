@@ -1,0 +1,269 @@
+"""Shared state for transactions and run input: one small interface, two backends.
+
+A :class:`Store` keeps JSON text under ``(namespace, key)``, hands out leased locks, and lets a
+reader wait until something is written to a namespace. Backends:
+
+- ``sqlite:///path/to/file.sqlite3`` -- the embedded default (``$OTELFLOW_HOME/store.sqlite3``);
+  safe for several processes on one machine (WAL journal, one-statement atomic updates).
+- ``redis://[user:password@]host:port/db`` or ``rediss://...`` (TLS) -- shared by several machines;
+  needs the ``redis`` extra (``pip install 'otelflow[redis]'``).
+
+Pick one with ``OTELFLOW_STORE_URL`` or pass a URL / :class:`Store` where an API takes ``store=``.
+Values are JSON text only: nothing is ever pickled. URLs shown in errors and telemetry have their
+password replaced by ``***`` (:func:`redact_url`).
+
+Example::
+
+    from otelflow.stores import get_store
+
+    store = get_store()                       # the configured store
+    store.put("demo", "greeting", '"hello"')
+    assert store.get("demo", "greeting") == '"hello"'
+"""
+
+from __future__ import annotations
+
+import abc
+import threading
+import urllib.parse
+from typing import NamedTuple
+
+__all__ = [
+    "LockLost",
+    "LockTimeout",
+    "Store",
+    "StoreError",
+    "StoreItem",
+    "StoreUnavailable",
+    "Watch",
+    "get_store",
+    "redact_url",
+    "reset_stores",
+]
+
+
+class StoreError(RuntimeError):
+    """A store operation failed (bad URL, corrupt data, or the backend refused the request)."""
+
+
+class StoreUnavailable(StoreError):
+    """The store could not be reached (server down, network error, file not writable)."""
+
+
+class LockTimeout(StoreError, TimeoutError):
+    """A lock was not acquired within the allowed wait: another holder kept it."""
+
+
+class LockLost(StoreError):
+    """A write fenced by a lock found the lock held by someone else (its lease expired)."""
+
+
+class StoreItem(NamedTuple):
+    """One stored value: its key and JSON text, in write order within its namespace."""
+
+    key: str
+    value: str
+
+
+def redact_url(url: str) -> str:
+    """``url`` with any password replaced by ``***`` (safe for messages, logs and span attributes).
+
+    Example: ``redact_url("rediss://app:s3cret@cache:6380/0") == "rediss://app:***@cache:6380/0"``.
+    """
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError:
+        return "<unparsable store URL>"
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    if ":" in host:  # IPv6 literal
+        host = f"[{host}]"
+    netloc = f"{user}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+class Store(abc.ABC):
+    """What transactions and run input need from shared state: JSON values, leased locks, waiting.
+
+    Keys are grouped in namespaces (``"txn"``, ``"input:<flow-run-id>"``...). Every method is one
+    atomic step on the backend, safe to call from several threads and processes at once.
+    """
+
+    #: Backend name: ``"sqlite"`` or ``"redis"``.
+    backend: str = ""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    @property
+    def display_url(self) -> str:
+        """The store URL without its password."""
+        return redact_url(self.url)
+
+    # --- values ---------------------------------------------------------------------------------
+    @abc.abstractmethod
+    def get(self, namespace: str, key: str) -> str | None:
+        """The JSON text stored under ``key``, or ``None``."""
+
+    @abc.abstractmethod
+    def put(
+        self,
+        namespace: str,
+        key: str,
+        value: str,
+        *,
+        if_absent: bool = False,
+        fence: tuple[str, str] | None = None,
+    ) -> bool:
+        """Store ``value`` (JSON text) under ``key``; wake :meth:`wait` callers on ``namespace``.
+
+        ``if_absent``: write only when ``key`` is not stored yet; return False (and write nothing)
+        when it is. ``fence=(lock_name, holder)``: write only while ``holder`` holds that lock, else
+        raise :class:`LockLost`. Returns True when the value was written.
+        """
+
+    @abc.abstractmethod
+    def delete(self, namespace: str, key: str) -> bool:
+        """Delete ``key``; True when it existed."""
+
+    @abc.abstractmethod
+    def items(self, namespace: str, prefix: str = "") -> list[StoreItem]:
+        """The values of ``namespace`` whose key starts with ``prefix``, oldest write first."""
+
+    @abc.abstractmethod
+    def watch(self, namespace: str) -> Watch:
+        """Start watching ``namespace`` for writes; see :class:`Watch`. Close it (``with``) when done."""
+
+    # --- locks ----------------------------------------------------------------------------------
+    @abc.abstractmethod
+    def try_lock(self, name: str, holder: str, lease_seconds: float) -> bool:
+        """Take lock ``name`` for ``holder`` for ``lease_seconds`` if it is free, expired or already
+        ``holder``'s (then the lease is renewed). One round trip; never blocks."""
+
+    @abc.abstractmethod
+    def renew_lock(self, name: str, holder: str, lease_seconds: float) -> bool:
+        """Extend ``holder``'s lease on ``name``; False when ``holder`` no longer holds it."""
+
+    @abc.abstractmethod
+    def release_lock(self, name: str, holder: str) -> bool:
+        """Release ``name`` if ``holder`` holds it; True when it did."""
+
+    @abc.abstractmethod
+    def lock_holder(self, name: str) -> str | None:
+        """Who holds ``name`` right now (``None`` when free or expired)."""
+
+    def acquire_lock(self, name: str, holder: str, lease_seconds: float, wait_seconds: float) -> None:
+        """Take lock ``name``, waiting at most ``wait_seconds`` for the current holder to release it
+        (or for its lease to expire); raise :class:`LockTimeout` after that.
+
+        Uncontended, this is one round trip (:meth:`try_lock`). Contended, it retries with a short
+        backoff (from 5 ms up to 100 ms) until the deadline.
+        """
+        import time
+
+        if lease_seconds <= 0:
+            raise ValueError(f"lease_seconds must be > 0, got {lease_seconds}.")
+        deadline = time.monotonic() + max(wait_seconds, 0.0)
+        delay = 0.005
+        while True:
+            if self.try_lock(name, holder, lease_seconds):
+                return
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                other = self.lock_holder(name)
+                raise LockTimeout(
+                    f"Lock {name!r} on {self.display_url} is held by {other or 'another holder'}; gave up after "
+                    f"{wait_seconds:g}s. Wait longer (lock_wait_seconds / OTELFLOW_LOCK_WAIT_SECONDS) or find the "
+                    "holder; a crashed holder frees it when its lease expires."
+                )
+            time.sleep(min(delay, remaining))  # bounded by the deadline above
+            delay = min(delay * 2, 0.1)
+
+    def close(self) -> None:
+        """Release connections; the store must not be used afterwards."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.display_url!r})"
+
+
+class Watch(abc.ABC):
+    """Waits for writes to one namespace without missing one that lands between a read and the wait.
+
+    Create it *before* reading (``store.watch(ns)``), read, then :meth:`wait` if nothing was there::
+
+        with store.watch(ns) as watch:
+            while not (found := read()):
+                watch.wait(remaining)
+    """
+
+    def __enter__(self) -> Watch:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    @abc.abstractmethod
+    def wait(self, timeout: float) -> bool:
+        """Block until something may have been written to the namespace since the watch started or the
+        last wait returned (True; possibly spurious: re-read) or ``timeout`` seconds pass (False)."""
+
+    def close(self) -> None:
+        """Stop watching."""
+
+
+_stores: dict[str, Store] = {}
+_stores_lock = threading.Lock()
+
+
+def _open(url: str) -> Store:
+    scheme = urllib.parse.urlsplit(url).scheme.lower()
+    if scheme == "sqlite":
+        from otelflow.stores.sqlite import SqliteStore
+
+        return SqliteStore(url)
+    if scheme in ("redis", "rediss", "unix"):
+        from otelflow.stores.redis import RedisStore
+
+        return RedisStore(url)
+    raise StoreError(
+        f"Unsupported store URL {redact_url(url)!r}: use sqlite:///path/to/file.sqlite3, redis://host:port/db "
+        "or rediss://user:password@host:port/db (set OTELFLOW_STORE_URL)."
+    )
+
+
+def get_store(url: str | Store | None = None) -> Store:
+    """The store for ``url`` (default: ``OTELFLOW_STORE_URL``, else ``$OTELFLOW_HOME/store.sqlite3``).
+
+    One store object per URL per process, shared by threads. A :class:`Store` passed in is returned as is.
+    """
+    if isinstance(url, Store):
+        return url
+    if url is None:
+        from otelflow.settings import get_settings
+
+        url = get_settings().store_url_or_default
+    store = _stores.get(url)
+    if store is None:
+        with _stores_lock:
+            store = _stores.get(url)
+            if store is None:
+                store = _stores[url] = _open(url)
+    return store
+
+
+def reset_stores() -> None:
+    """Close and forget every store opened by :func:`get_store` (tests, or after changing settings)."""
+    with _stores_lock:
+        stores = list(_stores.values())
+        _stores.clear()
+    for store in stores:
+        store.close()
+
+
+def _check_names(*names: str) -> None:
+    for name in names:
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"Store keys and namespaces must be non-empty strings, got {name!r}.")
+

@@ -1,0 +1,251 @@
+"""The shared store on Redis: several processes on several machines (``pip install 'otelflow[redis]'``).
+
+URL: ``redis://host:port/db``, ``redis://:password@host:port/db``, ``rediss://user:password@host:port/db``
+(TLS), or ``unix:///path/to/redis.sock``. The password is never shown: messages use
+:func:`~otelflow.stores.redact_url`.
+
+Layout (prefix ``otelflow:``): values of a namespace in one hash ``otelflow:kv:<ns>``, their write
+order in a sorted set ``otelflow:ord:<ns>``; locks are plain keys ``otelflow:lock:<name>`` holding the
+holder id, with the lease as the key's expiry (Redis's clock, so client clocks do not matter). Every
+write is one Lua script (atomic on the server) that also publishes to ``otelflow:chan:<ns>``, so a
+:meth:`~RedisStore.watch` wakes as soon as the value is there -- no polling.
+
+Round trips: ``get``/``put``/``try_lock``/``release_lock`` one each; lock acquire + release = 2.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from otelflow.stores import (
+    LockLost,
+    Store,
+    StoreError,
+    StoreItem,
+    StoreUnavailable,
+    Watch,
+    _check_names,
+    redact_url,
+)
+
+__all__ = ["RedisStore"]
+
+_PREFIX = "otelflow:"
+_CONNECT_TIMEOUT_S = 5.0
+_SOCKET_TIMEOUT_S = 10.0
+_SUBSCRIBE_TIMEOUT_S = 5.0
+
+# KEYS: hash, order zset, sequence, lock key ('' = no fence); ARGV: key, value, if_absent, holder, channel
+_PUT = """
+if KEYS[4] ~= '' and redis.call('GET', KEYS[4]) ~= ARGV[4] then return -1 end
+if ARGV[3] == '1' and redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('ZADD', KEYS[2], redis.call('INCR', KEYS[3]), ARGV[1])
+redis.call('PUBLISH', ARGV[5], ARGV[1])
+return 1
+"""
+# KEYS: hash, order zset; ARGV: key, channel
+_DELETE = """
+local n = redis.call('HDEL', KEYS[1], ARGV[1])
+redis.call('ZREM', KEYS[2], ARGV[1])
+if n > 0 then redis.call('PUBLISH', ARGV[2], ARGV[1]) end
+return n
+"""
+# KEYS: lock; ARGV: holder, lease ms. Take a free lock or renew our own.
+_TRY_LOCK = """
+local current = redis.call('GET', KEYS[1])
+if current == false or current == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+return 0
+"""
+_RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
+"""
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+def _ms(seconds: float) -> int:
+    return max(1, int(seconds * 1000))
+
+
+class RedisStore(Store):
+    """:class:`~otelflow.stores.Store` on a Redis server (shared by several machines)."""
+
+    backend = "redis"
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        try:
+            import redis
+        except ImportError as exc:
+            raise StoreError(
+                f"The store URL {self.display_url!r} needs the redis client: pip install 'otelflow[redis]'."
+            ) from exc
+        self._redis = redis
+        try:
+            self._client = redis.Redis.from_url(
+                url, socket_connect_timeout=_CONNECT_TIMEOUT_S, socket_timeout=_SOCKET_TIMEOUT_S,
+                health_check_interval=30,
+            )
+        except ValueError as exc:
+            raise StoreError(f"Bad redis store URL {self.display_url!r}: {self._scrub(exc)}") from None
+        self._put = self._client.register_script(_PUT)
+        self._delete = self._client.register_script(_DELETE)
+        self._try_lock = self._client.register_script(_TRY_LOCK)
+        self._renew = self._client.register_script(_RENEW)
+        self._release = self._client.register_script(_RELEASE)
+
+    def _scrub(self, exc: BaseException) -> str:
+        message = str(exc)
+        password = self._password()
+        if password:
+            message = message.replace(password, "***")
+        return message
+
+    def _password(self) -> str | None:
+        import urllib.parse
+
+        try:
+            return urllib.parse.urlsplit(self.url).password
+        except ValueError:
+            return None
+
+    @contextmanager
+    def _errors(self, what: str) -> Iterator[None]:
+        # Re-raised without chaining: redis-py messages are scrubbed of the password, the originals are not.
+        try:
+            yield
+        except (self._redis.exceptions.ConnectionError, self._redis.exceptions.TimeoutError) as exc:
+            raise StoreUnavailable(
+                f"Redis store {self.display_url} is unreachable ({what}): {type(exc).__name__}: {self._scrub(exc)}. "
+                "Check that the server is running and OTELFLOW_STORE_URL is right."
+            ) from None
+        except self._redis.exceptions.RedisError as exc:
+            raise StoreError(
+                f"Redis store {self.display_url} refused {what}: {type(exc).__name__}: {self._scrub(exc)}"
+            ) from None
+
+    @staticmethod
+    def _keys(namespace: str) -> tuple[str, str, str]:
+        return f"{_PREFIX}kv:{namespace}", f"{_PREFIX}ord:{namespace}", f"{_PREFIX}chan:{namespace}"
+
+    # --- values ---------------------------------------------------------------------------------
+    def get(self, namespace: str, key: str) -> str | None:
+        with self._errors("read"):
+            value = self._client.hget(self._keys(namespace)[0], key)
+        return None if value is None else _text(value)
+
+    def put(
+        self,
+        namespace: str,
+        key: str,
+        value: str,
+        *,
+        if_absent: bool = False,
+        fence: tuple[str, str] | None = None,
+    ) -> bool:
+        _check_names(namespace, key)
+        hash_key, order_key, channel = self._keys(namespace)
+        lock_key = f"{_PREFIX}lock:{fence[0]}" if fence else ""
+        holder = fence[1] if fence else ""
+        with self._errors("write"):
+            result = int(self._put(
+                keys=[hash_key, order_key, f"{_PREFIX}seq", lock_key],
+                args=[key, value, "1" if if_absent else "0", holder, channel],
+            ))
+        if result < 0 and fence is not None:
+            raise LockLost(
+                f"Lock {fence[0]!r} is no longer held by {fence[1]} (its lease expired); nothing was written."
+            )
+        return result == 1
+
+    def delete(self, namespace: str, key: str) -> bool:
+        hash_key, order_key, channel = self._keys(namespace)
+        with self._errors("delete"):
+            return int(self._delete(keys=[hash_key, order_key], args=[key, channel])) > 0
+
+    def items(self, namespace: str, prefix: str = "") -> list[StoreItem]:
+        hash_key, order_key, _ = self._keys(namespace)
+        with self._errors("list"):
+            pipe = self._client.pipeline(transaction=True)
+            pipe.zrange(order_key, 0, -1)
+            pipe.hgetall(hash_key)
+            order, values = pipe.execute()
+        by_key = {_text(k): _text(v) for k, v in values.items()}
+        keys = [_text(k) for k in order]
+        return [StoreItem(k, by_key[k]) for k in keys if k.startswith(prefix) and k in by_key]
+
+    def watch(self, namespace: str) -> Watch:
+        return _RedisWatch(self, self._keys(namespace)[2])
+
+    # --- locks ----------------------------------------------------------------------------------
+    def try_lock(self, name: str, holder: str, lease_seconds: float) -> bool:
+        _check_names(name, holder)
+        with self._errors("lock"):
+            return int(self._try_lock(keys=[f"{_PREFIX}lock:{name}"], args=[holder, _ms(lease_seconds)])) == 1
+
+    def renew_lock(self, name: str, holder: str, lease_seconds: float) -> bool:
+        with self._errors("lock renewal"):
+            return int(self._renew(keys=[f"{_PREFIX}lock:{name}"], args=[holder, _ms(lease_seconds)])) == 1
+
+    def release_lock(self, name: str, holder: str) -> bool:
+        with self._errors("lock release"):
+            return int(self._release(keys=[f"{_PREFIX}lock:{name}"], args=[holder])) == 1
+
+    def lock_holder(self, name: str) -> str | None:
+        with self._errors("lock read"):
+            value = self._client.get(f"{_PREFIX}lock:{name}")
+        return None if value is None else _text(value)
+
+    def close(self) -> None:
+        self._client.close()
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class _RedisWatch(Watch):
+    """A pub/sub subscription to the namespace's channel, confirmed before the caller reads."""
+
+    def __init__(self, store: RedisStore, channel: str) -> None:
+        self._store = store
+        with store._errors("watch"):
+            self._pubsub = store._client.pubsub()
+            self._pubsub.subscribe(channel)
+            # Wait for the server's confirmation: only then is a write made after our read sure to reach us.
+            deadline = time.monotonic() + _SUBSCRIBE_TIMEOUT_S
+            while True:
+                message = self._pubsub.get_message(timeout=max(0.0, deadline - time.monotonic()))
+                if message is not None and message.get("type") == "subscribe":
+                    break
+                if time.monotonic() >= deadline:
+                    self._pubsub.close()
+                    raise StoreUnavailable(f"Redis store {store.display_url}: no subscribe confirmation "
+                                           f"within {_SUBSCRIBE_TIMEOUT_S}s.")
+
+    def wait(self, timeout: float) -> bool:
+        deadline = time.monotonic() + max(timeout, 0.0)
+        with self._store._errors("watch"):
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                message = self._pubsub.get_message(timeout=remaining)
+                if message is not None and message.get("type") == "message":
+                    return True
+
+    def close(self) -> None:
+        try:
+            self._pubsub.close()
+        except Exception:  # noqa: BLE001 - closing a broken connection must not mask the caller's error
+            pass

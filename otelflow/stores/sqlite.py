@@ -1,0 +1,234 @@
+"""The embedded store: one sqlite file, shared by the threads and processes of one machine.
+
+Every operation is one sqlite statement or one ``BEGIN IMMEDIATE`` transaction, so concurrent
+processes see each other's writes whole or not at all. The journal is WAL (readers never block the
+writer); a writer waits up to ``busy_timeout`` for another writer. Locks are rows with a holder and
+an expiry time (wall clock: all processes share the machine's clock).
+
+Waiting (:meth:`SqliteStore.watch`): writes from this process wake waiters at once; writes from other
+processes are noticed through ``PRAGMA data_version`` (a counter sqlite bumps when another connection
+commits), checked every 25 ms -- a few microseconds per check.
+
+URL: ``sqlite:////absolute/path.sqlite3`` (SQLAlchemy's convention: three slashes, then the path).
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from otelflow.stores import LockLost, Store, StoreError, StoreItem, StoreUnavailable, Watch, _check_names
+
+__all__ = ["SqliteStore", "sqlite_url"]
+
+_BUSY_TIMEOUT_MS = 30_000
+_CHANGE_POLL_S = 0.025
+
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS kv (id INTEGER PRIMARY KEY AUTOINCREMENT, ns TEXT NOT NULL, key TEXT NOT NULL, "
+    "value TEXT NOT NULL, UNIQUE (ns, key))",
+    "CREATE TABLE IF NOT EXISTS locks (name TEXT PRIMARY KEY, holder TEXT NOT NULL, expires REAL NOT NULL)",
+)
+
+
+def sqlite_url(path: str | os.PathLike[str]) -> str:
+    """The store URL of a sqlite file: ``sqlite:///`` + its absolute path."""
+    return "sqlite:///" + str(Path(path).absolute())
+
+
+def _path_from_url(url: str) -> Path:
+    if not url.startswith("sqlite:///") or len(url) <= len("sqlite:///"):
+        raise StoreError(f"Bad sqlite store URL {url!r}: use sqlite:////absolute/path/to/store.sqlite3.")
+    path = url[len("sqlite:///"):].split("?", 1)[0]
+    if path == ":memory:":
+        raise StoreError("An in-memory sqlite store cannot be shared between connections; use a file path.")
+    return Path(path)
+
+
+class SqliteStore(Store):
+    """:class:`~otelflow.stores.Store` on a sqlite file (the embedded default)."""
+
+    backend = "sqlite"
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        self.path = _path_from_url(url)
+        self._local = threading.local()
+        self._changed = threading.Condition()
+        self._generation = 0
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = self._conn()
+            conn.execute("PRAGMA journal_mode=WAL")
+            for statement in _SCHEMA:
+                conn.execute(statement)
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreUnavailable(f"Cannot open the sqlite store {self.path}: {exc}. Check that the folder is "
+                                   "writable (OTELFLOW_HOME) or set OTELFLOW_STORE_URL.") from exc
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, timeout=_BUSY_TIMEOUT_MS / 1000, isolation_level=None,
+                               check_same_thread=False)
+        conn.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        return conn
+
+    def _conn(self) -> sqlite3.Connection:
+        # One connection per thread (sqlite connections must not be shared), re-made after fork.
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None or self._local.pid != os.getpid():
+            conn = self._connect()
+            self._local.conn, self._local.pid = conn, os.getpid()
+        return conn
+
+    @contextmanager
+    def _errors(self, what: str) -> Iterator[None]:
+        try:
+            yield
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"sqlite store {self.path}: {what} failed: {exc}") from exc
+
+    def _notify(self) -> None:
+        with self._changed:
+            self._generation += 1
+            self._changed.notify_all()
+
+    # --- values ---------------------------------------------------------------------------------
+    def get(self, namespace: str, key: str) -> str | None:
+        with self._errors("read"):
+            row = self._conn().execute("SELECT value FROM kv WHERE ns = ? AND key = ?", (namespace, key)).fetchone()
+        return None if row is None else str(row[0])
+
+    def put(
+        self,
+        namespace: str,
+        key: str,
+        value: str,
+        *,
+        if_absent: bool = False,
+        fence: tuple[str, str] | None = None,
+    ) -> bool:
+        _check_names(namespace, key)
+        verb = "INSERT OR IGNORE" if if_absent else "INSERT OR REPLACE"
+        sql = f"{verb} INTO kv (ns, key, value) VALUES (?, ?, ?)"  # noqa: S608 - verb is one of two constants
+        conn = self._conn()
+        with self._errors("write"):
+            if fence is None:
+                written = conn.execute(sql, (namespace, key, value)).rowcount > 0
+            else:
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    row = conn.execute("SELECT holder, expires FROM locks WHERE name = ?", (fence[0],)).fetchone()
+                    if row is None or row[0] != fence[1] or row[1] <= time.time():
+                        raise LockLost(
+                            f"Lock {fence[0]!r} is no longer held by {fence[1]} (its lease expired"
+                            f"{' and ' + str(row[0]) + ' took it' if row and row[0] != fence[1] else ''}); "
+                            "nothing was written."
+                        )
+                    written = conn.execute(sql, (namespace, key, value)).rowcount > 0
+                    conn.execute("COMMIT")
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+        if written:
+            self._notify()
+        return written
+
+    def delete(self, namespace: str, key: str) -> bool:
+        with self._errors("delete"):
+            deleted = self._conn().execute("DELETE FROM kv WHERE ns = ? AND key = ?", (namespace, key)).rowcount > 0
+        if deleted:
+            self._notify()
+        return deleted
+
+    def items(self, namespace: str, prefix: str = "") -> list[StoreItem]:
+        with self._errors("list"):
+            rows = self._conn().execute(
+                "SELECT key, value FROM kv WHERE ns = ? AND substr(key, 1, ?) = ? ORDER BY id",
+                (namespace, len(prefix), prefix),
+            ).fetchall()
+        return [StoreItem(str(k), str(v)) for k, v in rows]
+
+    def watch(self, namespace: str) -> Watch:
+        return _SqliteWatch(self)
+
+    # --- locks ----------------------------------------------------------------------------------
+    def try_lock(self, name: str, holder: str, lease_seconds: float) -> bool:
+        _check_names(name, holder)
+        now = time.time()
+        with self._errors("lock"):
+            # One statement: insert, or take over an expired lock, or renew our own.
+            return self._conn().execute(
+                "INSERT INTO locks (name, holder, expires) VALUES (?, ?, ?) ON CONFLICT (name) DO UPDATE SET "
+                "holder = excluded.holder, expires = excluded.expires "
+                "WHERE locks.expires <= ? OR locks.holder = excluded.holder",
+                (name, holder, now + lease_seconds, now),
+            ).rowcount > 0
+
+    def renew_lock(self, name: str, holder: str, lease_seconds: float) -> bool:
+        with self._errors("lock renewal"):
+            return self._conn().execute(
+                "UPDATE locks SET expires = ? WHERE name = ? AND holder = ?", (time.time() + lease_seconds, name, holder)
+            ).rowcount > 0
+
+    def release_lock(self, name: str, holder: str) -> bool:
+        with self._errors("lock release"):
+            return self._conn().execute(
+                "DELETE FROM locks WHERE name = ? AND holder = ?", (name, holder)
+            ).rowcount > 0
+
+    def lock_holder(self, name: str) -> str | None:
+        with self._errors("lock read"):
+            row = self._conn().execute(
+                "SELECT holder FROM locks WHERE name = ? AND expires > ?", (name, time.time())
+            ).fetchone()
+        return None if row is None else str(row[0])
+
+    def close(self) -> None:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+
+class _SqliteWatch(Watch):
+    """Wakes on this process's writes at once and on other processes' within ``_CHANGE_POLL_S``."""
+
+    def __init__(self, store: SqliteStore) -> None:
+        self._store = store
+        with store._errors("watch"):
+            self._conn = store._connect()
+            self._version = self._data_version()
+        self._generation = store._generation
+
+    def _data_version(self) -> int:
+        return int(self._conn.execute("PRAGMA data_version").fetchone()[0])
+
+    def wait(self, timeout: float) -> bool:
+        deadline = time.monotonic() + max(timeout, 0.0)
+        store = self._store
+        while True:
+            with store._changed:
+                if store._generation != self._generation:
+                    self._generation = store._generation
+                    return True
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                store._changed.wait(min(remaining, _CHANGE_POLL_S))
+                if store._generation != self._generation:
+                    self._generation = store._generation
+                    return True
+            with store._errors("watch"):
+                version = self._data_version()
+            if version != self._version:
+                self._version = version
+                return True
+
+    def close(self) -> None:
+        self._conn.close()

@@ -1,0 +1,200 @@
+"""The store interface against both real backends: a sqlite file and a throwaway redis-server."""
+
+from __future__ import annotations
+
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import PYTHON, subprocess_env
+
+from otelflow.stores import LockLost, LockTimeout, Store, StoreError, StoreUnavailable, get_store, redact_url, reset_stores
+from otelflow.stores.sqlite import sqlite_url
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "redis":
+        return str(request.getfixturevalue("redis_server"))
+    return sqlite_url(tmp_path / "store.sqlite3")
+
+
+@pytest.fixture
+def store(store_url: str) -> Iterator[Store]:
+    yield get_store(store_url)
+    reset_stores()
+
+
+def ns() -> str:
+    return f"test-{uuid.uuid4().hex}"
+
+
+def test_put_get_delete_and_items_in_write_order(store: Store) -> None:
+    space = ns()
+    assert store.get(space, "a") is None
+    assert store.put(space, "b-1", '{"x": 1}')
+    assert store.put(space, "a-1", '"one"')
+    assert store.put(space, "b-2", "[1, 2]")
+    assert store.get(space, "b-1") == '{"x": 1}'
+    assert [item.key for item in store.items(space)] == ["b-1", "a-1", "b-2"]
+    assert [item.value for item in store.items(space, "b-")] == ['{"x": 1}', "[1, 2]"]
+    assert store.delete(space, "b-1") is True
+    assert store.delete(space, "b-1") is False
+    assert [item.key for item in store.items(space)] == ["a-1", "b-2"]
+    assert store.items(ns()) == []
+
+
+def test_if_absent_writes_once(store: Store) -> None:
+    space = ns()
+    assert store.put(space, "k", "1", if_absent=True) is True
+    assert store.put(space, "k", "2", if_absent=True) is False
+    assert store.get(space, "k") == "1"
+    assert store.put(space, "k", "3") is True
+    assert store.get(space, "k") == "3"
+
+
+def test_lock_is_exclusive_renewable_and_released_only_by_its_holder(store: Store) -> None:
+    name = ns()
+    assert store.try_lock(name, "alice", 30)
+    assert not store.try_lock(name, "bob", 30)
+    assert store.try_lock(name, "alice", 30)  # re-entrant for the holder (renews)
+    assert store.lock_holder(name) == "alice"
+    assert store.renew_lock(name, "alice", 30)
+    assert not store.renew_lock(name, "bob", 30)
+    assert not store.release_lock(name, "bob")
+    assert store.release_lock(name, "alice")
+    assert store.lock_holder(name) is None
+    assert store.try_lock(name, "bob", 30)
+
+
+def test_expired_lease_frees_the_lock(store: Store) -> None:
+    name = ns()
+    assert store.try_lock(name, "crashed", 0.2)
+    assert not store.try_lock(name, "next", 30)
+    deadline = time.monotonic() + 5
+    while not store.try_lock(name, "next", 30):
+        assert time.monotonic() < deadline, "the expired lease never freed the lock"
+        time.sleep(0.02)
+    assert store.lock_holder(name) == "next"
+
+
+def test_acquire_waits_for_release_and_gives_up_at_its_deadline(store: Store) -> None:
+    name = ns()
+    store.acquire_lock(name, "first", 30, wait_seconds=0)
+    started = time.monotonic()
+    with pytest.raises(LockTimeout, match="held by first"):
+        store.acquire_lock(name, "second", 30, wait_seconds=0.3)
+    assert 0.3 <= time.monotonic() - started < 3
+    releaser = threading.Timer(0.2, store.release_lock, (name, "first"))
+    releaser.start()
+    store.acquire_lock(name, "second", 30, wait_seconds=10)
+    releaser.join()
+    assert store.lock_holder(name) == "second"
+
+
+def test_fenced_write_needs_the_lock(store: Store) -> None:
+    space, name = ns(), ns()
+    store.acquire_lock(name, "me", 30, wait_seconds=0)
+    assert store.put(space, "k", "1", fence=(name, "me"))
+    store.release_lock(name, "me")
+    store.acquire_lock(name, "other", 30, wait_seconds=0)
+    with pytest.raises(LockLost):
+        store.put(space, "k", "2", fence=(name, "me"))
+    assert store.get(space, "k") == "1"
+
+
+def test_watch_wakes_on_a_write_from_another_thread(store: Store) -> None:
+    space = ns()
+    with store.watch(space) as watch:
+        assert watch.wait(0.05) is False
+        writer = threading.Timer(0.1, store.put, (space, "k", "1"))
+        started = time.monotonic()
+        writer.start()
+        assert watch.wait(10) is True
+        assert time.monotonic() - started < 2
+        writer.join()
+    assert store.get(space, "k") == "1"
+
+
+def test_watch_wakes_on_a_write_from_another_process(store_url: str, store: Store) -> None:
+    space = ns()
+    code = (
+        "import sys; from otelflow.stores import get_store; "
+        "get_store(sys.argv[1]).put(sys.argv[2], 'from-child', '\"hi\"')"
+    )
+    with store.watch(space) as watch:
+        child = subprocess.Popen([PYTHON, "-c", code, store_url, space], env=subprocess_env())
+        deadline = time.monotonic() + 30
+        while store.get(space, "from-child") is None:
+            assert time.monotonic() < deadline, "the other process's write never arrived"
+            watch.wait(deadline - time.monotonic())
+        assert child.wait(30) == 0
+
+
+def test_locks_are_exclusive_across_processes(store_url: str, store: Store) -> None:
+    name = ns()
+    store.acquire_lock(name, "parent", 30, wait_seconds=0)
+    code = (
+        "import sys; from otelflow.stores import get_store, LockTimeout\n"
+        "s = get_store(sys.argv[1])\n"
+        "try:\n    s.acquire_lock(sys.argv[2], 'child', 30, wait_seconds=0.2)\nexcept LockTimeout:\n    print('busy')\n"
+        "s.acquire_lock(sys.argv[2], 'child', 30, wait_seconds=30)\nprint('acquired', s.lock_holder(sys.argv[2]))\n"
+    )
+    child = subprocess.Popen([PYTHON, "-c", code, store_url, name], env=subprocess_env(), stdout=subprocess.PIPE,
+                             text=True)
+    assert child.stdout is not None
+    assert child.stdout.readline().strip() == "busy"
+    assert store.release_lock(name, "parent")
+    out, _ = child.communicate(timeout=30)
+    assert out.strip() == "acquired child"
+
+
+def test_redact_url_hides_passwords() -> None:
+    assert redact_url("rediss://app:s3cret@cache:6380/0") == "rediss://app:***@cache:6380/0"
+    assert redact_url("redis://:s3cret@[::1]:6379/0") == "redis://:***@[::1]:6379/0"
+    assert redact_url("redis://cache:6379/0") == "redis://cache:6379/0"
+
+
+def test_unknown_scheme_is_a_clear_error() -> None:
+    with pytest.raises(StoreError, match="OTELFLOW_STORE_URL"):
+        get_store("postgres://user:pw@host/db")
+
+
+def test_unreachable_redis_is_clear_and_never_shows_the_password(redis_server: str) -> None:
+    from redis_server import _free_port
+
+    url = f"redis://user:hunter2-secret@127.0.0.1:{_free_port()}/0"
+    store = get_store(url)
+    try:
+        with pytest.raises(StoreUnavailable) as info:
+            store.put("x", "k", "1")
+        message = str(info.value)
+        assert "hunter2-secret" not in message and "***" in message and "unreachable" in message
+        assert info.value.__cause__ is None
+    finally:
+        reset_stores()
+
+
+def test_wrong_redis_password_never_shows_the_password(redis_server: str) -> None:
+    url = redis_server.replace("redis://", "redis://user:hunter2-secret@")
+    store = get_store(url)
+    try:
+        with pytest.raises(StoreError) as info:
+            store.get("x", "k")
+        assert "hunter2-secret" not in str(info.value)
+    finally:
+        reset_stores()
+
+
+def test_default_store_is_a_sqlite_file_under_home(_isolated_home: Path) -> None:
+    store = get_store()
+    try:
+        assert store.backend == "sqlite"
+        store.put("x", "k", "1")
+        assert (_isolated_home / "store.sqlite3").exists()
+    finally:
+        reset_stores()

@@ -9,19 +9,26 @@ Rules, in order:
    ``OTEL_EXPORTER_OTLP_*``, ``OTEL_{TRACES,LOGS,METRICS}_EXPORTER``...) and sets them as the globals,
    so the user's own OTel instrumentation lands in the same traces.
    - an OTLP endpoint configured (or ``OTEL_*_EXPORTER=otlp``): OTLP, over HTTP/protobuf by default,
-     gRPC with ``OTEL_EXPORTER_OTLP_PROTOCOL=grpc``; run metrics are exported too;
+     gRPC with ``OTEL_EXPORTER_OTLP_PROTOCOL=grpc``. Batches the collector cannot take go to the outage
+     buffer (``$OTELFLOW_HOME/buffer``) and are re-sent when it answers again, by this process or the next;
    - no endpoint: the embedded default, OTLP-JSON lines in ``$OTELFLOW_HOME/spool`` (read by
-     ``otelflow show`` and by the Collector's ``otlpjsonfile`` receiver); no metrics (zero cost).
+     ``otelflow show`` and by the Collector's ``otlpjsonfile`` receiver).
+
+otelflow emits no metrics itself: run metrics are derived from the spans in the Collector (``spanmetrics``).
 
 Exporters are imported only when chosen. Export never blocks a run for long (see
-:mod:`otelflow._internal.batching`), and the flush at exit is bounded by
-``OTELFLOW_SHUTDOWN_TIMEOUT_SECONDS``; anything not exported is counted and reported on stderr.
+:mod:`otelflow._internal.batching`), requests are split under the receiver's size limit, and the flush at
+exit is bounded by ``OTELFLOW_SHUTDOWN_TIMEOUT_SECONDS``; what is kept on disk or dropped is reported once
+on stderr. An application span/log processor that raises is caught, counted and reported once: telemetry
+never breaks a run.
 """
 
 from __future__ import annotations
 
 import atexit
+import collections
 import contextlib
+import logging
 import os
 import sys
 import threading
@@ -34,37 +41,28 @@ from opentelemetry import trace
 from otelflow import semconv
 
 __all__ = [
-    "RunInstruments",
     "configure",
     "describe",
     "flush",
     "get_logger_provider",
     "get_tracer",
+    "processor_errors",
     "run_instruments",
     "shutdown",
+    "stats",
     "use_providers",
 ]
 
 _VERSION = "0.1.0"
-_DURATION_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
-                     300.0, 600.0, 1800.0, 3600.0)
-
-
-@dataclass(slots=True)
-class RunInstruments:
-    """The run metrics: duration histogram (seconds) and finished-run counter."""
-
-    duration: Any
-    runs: Any
 
 
 @dataclass
 class _State:
     tracer: trace.Tracer
     logger_provider: Any = None  # opentelemetry._logs.LoggerProvider or None (no run logs exported)
-    instruments: RunInstruments | None = None
     processors: list[Any] = field(default_factory=list)  # our BatchProcessors, for flush/stats
     owned: list[Any] = field(default_factory=list)  # providers we built (we shut them down)
+    reshippers: list[Any] = field(default_factory=list)  # background re-send of earlier processes' buffers
     description: str = ""
 
 
@@ -131,7 +129,183 @@ class _UrandomIdGenerator:
         return True
 
 
-def _batch(export: Any, shutdown_exporter: Any, signal: str, env_prefix: str) -> Any:
+# --- protecting runs from application processors ---------------------------------------------------------
+
+_processor_errors: dict[tuple[str, str], dict[str, Any]] = {}
+_processor_errors_lock = threading.Lock()
+
+
+def _processor_failed(processor: Any, method: str, exc: BaseException) -> None:
+    """Count a processor's exception; the first one of each processor/method is reported on stderr."""
+    name = f"{type(processor).__module__}.{type(processor).__qualname__}"
+    with _processor_errors_lock:
+        entry = _processor_errors.get((name, method))
+        first = entry is None
+        if entry is None:
+            entry = _processor_errors[(name, method)] = {"processor": name, "method": method, "errors": 0,
+                                                          "first_error": f"{type(exc).__name__}: {exc}"}
+        entry["errors"] += 1
+    if first:
+        with contextlib.suppress(Exception):
+            print(
+                f"otelflow: telemetry processor {name} raised in {method} ({type(exc).__name__}: {exc}); "
+                "ignored, the run is unaffected (further errors are counted in otelflow.telemetry.stats()).",
+                file=sys.stderr,
+            )
+
+
+def processor_errors() -> list[dict[str, Any]]:
+    """Exceptions raised by span/log processors and swallowed to protect runs: one entry per processor/method."""
+    with _processor_errors_lock:
+        return [dict(entry) for entry in _processor_errors.values()]
+
+
+def _safe_call(processor: Any, method: str, *args: Any, **kwargs: Any) -> Any:
+    try:
+        return getattr(processor, method)(*args, **kwargs)
+    except Exception as exc:
+        _processor_failed(processor, method, exc)
+        return None
+
+
+def _safe_span_multi() -> type:
+    from opentelemetry.sdk.trace import SynchronousMultiSpanProcessor
+
+    class SafeMultiSpanProcessor(SynchronousMultiSpanProcessor):
+        """The SDK's sequential multi-processor, but one processor raising never reaches the run."""
+
+        def on_start(self, span: Any, parent_context: Any = None) -> None:
+            for sp in self._span_processors:
+                _safe_call(sp, "on_start", span, parent_context=parent_context)
+
+        def _on_ending(self, span: Any) -> None:
+            for sp in self._span_processors:
+                _safe_call(sp, "_on_ending", span)
+
+        def on_end(self, span: Any) -> None:
+            for sp in self._span_processors:
+                _safe_call(sp, "on_end", span)
+
+        def shutdown(self) -> None:
+            for sp in self._span_processors:
+                _safe_call(sp, "shutdown")
+
+        def force_flush(self, timeout_millis: int = 30000) -> bool:
+            try:
+                return bool(super().force_flush(timeout_millis))
+            except Exception as exc:
+                _processor_failed(self, "force_flush", exc)
+                return False
+
+    return SafeMultiSpanProcessor
+
+
+def _safe_log_multi() -> type:
+    from opentelemetry.sdk._logs._internal import SynchronousMultiLogRecordProcessor
+
+    class SafeMultiLogRecordProcessor(SynchronousMultiLogRecordProcessor):
+        """The SDK's sequential multi log processor, but one processor raising never reaches the caller."""
+
+        def on_emit(self, log_record: Any) -> None:
+            for lp in self._log_record_processors:
+                _safe_call(lp, "on_emit", log_record)
+
+        def shutdown(self) -> None:
+            for lp in self._log_record_processors:
+                _safe_call(lp, "shutdown")
+
+        def force_flush(self, timeout_millis: int = 30000) -> bool:
+            try:
+                return bool(super().force_flush(timeout_millis))
+            except Exception as exc:
+                _processor_failed(self, "force_flush", exc)
+                return False
+
+    return SafeMultiLogRecordProcessor
+
+
+def _protect(provider: Any) -> None:
+    """Make a provider's multi-processor catch per-processor exceptions (in place: tracers already made keep it).
+
+    Only the SDK's sequential multi-processors are swapped (their subclass adds behaviour, no state); a custom
+    or concurrent one is left alone.
+    """
+    with contextlib.suppress(Exception):
+        from opentelemetry.sdk._logs._internal import SynchronousMultiLogRecordProcessor
+        from opentelemetry.sdk.trace import SynchronousMultiSpanProcessor
+
+        span_multi = getattr(provider, "_active_span_processor", None)
+        if type(span_multi) is SynchronousMultiSpanProcessor:
+            span_multi.__class__ = _SAFE_CLASSES.setdefault("span", _safe_span_multi())
+        log_multi = getattr(provider, "_multi_log_record_processor", None)
+        if type(log_multi) is SynchronousMultiLogRecordProcessor:
+            log_multi.__class__ = _SAFE_CLASSES.setdefault("log", _safe_log_multi())
+
+
+_SAFE_CLASSES: dict[str, type] = {}
+
+
+# --- exporters -------------------------------------------------------------------------------------------
+
+
+class _ExporterErrors(logging.Handler):
+    """Collects what the SDK exporters log while exporting on this thread, to name the real cause of a failure.
+
+    Installed on the ``opentelemetry.exporter.otlp`` logger: the exporters report "connection refused" or
+    "message larger than max" only in log records, and return a bare FAILURE.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self._local = threading.local()
+        # The latest messages from any export, even one still retrying: the exit report names the cause of an
+        # export the shutdown deadline cut short ("Transient error ... Connection refused ... retrying").
+        self.recent: collections.deque[str] = collections.deque(maxlen=8)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        messages = getattr(self._local, "messages", None)
+        if messages is not None:
+            with contextlib.suppress(Exception):
+                message = record.getMessage()
+                messages.append(message)
+                self.recent.append(message)
+
+    def start(self) -> None:
+        self._local.messages = []
+
+    def stop(self) -> list[str]:
+        messages: list[str] = getattr(self._local, "messages", None) or []
+        self._local.messages = None
+        return messages
+
+
+_error_capture: _ExporterErrors | None = None
+
+
+def _capture() -> _ExporterErrors:
+    global _error_capture
+    if _error_capture is None:
+        _error_capture = _ExporterErrors()
+        logging.getLogger("opentelemetry.exporter.otlp").addHandler(_error_capture)
+    return _error_capture
+
+
+def _cause(messages: Sequence[str]) -> str:
+    """A short, real cause from the exporter's log messages: "connection refused", "message too large"..."""
+    text = " | ".join(messages)
+    low = text.lower()
+    if "larger than max" in low or "too large" in low or "413" in low or "exceeds max_request_size" in low:
+        return "message too large"
+    if "refused" in low:
+        return "connection refused"
+    if "deadline_exceeded" in low or "timed out" in low or "timeout" in low:
+        return "collector did not answer in time"
+    if "unavailable" in low or "failed to connect" in low or "name or service not known" in low:
+        return "collector unavailable"
+    return text[:300] if text else "exporter reported failure"
+
+
+def _batch(export: Any, shutdown_exporter: Any, signal: str, env_prefix: str, **extra: Any) -> Any:
     from otelflow._internal.batching import BatchProcessor
 
     return BatchProcessor(
@@ -141,6 +315,7 @@ def _batch(export: Any, shutdown_exporter: Any, signal: str, env_prefix: str) ->
         max_queue_size=_int_env(f"OTEL_{env_prefix}_MAX_QUEUE_SIZE", 8192),
         max_export_batch_size=_int_env(f"OTEL_{env_prefix}_MAX_EXPORT_BATCH_SIZE", 512),
         schedule_delay_seconds=_int_env(f"OTEL_{env_prefix}_SCHEDULE_DELAY", 1000) / 1000,
+        **extra,
     )
 
 
@@ -161,33 +336,136 @@ _EXPORTERS: dict[str, dict[str, str]] = {
 }
 
 
-def _exporter(signal: str, kind: str) -> tuple[Any, Any, str]:
-    """``(export(batch) -> bool, shutdown(), description)`` for ``traces`` or ``logs``."""
+def _new_exporter(signal: str, choice: str) -> Any:
     import importlib
 
-    table = _EXPORTERS[signal]
-    if kind == "spool":
-        from otelflow._internal import spool
-        from otelflow.settings import get_settings
+    module, _, name = _EXPORTERS[signal][choice].partition(":")
+    return getattr(importlib.import_module(module), name)()
 
-        writer = spool.SpoolWriter(get_settings().spool_dir, signal)
-        encode = getattr(spool, table["encoder"])
+
+def _otlp_export(exporter: Any) -> Any:
+    """``export(batch) -> True`` for an SDK OTLP exporter, raising ExportError with the real cause on failure."""
+    from otelflow._internal.batching import ExportError
+
+    capture = _capture()
+
+    def export(batch: Sequence[Any]) -> bool:
+        capture.start()
+        try:
+            result = exporter.export(batch)
+        finally:
+            messages = capture.stop()
+        if getattr(result, "name", "") == "SUCCESS":
+            return True
+        cause = _cause(messages)
+        raise ExportError(cause, too_large=cause == "message too large")
+
+    return export
+
+
+def _exporter(signal: str, kind: str) -> tuple[Any, Any, str, dict[str, Any]]:
+    """``(export(batch) -> bool, shutdown(), description, processor options)`` for ``traces`` or ``logs``."""
+    from otelflow._internal import spool
+    from otelflow._internal.limits import get_limits, split_batch
+    from otelflow.settings import get_settings
+
+    settings = get_settings()
+    encode = getattr(spool, _EXPORTERS[signal]["encoder"])
+    limits = get_limits()
+
+    def split(batch: list[Any]) -> list[list[Any]]:
+        return split_batch(batch, limits)
+
+    if kind == "spool":
+        writer = spool.SpoolWriter(settings.spool_dir, signal)
 
         def export_spool(batch: Sequence[Any]) -> bool:
             writer.write(encode(batch))
             return True
 
-        return export_spool, writer.close, f"spool {writer.directory}"
+        return export_spool, writer.close, f"spool {writer.directory}", {"split": split}
     protocol = _protocol(signal)
     choice = "console" if kind == "console" else ("grpc" if protocol == "grpc" else "http")
-    module, _, name = table[choice].partition(":")
-    exporter = getattr(importlib.import_module(module), name)()
+    exporter = _new_exporter(signal, choice)
+    if kind == "console":
+        def export(batch: Sequence[Any]) -> bool:
+            return getattr(exporter.export(batch), "name", "") == "SUCCESS"
 
-    def export(batch: Sequence[Any]) -> bool:
-        # SpanExportResult / LogExportResult: both enums name success SUCCESS.
-        return getattr(exporter.export(batch), "name", "") == "SUCCESS"
+        return export, exporter.shutdown, f"{kind} {protocol}", {}
+    options: dict[str, Any] = {"split": split}
+    description = f"{kind} {protocol}"
+    if settings.buffer_max_bytes > 0:
+        from otelflow._internal.buffer import OutageBuffer
 
-    return export, exporter.shutdown, f"{kind} {protocol}"
+        buffer_dir = settings.buffer_dir
+        options["buffer"] = OutageBuffer(buffer_dir, signal, encode, max_bytes=settings.buffer_max_bytes)
+
+        def on_unhealthy(cause: str) -> None:
+            print(
+                f"otelflow: {signal}: the collector is not taking telemetry ({cause}); keeping it on disk in "
+                f"{buffer_dir} and re-sending it when the collector is back.",
+                file=sys.stderr,
+            )
+
+        options["on_unhealthy"] = on_unhealthy
+        description += f" (outage buffer {buffer_dir})"
+    return _otlp_export(exporter), exporter.shutdown, description, options
+
+
+class _Reshipper:
+    """Re-sends, in the background, the outage buffers earlier processes left behind (never delays a run)."""
+
+    def __init__(self, signal: str, choice: str, directory: Any) -> None:
+        self.signal = signal
+        self.stop_event = threading.Event()
+        self.items_sent = 0
+        self.lines_sent = 0
+        self.error: str | None = None
+        self._choice = choice
+        self._directory = directory
+        self._thread = threading.Thread(target=self._run, name=f"otelflow-reship-{signal}", daemon=True)
+
+    def start(self) -> _Reshipper:
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, attach, set_value
+
+        from otelflow._internal.limits import get_limits, split_batch
+        from otelflow._internal.ship import ship_directory
+
+        attach(set_value(_SUPPRESS_INSTRUMENTATION_KEY, True))
+        try:
+            exporter = _new_exporter(self.signal, self._choice)
+        except Exception as exc:
+            self.error = f"{type(exc).__name__}: {exc}"
+            return
+        send = _otlp_export(exporter)
+        limits = get_limits()
+
+        def export(batch: Sequence[Any]) -> bool:
+            return all(send(piece) for piece in split_batch(list(batch), limits))
+
+        backoff = 1.0
+        try:
+            while not self.stop_event.is_set():
+                result = ship_directory(self._directory, self.signal, export, delete_shipped=True,
+                                        should_stop=self.stop_event.is_set)
+                self.items_sent += result.items_sent
+                self.lines_sent += result.lines_sent
+                if not result.failed:
+                    return
+                self.error = result.error
+                self.stop_event.wait(backoff)
+                backoff = min(60.0, backoff * 2)
+        finally:
+            with contextlib.suppress(Exception):
+                exporter.shutdown()
+
+    def stop(self, timeout: float) -> None:
+        self.stop_event.set()
+        self._thread.join(max(0.0, timeout))
 
 
 def _span_processor(batch: Any) -> Any:
@@ -225,30 +503,15 @@ def _log_processor(batch: Any) -> Any:
     return _Processor()
 
 
-def _make_instruments(meter_provider: Any) -> RunInstruments:
-    meter = meter_provider.get_meter(semconv.INSTRUMENTATION_NAME, _VERSION)
-    return RunInstruments(
-        duration=meter.create_histogram(
-            semconv.METRIC_RUN_DURATION,
-            unit=semconv.METRIC_RUN_DURATION_UNIT,
-            description="Duration of otelflow flow and task runs, from start to final state.",
-            # The SDK's default buckets are made for milliseconds; runs are measured in seconds.
-            explicit_bucket_boundaries_advisory=_DURATION_BUCKETS,
-        ),
-        runs=meter.create_counter(
-            semconv.METRIC_RUNS, unit=semconv.METRIC_RUNS_UNIT, description="Finished otelflow runs by final state."
-        ),
-    )
-
-
 def _build() -> _State:
-    from opentelemetry import _logs, metrics
+    from opentelemetry import _logs
 
     if _sdk_disabled():
         return _State(tracer=trace.NoOpTracer(), description="OTEL_SDK_DISABLED=true: telemetry off")
 
     state = _State(tracer=trace.NoOpTracer())
     parts = []
+    reship: dict[str, str] = {}  # signal -> exporter choice, for earlier processes' outage buffers
 
     # Traces
     provider = trace.get_tracer_provider()
@@ -257,18 +520,23 @@ def _build() -> _State:
         from opentelemetry.sdk.trace import TracerProvider
 
         resource = _resource()
-        provider = TracerProvider(resource=resource, shutdown_on_exit=False, id_generator=_UrandomIdGenerator())
+        provider = TracerProvider(
+            resource=resource, shutdown_on_exit=False, id_generator=_UrandomIdGenerator()  # type: ignore[arg-type]
+        )
         if kind != "none":
-            export, stop, desc = _exporter("traces", kind)
-            batch = _batch(export, stop, "traces", "BSP")
+            export, stop, desc, options = _exporter("traces", kind)
+            batch = _batch(export, stop, "traces", "BSP", **options)
             provider.add_span_processor(_span_processor(batch))
             state.processors.append(batch)
             parts.append(f"traces -> {desc}")
+            if "buffer" in options:
+                reship["traces"] = "grpc" if _protocol("traces") == "grpc" else "http"
         trace.set_tracer_provider(provider)
         state.owned.append(provider)
     else:
         resource = getattr(provider, "resource", None)
         parts.append("traces -> application's tracer provider")
+    _protect(provider)
     state.tracer = provider.get_tracer(semconv.INSTRUMENTATION_NAME, _VERSION)
 
     # Logs
@@ -279,44 +547,28 @@ def _build() -> _State:
             from opentelemetry.sdk._logs import LoggerProvider
 
             logger_provider = LoggerProvider(resource=resource or _resource(), shutdown_on_exit=False)
-            export, stop, desc = _exporter("logs", kind)
-            batch = _batch(export, stop, "logs", "BLRP")
+            export, stop, desc, options = _exporter("logs", kind)
+            batch = _batch(export, stop, "logs", "BLRP", **options)
             logger_provider.add_log_record_processor(_log_processor(batch))
             state.processors.append(batch)
             _logs.set_logger_provider(logger_provider)
             state.owned.append(logger_provider)
             state.logger_provider = logger_provider
             parts.append(f"logs -> {desc}")
+            if "buffer" in options:
+                reship["logs"] = "grpc" if _protocol("logs") == "grpc" else "http"
     else:
         state.logger_provider = logger_provider
         parts.append("logs -> application's logger provider")
+    if state.logger_provider is not None:
+        _protect(state.logger_provider)
 
-    # Metrics: only when they can go somewhere (OTLP), or the application set its own provider.
-    meter_provider = metrics.get_meter_provider()
-    if type(meter_provider).__name__ in {"_ProxyMeterProvider", "NoOpMeterProvider"}:
-        if _exporter_kind("metrics") == "otlp":
-            from opentelemetry.sdk.metrics import MeterProvider
-            from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+    if reship:
+        from otelflow.settings import get_settings
 
-            if _protocol("metrics") == "grpc":
-                from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import (
-                    OTLPMetricExporter as MetricExp,
-                )
-            else:
-                from opentelemetry.exporter.otlp.proto.http.metric_exporter import (
-                    OTLPMetricExporter as MetricExp,
-                )
-            reader = PeriodicExportingMetricReader(MetricExp())
-            meter_provider = MeterProvider(
-                resource=resource or _resource(), metric_readers=[reader], shutdown_on_exit=False
-            )
-            metrics.set_meter_provider(meter_provider)
-            state.owned.append(meter_provider)
-            state.instruments = _make_instruments(meter_provider)
-            parts.append("metrics -> otlp")
-    else:
-        state.instruments = _make_instruments(meter_provider)
-        parts.append("metrics -> application's meter provider")
+        buffer_dir = get_settings().buffer_dir
+        if buffer_dir.is_dir():
+            state.reshippers = [_Reshipper(signal, choice, buffer_dir).start() for signal, choice in reship.items()]
 
     state.description = "; ".join(parts)
     return state
@@ -352,9 +604,12 @@ def get_logger_provider() -> Any:
     return _current().logger_provider
 
 
-def run_instruments() -> RunInstruments | None:
-    """The run metric instruments, or ``None`` when no meter provider is configured (no cost)."""
-    return _current().instruments
+def run_instruments() -> None:
+    """Always ``None``: otelflow no longer records run metrics in-process (the Collector derives them from spans).
+
+    Kept so that callers written for the metrics era keep working; it will be removed.
+    """
+    return None
 
 
 def describe() -> str:
@@ -363,8 +618,22 @@ def describe() -> str:
 
 
 def stats() -> list[dict[str, Any]]:
-    """Counters of otelflow's export processors (queued, exported, dropped, failures)."""
-    return [p.describe() for p in _current().processors]
+    """Counters of otelflow's export processors, one dict per signal.
+
+    Keys: ``signal``, ``queued``, ``exported``, ``dropped`` (each item once), ``drop_cause`` (the first real
+    cause), ``buffered``/``on_disk``/``resent`` (outage buffer), ``failed_exports``, ``first_error``,
+    ``last_error``, ``buffer`` (its folder), ``reshipped`` (items of earlier processes' buffers re-sent), and
+    ``processor_errors`` (exceptions of application processors, swallowed).
+    """
+    state = _current()
+    errors = processor_errors()
+    out = []
+    for processor in state.processors:
+        entry = processor.describe()
+        entry["reshipped"] = sum(r.items_sent for r in state.reshippers if r.signal == entry["signal"])
+        entry["processor_errors"] = errors
+        out.append(entry)
+    return out
 
 
 def flush(timeout_seconds: float = 10.0) -> bool:
@@ -373,17 +642,14 @@ def flush(timeout_seconds: float = 10.0) -> bool:
     ok = True
     for processor in state.processors:
         ok = processor.force_flush(timeout_seconds) and ok
-    for provider in state.owned:
-        if type(provider).__name__ == "MeterProvider":
-            with contextlib.suppress(Exception):
-                ok = bool(provider.force_flush(int(timeout_seconds * 1000))) and ok
     return ok
 
 
 def shutdown(timeout_seconds: float | None = None) -> None:
     """Flush (bounded by ``timeout_seconds``, default ``OTELFLOW_SHUTDOWN_TIMEOUT_SECONDS``) and stop exporting.
 
-    Reports on stderr anything that could not be exported.
+    What the collector could not take is kept on disk (OTLP with the outage buffer); one line per signal on
+    stderr says how much was kept and where, and how much was dropped, with the first real cause.
     """
     global _state
     import time
@@ -397,19 +663,43 @@ def shutdown(timeout_seconds: float | None = None) -> None:
 
         timeout_seconds = get_settings().shutdown_timeout_seconds
     deadline = time.monotonic() + timeout_seconds
-    for processor in state.processors:
-        processor.shutdown(max(0.0, deadline - time.monotonic()))
-    for provider in state.owned:
-        if type(provider).__name__ == "MeterProvider":
-            with contextlib.suppress(Exception):
-                provider.shutdown(timeout_millis=max(0.0, deadline - time.monotonic()) * 1000)
-    lost = [p.describe() for p in state.processors if p.stats.dropped]
-    for item in lost:
-        print(
-            f"otelflow: {item['dropped']} {item['signal']} item(s) could not be exported "
-            f"(last error: {item['last_error'] or 'flush deadline reached'}).",
-            file=sys.stderr,
+    for reshipper in state.reshippers:
+        reshipper.stop_event.set()
+    if len(state.processors) > 1:
+        # Signals shut down side by side: each may need its whole budget to write to disk.
+        threads = [threading.Thread(target=p.shutdown, args=(max(0.0, deadline - time.monotonic()),), daemon=True)
+                   for p in state.processors]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()) + 0.5)
+    else:
+        for processor in state.processors:
+            processor.shutdown(max(0.0, deadline - time.monotonic()))
+    for reshipper in state.reshippers:
+        reshipper.stop(min(0.2, max(0.0, deadline - time.monotonic())))
+    for item in (p.describe() for p in state.processors):
+        line = _exit_report(item)
+        if line:
+            print(line, file=sys.stderr)
+
+
+def _exit_report(item: dict[str, Any]) -> str | None:
+    """One line about a signal that did not all reach its exporter, or None."""
+    parts = []
+    cause = item["first_error"] or item["drop_cause"]
+    if cause is None and _error_capture is not None and _error_capture.recent:
+        cause = _cause(list(_error_capture.recent))
+    if item["on_disk"]:
+        parts.append(
+            f"{item['on_disk']} item(s) kept on disk in {item['buffer']} ({cause or 'collector not reached'}); "
+            "the next otelflow process exporting over OTLP re-sends them (or run `otelflow spool ship`)"
         )
+    if item["dropped"]:
+        parts.append(f"{item['dropped']} item(s) could not be exported and were dropped ({item['drop_cause']})")
+    if not parts:
+        return None
+    return f"otelflow: {item['signal']}: " + "; ".join(parts) + "."
 
 
 def _at_exit() -> None:
@@ -421,11 +711,17 @@ def _at_exit() -> None:
 def use_providers(
     tracer_provider: Any, logger_provider: Any = None, meter_provider: Any = None
 ) -> Iterator[None]:
-    """Send otelflow's telemetry to these providers inside the block (used by :mod:`otelflow.testing`)."""
+    """Send otelflow's telemetry to these providers inside the block (used by :mod:`otelflow.testing`).
+
+    ``meter_provider`` is accepted for compatibility and ignored: otelflow records no metrics in-process.
+    """
+    del meter_provider
+    _protect(tracer_provider)
+    if logger_provider is not None:
+        _protect(logger_provider)
     state = _State(
         tracer=tracer_provider.get_tracer(semconv.INSTRUMENTATION_NAME, _VERSION),
         logger_provider=logger_provider,
-        instruments=_make_instruments(meter_provider) if meter_provider is not None else None,
         description="test providers",
     )
     with _lock:

@@ -11,6 +11,7 @@ import json
 import socket
 import subprocess
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -82,15 +83,8 @@ def test_otlp_http_export_with_resource_from_env(otlp_receiver, tmp_path):  # ty
     assert flow_span.attributes[sc.RUN_STATE] == "Completed"
     assert [e.name for e in flow_span.events] == ["Running", "Completed"]
 
-    # Run metrics went out over OTLP too (flushed at exit).
-    metrics = otlp_receiver.wait_for(lambda: sc.METRIC_RUNS in otlp_receiver.metrics() and otlp_receiver.metrics())
-    runs = metrics[sc.METRIC_RUNS]
-    by_type = {p.attributes[sc.RUN_TYPE]: p for p in runs}
-    assert by_type["task"].value == 3 and by_type["task"].attributes[sc.TASK_NAME] == "process_item"
-    assert by_type["flow"].value == 1 and by_type["flow"].attributes[sc.RUN_STATE] == "Completed"
-    duration = metrics[sc.METRIC_RUN_DURATION]
-    assert {p.kind for p in duration} == {"histogram"} and {p.unit for p in duration} == {"s"}
-    assert sum(p.count for p in duration) == 4
+    # otelflow records no metrics in-process: the Collector derives run metrics from these spans (spanmetrics).
+    assert otlp_receiver.metric_requests == []
     # Nothing went to the spool when an endpoint is configured.
     assert not list((tmp_path / "spool").glob("*.jsonl"))
 
@@ -122,8 +116,9 @@ def _closed_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def test_dead_collector_never_hangs_the_script_and_drops_are_reported(tmp_path):  # type: ignore[no-untyped-def]
+def test_dead_collector_never_hangs_the_script_and_keeps_telemetry_on_disk(tmp_path):  # type: ignore[no-untyped-def]
     port = _closed_port()
+    started = time.monotonic()
     proc = check(run_script(
         PIPELINE, "50",
         OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{port}",
@@ -131,9 +126,14 @@ def test_dead_collector_never_hangs_the_script_and_drops_are_reported(tmp_path):
         OTELFLOW_HOME=str(tmp_path),
         timeout=60,
     ))
+    assert time.monotonic() - started < 15  # interpreter start + imports + the 2 s bound, on a busy machine
     assert proc.stdout.strip() == str(sum(i * 20 for i in range(1, 51)))
-    assert "could not be exported" in proc.stderr
-    assert "traces" in proc.stderr
+    report = [line for line in proc.stderr.splitlines() if line.startswith("otelflow: traces:") and "kept" in line]
+    assert len(report) == 1, proc.stderr
+    assert "51 item(s) kept on disk" in report[0] and str(tmp_path / "buffer") in report[0]
+    assert "connection refused" in report[0]
+    assert "dropped" not in report[0]
+    assert sorted((tmp_path / "buffer").glob("traces-*.jsonl"))
 
 
 def _spool_files(home: Path, signal: str) -> list[Path]:

@@ -1,13 +1,22 @@
-"""A batching processor that never drops silently and never lets a dead exporter stall a run.
+"""The export processor: never drops silently, never lets a dead collector slow a run, loses nothing to an outage.
 
-Why not the SDK's ``BatchSpanProcessor``/``BatchLogRecordProcessor``: when a producer outruns the
-exporter they drop the newest items as soon as the queue is full (2048 by default), so a 100k-task
-flow loses spans even when the exporter is healthy and merely a little slower than the flow. Making
-the queue unbounded trades that for unbounded memory. This processor keeps the queue bounded and
-applies *backpressure while the exporter is healthy*: a producer that finds the queue full waits (a
-bounded time) for the worker to make room. Once an export fails, the exporter is unhealthy and
-producers stop waiting: items beyond the queue are dropped at once and counted, so a dead collector
-costs a run nothing. Drops and failures are counted and reported at shutdown (see ``stats()``).
+Why not the SDK's ``BatchSpanProcessor``/``BatchLogRecordProcessor``: when a producer outruns the exporter
+they drop the newest items as soon as the queue is full, and a batch the exporter cannot deliver within its
+own retry window is gone. This processor keeps a bounded in-memory queue that producers append to (a
+bounded wait when it is full, never a network wait), and a worker thread that decides where each batch goes:
+
+- **without an outage buffer** (the spool, the console): the worker exports batches itself; a failed batch is
+  dropped and counted, and producers stop waiting for room once the exporter is unhealthy.
+- **with an outage buffer** (OTLP): a *sender* thread does the network call, so the worker is never stuck in
+  an exporter's retry loop. Whatever the sender cannot take right now (it failed, it is busy while the queue
+  fills, older batches are still waiting on disk) is written to the :class:`~otelflow._internal.buffer.
+  OutageBuffer` and re-sent in order when the collector answers again, after a backoff. At shutdown,
+  what the deadline leaves is written to disk for the next process instead of being lost.
+
+Every item is counted once: ``exported``, kept on disk (``buffered`` / ``on_disk``), or ``dropped`` with the
+first real cause (``drop_cause``: "connection refused", "message too large", "outage buffer full"...).
+Batches are split (``split``) so that no request exceeds the receiver's size limit; a request rejected as too
+large anyway is halved and retried.
 
 Like the SDK's, the worker re-arms after ``fork`` and shutdown is bounded by a deadline.
 """
@@ -15,6 +24,7 @@ Like the SDK's, the worker re-arms after ``fork`` and shutdown is bounded by a d
 from __future__ import annotations
 
 import collections
+import contextlib
 import os
 import threading
 import time
@@ -25,28 +35,56 @@ from typing import Any, Generic, TypeVar
 
 from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, attach, detach, set_value
 
-__all__ = ["BatchProcessor", "ProcessorStats"]
+__all__ = ["BatchProcessor", "ExportError", "ProcessorStats"]
 
 T = TypeVar("T")
 
 
+class ExportError(Exception):
+    """Raised by an ``export`` callable to say why a batch was not delivered.
+
+    ``too_large``: the receiver refused the request for its size (the processor halves the batch and retries).
+    """
+
+    def __init__(self, cause: str, *, too_large: bool = False) -> None:
+        super().__init__(cause)
+        self.cause = cause
+        self.too_large = too_large
+
+
 @dataclass(slots=True)
 class ProcessorStats:
-    """Counters of one processor: what was queued, exported, dropped, and the last export error."""
+    """Counters of one processor. Each item ends up counted once in ``exported``, ``on_disk`` or ``dropped``."""
 
     signal: str
     queued: int = 0
-    exported: int = 0
+    exported: int = 0  # delivered (including re-sent from the buffer)
     dropped: int = 0
+    buffered: int = 0  # ever written to the outage buffer
+    resent: int = 0  # delivered from the outage buffer
     failed_exports: int = 0
     last_error: str | None = None
+    first_error: str | None = None
+    drop_cause: str | None = None  # the first cause of a drop
+
+
+@dataclass(slots=True)
+class _Job(Generic[T]):
+    items: list[T]
+    from_buffer: bool
+    done: bool = False
+    ok: bool = False
+    error: str | None = None
+    too_large: bool = False
 
 
 class BatchProcessor(Generic[T]):
     """Queue items; a worker thread hands them to ``export(batch) -> bool`` in batches.
 
-    ``export`` returns True on success. ``max_block_seconds`` bounds how long one ``emit`` may wait
-    for room while the exporter is healthy.
+    ``export`` returns True on success, False (or raises, :class:`ExportError` to give the cause) on failure.
+    ``max_block_seconds`` bounds how long one ``emit`` may wait for room. ``buffer`` (an
+    :class:`~otelflow._internal.buffer.OutageBuffer`) turns on the sender thread and the on-disk buffer.
+    ``split(batch) -> [batch, ...]`` keeps requests under the receiver's size limit.
     """
 
     def __init__(
@@ -59,6 +97,11 @@ class BatchProcessor(Generic[T]):
         max_export_batch_size: int = 512,
         schedule_delay_seconds: float = 1.0,
         max_block_seconds: float = 2.0,
+        buffer: Any = None,
+        split: Callable[[list[T]], list[list[T]]] | None = None,
+        retry_initial_seconds: float = 1.0,
+        retry_max_seconds: float = 30.0,
+        on_unhealthy: Callable[[str], None] | None = None,
     ) -> None:
         self._export_fn = export
         self._shutdown_exporter = shutdown_exporter
@@ -67,8 +110,15 @@ class BatchProcessor(Generic[T]):
         self._delay = schedule_delay_seconds
         self._max_block = max_block_seconds
         self._signal = signal
+        self._buffer = buffer
+        self._split = split
+        self._retry_initial = retry_initial_seconds
+        self._retry_max = retry_max_seconds
+        self._on_unhealthy = on_unhealthy
         self._healthy = True
         self._shutdown = False
+        self._deadline: float | None = None
+        self._spill_at: float | None = None
         self._init_thread_state()
         if hasattr(os, "register_at_fork"):
             weak = weakref.WeakMethod(self._init_thread_state)
@@ -83,29 +133,40 @@ class BatchProcessor(Generic[T]):
     def _init_thread_state(self) -> None:
         # After fork the parent's queue belongs to the parent (it exports it); the child starts empty.
         self.stats = ProcessorStats(self._signal)
-        self._settled = 0  # queued items whose fate is known (exported, or dropped after a failed export)
         self._queue: collections.deque[T] = collections.deque()
+        self._front: collections.deque[list[T]] = collections.deque()  # halves of a too-large batch, first
         self._cond = threading.Condition(threading.Lock())
         self._flush_requests = 0
         self._flushed = 0
         self._exporting = False
+        self._worker_waiting = False
+        self._inflight: _Job[T] | None = None
+        self._books_closed = False
+        self._backoff = self._retry_initial
+        self._next_probe = 0.0
+        self._reported_unhealthy = False
         self._pid = os.getpid()
-        self._worker = threading.Thread(target=self._run, name=f"otelflow-export-{self.stats.signal}", daemon=True)
+        self._worker = threading.Thread(target=self._run, name=f"otelflow-export-{self._signal}", daemon=True)
         self._worker.start()
+        self._sender: threading.Thread | None = None
+        if self._buffer is not None:
+            self._sender = threading.Thread(target=self._send_loop, name=f"otelflow-send-{self._signal}", daemon=True)
+            self._sender.start()
 
     # --- producer side ----------------------------------------------------------------------------------
     def emit(self, item: T) -> None:
         """Queue one item (called on the run's thread; fast path is an append)."""
         if self._shutdown:
-            self.stats.dropped += 1
+            self._drop(1, "emitted after shutdown")
             return
         queue = self._queue
         if len(queue) < self._max_queue_size:
             queue.append(item)
             self.stats.queued += 1
-            if len(queue) >= self._batch_size and not self._exporting:
+            if len(queue) >= self._batch_size and self._worker_waiting:
                 # The worker is idle (waiting out its delay): wake it for a full batch.
                 with self._cond:
+                    self._worker_waiting = False
                     self._cond.notify_all()
             return
         self._emit_full(item)
@@ -114,83 +175,314 @@ class BatchProcessor(Generic[T]):
         with self._cond:
             self._cond.notify_all()
             deadline = time.monotonic() + self._max_block
-            while len(self._queue) >= self._max_queue_size and self._healthy and not self._shutdown:
+            # With a buffer the worker always makes room (it writes to disk); without one only while healthy.
+            while len(self._queue) >= self._max_queue_size and not self._shutdown and (
+                self._healthy or self._buffer is not None
+            ):
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     # An exporter that made no room for max_block seconds is stalled (a collector that
                     # accepts connections but never answers): treat it as unhealthy until an export succeeds,
                     # so the next producers drop at once instead of each waiting out the deadline.
-                    self._healthy = False
+                    if self._buffer is None:
+                        self._healthy = False
                     break
                 self._cond.wait(remaining)
             if len(self._queue) >= self._max_queue_size or self._shutdown:
-                self.stats.dropped += 1
+                self._drop_locked(1, "export queue full" if not self._shutdown else "emitted after shutdown")
                 return
             self._queue.append(item)
             self.stats.queued += 1
 
+    # --- accounting -------------------------------------------------------------------------------------
+    def _drop(self, count: int, cause: str) -> None:
+        with self._cond:
+            self._drop_locked(count, cause)
+
+    def _drop_locked(self, count: int, cause: str) -> None:
+        if count <= 0:
+            return
+        self.stats.dropped += count
+        if self.stats.drop_cause is None:
+            self.stats.drop_cause = cause
+
+    def _failed(self, error: str) -> None:
+        self.stats.failed_exports += 1
+        self.stats.last_error = error
+        if self.stats.first_error is None:
+            self.stats.first_error = error
+
     # --- worker side ------------------------------------------------------------------------------------
     def _take_batch(self) -> list[T]:
+        if self._front:
+            return self._front.popleft()
         queue = self._queue
         count = min(self._batch_size, len(queue))
         return [queue.popleft() for _ in range(count)]
 
+    def _pieces(self, batch: list[T]) -> list[list[T]]:
+        if self._split is None or not batch:
+            return [batch]
+        try:
+            return self._split(batch)
+        except Exception:
+            return [batch]
+
+    def _call_export(self, batch: list[T]) -> tuple[bool, str | None, bool]:
+        token = attach(set_value(_SUPPRESS_INSTRUMENTATION_KEY, True))
+        try:
+            ok = bool(self._export_fn(batch))
+            return ok, None if ok else "exporter reported failure", False
+        except ExportError as exc:
+            return False, exc.cause, exc.too_large
+        except Exception as exc:  # an exporter bug must not kill the worker
+            return False, f"{type(exc).__name__}: {exc}", False
+        finally:
+            detach(token)
+
     def _run(self) -> None:
         while True:
             with self._cond:
-                if not self._queue and not self._shutdown and self._flush_requests == self._flushed:
-                    self._cond.wait(self._delay)
-                elif len(self._queue) < self._batch_size and not self._shutdown and (
-                    self._flush_requests == self._flushed
-                ):
-                    # A partial batch: give producers one delay to fill it before exporting.
-                    self._cond.wait(self._delay)
+                self._wait_for_work()
                 flush_target = self._flush_requests
                 stop = self._shutdown
-            self._drain()
+            if self._buffer is None:
+                self._drain_sync()
+                done = True
+            else:
+                done = self._step_async(stop)
             with self._cond:
-                self._flushed = max(self._flushed, flush_target)
+                if done or not self._busy_locked():
+                    self._flushed = max(self._flushed, flush_target)
                 self._cond.notify_all()
-            if stop:
+            if stop and (done or self._deadline_passed()):
+                if self._buffer is not None:
+                    self._finish_async()
                 return
 
-    def _drain(self) -> None:
-        while self._queue:
+    def _busy_locked(self) -> bool:
+        """Live items still on their way (queued, or in flight), for flush: disk counts as settled."""
+        inflight = self._inflight
+        return bool(self._queue or self._front or (inflight is not None and not inflight.from_buffer))
+
+    def _wait_for_work(self) -> None:
+        if self._shutdown:
+            inflight = self._inflight
+            if self._buffer is not None and inflight is not None and not inflight.done and self._healthy:
+                # Stopping: wait for the sender, but not past the time kept for writing the rest to disk.
+                remaining = (self._spill_at or 0.0) - time.monotonic()
+                if remaining > 0:
+                    self._cond.wait(remaining)
+            return
+        if self._flush_requests != self._flushed:
+            return
+        if self._buffer is None:
+            if self._queue:
+                if len(self._queue) < self._batch_size:
+                    self._sleep(self._delay)  # a partial batch: give producers one delay to fill it
+                return
+            self._sleep(self._delay)
+            return
+        inflight = self._inflight
+        if inflight is not None and inflight.done:
+            return
+        if self._front and inflight is None:
+            return
+        timeout = self._delay
+        if not self._buffer.empty and inflight is None:
+            if self._healthy:
+                return
+            timeout = min(timeout, max(0.0, self._next_probe - time.monotonic()))
+        if len(self._queue) >= self._batch_size and (
+            inflight is None or not self._healthy or not self._buffer.empty
+            or len(self._queue) >= self._max_queue_size // 2
+        ):
+            return
+        self._sleep(timeout)
+
+    def _sleep(self, timeout: float) -> None:
+        self._worker_waiting = True
+        self._cond.wait(timeout)
+        self._worker_waiting = False
+
+    def _deadline_passed(self) -> bool:
+        return self._deadline is not None and time.monotonic() > self._deadline
+
+    # synchronous mode (no buffer) ------------------------------------------------------------------------
+    def _drain_sync(self) -> None:
+        while self._queue or self._front:
             batch = self._take_batch()
             with self._cond:
                 self._exporting = True
                 self._cond.notify_all()  # room was made: wake blocked producers
-            token = attach(set_value(_SUPPRESS_INSTRUMENTATION_KEY, True))
-            try:
-                ok = bool(self._export_fn(batch))
-                error = None if ok else "exporter reported failure"
-            except Exception as exc:  # an exporter bug must not kill the worker
-                ok, error = False, f"{type(exc).__name__}: {exc}"
-            finally:
-                detach(token)
+            for piece in self._pieces(batch):
+                ok, error, too_large = self._call_export(piece)
+                if not ok and too_large and len(piece) > 1:
+                    half = len(piece) // 2
+                    self._front.extendleft([piece[half:], piece[:half]])
+                    continue
+                with self._cond:
+                    if self._books_closed:
+                        return  # shutdown gave up on this batch and counted it already
+                    if ok:
+                        self.stats.exported += len(piece)
+                        self._healthy = True
+                    else:
+                        self._failed(error or "exporter reported failure")
+                        self._drop_locked(len(piece), error or "exporter reported failure")
+                        self._healthy = False
             with self._cond:
                 self._exporting = False
-                if ok:
-                    self.stats.exported += len(batch)
-                    self._settled += len(batch)
-                    self._healthy = True
-                else:
-                    self.stats.dropped += len(batch)
-                    self._settled += len(batch)
-                    self.stats.failed_exports += 1
-                    self.stats.last_error = error
-                    self._healthy = False
                 self._cond.notify_all()
-            if self._shutdown_deadline_passed():
+            if self._deadline_passed():
                 return
 
-    def _shutdown_deadline_passed(self) -> bool:
-        deadline = getattr(self, "_deadline", None)
-        return deadline is not None and time.monotonic() > deadline
+    # asynchronous mode (sender thread + outage buffer) -----------------------------------------------------
+    def _send_loop(self) -> None:
+        while True:
+            with self._cond:
+                while (self._inflight is None or self._inflight.done) and not self._shutdown_sender():
+                    self._cond.wait()
+                job = self._inflight
+                if job is None or job.done:
+                    return
+            ok, error, too_large = self._call_export(job.items)
+            with self._cond:
+                job.ok, job.error, job.too_large, job.done = ok, error, too_large, True
+                self._cond.notify_all()
+
+    def _shutdown_sender(self) -> bool:
+        return self._shutdown and not self._worker.is_alive()
+
+    def _submit(self, items: list[T], from_buffer: bool) -> None:
+        with self._cond:
+            self._inflight = _Job(items, from_buffer)
+            self._cond.notify_all()
+
+    def _spill(self, batch: list[T]) -> None:
+        """Write a batch to the outage buffer (the worker, never a producer, pays for the disk)."""
+        buffer = self._buffer
+        for piece in self._pieces(batch):
+            try:
+                dropped = buffer.append(piece, in_flight=self._inflight is not None and self._inflight.from_buffer)
+            except Exception as exc:
+                self._drop(len(piece), f"outage buffer not writable: {type(exc).__name__}: {exc}")
+                continue
+            with self._cond:
+                self.stats.buffered += len(piece)
+                if dropped:
+                    self._drop_locked(dropped, "outage buffer full (OTELFLOW_BUFFER_MAX_BYTES)")
+
+    def _collect(self) -> None:
+        job = self._inflight
+        if job is None or not job.done:
+            return
+        with self._cond:
+            self._inflight = None
+        buffer = self._buffer
+        if job.ok:
+            with self._cond:
+                self.stats.exported += len(job.items)
+                self._healthy = True
+                self._backoff = self._retry_initial
+                if job.from_buffer:
+                    self.stats.resent += len(job.items)
+            if job.from_buffer:
+                buffer.commit()
+            return
+        error = job.error or "exporter reported failure"
+        if job.too_large and len(job.items) > 1:
+            half = len(job.items) // 2
+            if job.from_buffer:
+                # Re-write the line as two smaller ones at the end of the buffer (order is kept per span).
+                buffer.commit()
+                self._spill(job.items[:half])
+                self._spill(job.items[half:])
+                with self._cond:
+                    self.stats.buffered -= len(job.items)  # the same items, not new ones
+            else:
+                self._front.extendleft([job.items[half:], job.items[:half]])
+            return
+        with self._cond:
+            self._failed(error)
+        if job.too_large:
+            # One record a receiver refuses even alone: sending it again can never work.
+            if job.from_buffer:
+                buffer.commit()
+            self._drop(len(job.items), error)
+            return
+        with self._cond:
+            self._healthy = False
+            self._next_probe = time.monotonic() + self._backoff
+            self._backoff = min(self._retry_max, self._backoff * 2)
+        if not job.from_buffer:
+            self._spill(job.items)
+        if not self._reported_unhealthy and self._on_unhealthy is not None:
+            self._reported_unhealthy = True
+            with contextlib.suppress(Exception):
+                self._on_unhealthy(error)
+
+    def _step_async(self, stopping: bool) -> bool:
+        """Move batches one step; returns True when stopping and nothing more can be done before exit."""
+        self._collect()
+        buffer = self._buffer
+        now = time.monotonic()
+        spill_all = stopping and (not self._healthy or (self._spill_at is not None and now >= self._spill_at))
+        while self._queue or self._front:
+            inflight = self._inflight
+            if not spill_all and buffer.empty and self._healthy and inflight is None:
+                batch = self._take_batch()
+                pieces = self._pieces(batch)
+                self._submit(pieces[0], from_buffer=False)
+                if len(pieces) > 1:
+                    self._front.extendleft(reversed(pieces[1:]))
+                with self._cond:
+                    self._cond.notify_all()  # room was made: wake blocked producers
+            elif (
+                spill_all or not buffer.empty or not self._healthy
+                or len(self._queue) >= self._max_queue_size // 2
+            ):
+                self._spill(self._take_batch())
+                with self._cond:
+                    self._cond.notify_all()
+            else:
+                break  # the sender is busy with a healthy collector: keep the rest in memory a little
+        if self._inflight is None and not buffer.empty and not spill_all and (
+            self._healthy or time.monotonic() >= self._next_probe
+        ):
+            items = buffer.peek()
+            if items is not None:
+                self._submit(items, from_buffer=True)
+        if not stopping:
+            return False
+        inflight = self._inflight
+        if spill_all:
+            return not self._queue and not self._front
+        return not self._queue and not self._front and inflight is None and (buffer.empty or not self._healthy)
+
+    def _finish_async(self) -> None:
+        """At exit: what is still queued or in flight goes to disk for the next process."""
+        if self._queue or self._front:
+            while self._queue or self._front:
+                self._spill(self._take_batch())
+        job = self._inflight
+        if job is not None and not job.done and not job.from_buffer:
+            # Its fate is unknown (the collector may still take it): keep a copy; at worst it is sent twice.
+            self._spill(job.items)
+            with self._cond:
+                self._inflight = None
+        elif job is not None and job.done:
+            self._collect()
+        with contextlib.suppress(Exception):
+            self._buffer.close()
 
     # --- control ----------------------------------------------------------------------------------------
     def force_flush(self, timeout_seconds: float = 30.0) -> bool:
-        """Export everything queued so far; True if done within the timeout."""
+        """Export everything queued so far; True if it was all delivered within the timeout.
+
+        With an outage buffer, items the collector could not take are written to disk and the flush returns
+        False once they are there (not after the timeout).
+        """
         if self._pid != os.getpid():
             return True
         deadline = time.monotonic() + timeout_seconds
@@ -203,30 +495,72 @@ class BatchProcessor(Generic[T]):
                 if remaining <= 0:
                     return False
                 self._cond.wait(remaining)
+            if self._buffer is not None:
+                return self._buffer.empty and self._healthy
         return True
 
     def shutdown(self, timeout_seconds: float = 30.0) -> None:
-        """Flush what is queued (bounded by the timeout), stop the worker and shut the exporter down."""
+        """Flush what is queued (bounded by the timeout), stop the worker and shut the exporter down.
+
+        With an outage buffer, the last part of the time budget is kept for writing what is left to disk.
+        """
         if self._shutdown:
             return
-        self._deadline = time.monotonic() + timeout_seconds
+        now = time.monotonic()
+        self._deadline = now + timeout_seconds
+        self._spill_at = self._deadline - min(1.0, timeout_seconds / 4)
         with self._cond:
             self._shutdown = True
             self._cond.notify_all()
         self._worker.join(max(0.0, self._deadline - time.monotonic()))
         with self._cond:
-            # What the deadline left behind (queued, or in a batch still stuck in the exporter) is lost:
+            # Whatever the deadline left behind in memory (the worker could not even write it to disk) is lost:
             # count it, so it is reported rather than silently gone.
-            self.stats.dropped += self.stats.queued - self._settled
-            self._settled = self.stats.queued
+            left = len(self._queue) + sum(len(b) for b in self._front)
             self._queue.clear()
-        try:
-            self._shutdown_exporter()
-        except Exception as exc:
-            self.stats.last_error = f"{type(exc).__name__}: {exc}"
+            self._front.clear()
+            self._drop_locked(left, self.stats.first_error or "shutdown deadline reached")
+            self._cond.notify_all()
+        if self._buffer is None:
+            self._account_stuck_sync()
+        self._stop_exporter(max(0.0, self._deadline - time.monotonic()))
+
+    def _account_stuck_sync(self) -> None:
+        s = self.stats
+        with self._cond:
+            self._books_closed = True
+            unsettled = s.queued - s.exported - s.dropped
+            self._drop_locked(unsettled, s.first_error or "shutdown deadline reached (collector not answering)")
+
+    def _stop_exporter(self, timeout: float) -> None:
+        # The SDK exporters' shutdown also interrupts their retry back-off; bounded, as it may block.
+        def stop() -> None:
+            try:
+                self._shutdown_exporter()
+            except Exception as exc:
+                with self._cond:
+                    if self.stats.last_error is None:
+                        self.stats.last_error = f"{type(exc).__name__}: {exc}"
+
+        thread = threading.Thread(target=stop, name=f"otelflow-exporter-shutdown-{self._signal}", daemon=True)
+        thread.start()
+        thread.join(max(0.05, timeout))
+
+    @property
+    def on_disk(self) -> int:
+        """Items of this process waiting in the outage buffer."""
+        return int(self._buffer.pending_items) if self._buffer is not None else 0
+
+    @property
+    def buffer_location(self) -> Any:
+        """The outage buffer's folder, or None."""
+        return self._buffer.location if self._buffer is not None else None
 
     def describe(self) -> dict[str, Any]:
         """Counters as a dict (for the exit report and tests)."""
         s = self.stats
         return {"signal": s.signal, "queued": s.queued, "exported": s.exported, "dropped": s.dropped,
-                "failed_exports": s.failed_exports, "last_error": s.last_error}
+                "buffered": s.buffered, "resent": s.resent, "on_disk": self.on_disk,
+                "failed_exports": s.failed_exports, "last_error": s.last_error, "first_error": s.first_error,
+                "drop_cause": s.drop_cause,
+                "buffer": str(self.buffer_location) if self.buffer_location is not None else None}

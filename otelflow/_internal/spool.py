@@ -159,6 +159,15 @@ def encode_logs(records: Sequence[Any]) -> str:
     return _request("resourceLogs", "scopeLogs", "logRecords", records, _log)
 
 
+def _lock_file(handle: Any) -> None:
+    try:
+        import fcntl
+
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except (ImportError, OSError):  # pragma: no cover - no flock (Windows) or a filesystem without locks
+        pass
+
+
 class SpoolWriter:
     """Appends one JSON line per export request to this process's own file for a signal.
 
@@ -168,10 +177,14 @@ class SpoolWriter:
     already, a missing final newline is written first, so a partial line never swallows the next request.
     """
 
-    def __init__(self, directory: Path, signal: str, *, max_file_bytes: int = _MAX_FILE_BYTES) -> None:
+    def __init__(
+        self, directory: Path, signal: str, *, max_file_bytes: int = _MAX_FILE_BYTES, exclusive: bool = False
+    ) -> None:
         self.directory = directory
         self.signal = signal
         self.max_file_bytes = max_file_bytes
+        self.exclusive = exclusive  # hold a flock on the open file (the outage buffer: no one ships it meanwhile)
+        self.on_rotate: Any = None  # called with the closed file's path when the writer moves to a new file
         self.path: Path | None = None  # the file being written, once opened
         self._lock = threading.Lock()
         self._file: Any = None
@@ -185,6 +198,8 @@ class SpoolWriter:
         if self._file is not None and (self._key != (today, pid) or self._file.tell() > self.max_file_bytes):
             self._file.close()
             self._file = None
+            if self.on_rotate is not None and self.path is not None:
+                self.on_rotate(self.path)
             self._part = self._part + 1 if self._key == (today, pid) else 0
         if self._file is None:
             if self._key is None or self._key[1] != pid:
@@ -195,6 +210,8 @@ class SpoolWriter:
             self._key = (today, pid)
             self.path = self.directory / f"{self.signal}-{today}-{pid}-{self._start}-{self._part}.jsonl"
             self._file = open(self.path, "a+b")  # noqa: SIM115 - kept open across exports
+            if self.exclusive:
+                _lock_file(self._file)
             if self._file.tell() > 0:
                 self._file.seek(-1, os.SEEK_END)
                 if self._file.read(1) != b"\n":

@@ -1,0 +1,256 @@
+"""Size limits on what otelflow exports, so that no single record can poison a batch.
+
+A 5 MB exception message used to ride on a span three times (status, ``exception.message``, stack trace);
+over gRPC the 15 MB request was rejected (receivers refuse more than 4 MiB) and every span of the batch
+was lost with it. Texts are therefore truncated where they are made (:func:`truncate_text`,
+:func:`truncate_stacktrace`, the engine and the log handler call them), with a visible
+``...[truncated N chars]`` marker, and once more as a last line of defence in the export path
+(:func:`shrink`), which also splits batches whose requests would exceed the receiver's limit
+(:func:`split_batch`).
+
+Limits come from settings (``OTELFLOW_*``) and honour ``OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = [
+    "Limits",
+    "approx_size",
+    "get_limits",
+    "limits_from_settings",
+    "shrink",
+    "split_batch",
+    "truncate_stacktrace",
+    "truncate_text",
+    "truncate_value",
+]
+
+_DEFAULT_ATTRIBUTE_LENGTH = 16_384
+_MAX_ITEMS = 1_000  # elements of one sequence/mapping attribute value kept by truncate_value
+_MAX_DEPTH = 8
+
+
+def _marker(cut: int) -> str:
+    return f"...[truncated {cut} chars]"
+
+
+def truncate_text(text: str, limit: int) -> str:
+    """``text`` cut to at most ``limit`` characters, ending with a visible ``...[truncated N chars]`` marker.
+
+    Example::
+
+        >>> truncate_text("E" * 100, 40)
+        'EEEEEEEEEEEEEEEEE...[truncated 83 chars]'
+    """
+    if len(text) <= limit:
+        return text
+    if limit < 32:
+        return text[:max(0, limit)]  # no room for a marker
+    keep = limit - len(_marker(len(text)))
+    return text[:keep] + _marker(len(text) - keep)
+
+
+def truncate_stacktrace(text: str, limit: int) -> str:
+    """A stack trace cut to at most ``limit`` characters, keeping its head and its tail (where the error is)."""
+    if len(text) <= limit:
+        return text
+    if limit < 64:
+        return truncate_text(text, limit)
+    marker_len = len(f"\n...[truncated {len(text)} chars]...\n")
+    room = limit - marker_len
+    head, tail = room // 2, room - room // 2
+    return f"{text[:head]}\n...[truncated {len(text) - head - tail} chars]...\n{text[len(text) - tail:]}"
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Exported size limits: characters for texts, bytes for one export request."""
+
+    attribute_value: int = _DEFAULT_ATTRIBUTE_LENGTH
+    exception_message: int = 8192
+    stacktrace: int = 32_768
+    log_body: int = 32_768
+    max_request_bytes: int = 4 * 1024 * 1024
+
+
+def limits_from_settings(settings: Any) -> Limits:
+    """The :class:`Limits` for a :class:`otelflow.settings.Settings` object (and ``OTEL_*`` variables)."""
+    attribute = settings.attribute_value_max_length
+    if attribute is None:
+        try:
+            attribute = int(os.environ.get("OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT", "").strip() or 0) or None
+        except ValueError:
+            attribute = None
+    return Limits(
+        attribute_value=attribute or _DEFAULT_ATTRIBUTE_LENGTH,
+        exception_message=settings.exception_message_max_length,
+        stacktrace=settings.stacktrace_max_length,
+        log_body=settings.logging_max_message_length,
+        max_request_bytes=settings.export_max_request_bytes,
+    )
+
+
+_cache: tuple[Any, Limits] | None = None
+
+
+def get_limits() -> Limits:
+    """The configured limits (re-read when settings are reset)."""
+    global _cache
+    from otelflow.settings import get_settings
+
+    settings = get_settings()
+    cached = _cache
+    if cached is not None and cached[0] is settings:
+        return cached[1]
+    limits = limits_from_settings(settings)
+    _cache = (settings, limits)
+    return limits
+
+
+def truncate_value(value: Any, limit: int, depth: int = 0) -> Any:
+    """An attribute value with every string longer than ``limit`` truncated (and huge containers cut)."""
+    kind = type(value)
+    if kind is str:
+        return value if len(value) <= limit else truncate_text(value, limit)
+    if kind in (int, float, bool) or value is None:
+        return value
+    if isinstance(value, bytes):
+        return value if len(value) <= limit else value[:limit]
+    if isinstance(value, str):
+        return value if len(value) <= limit else truncate_text(str(value), limit)
+    if depth >= _MAX_DEPTH:
+        return value
+    if isinstance(value, Mapping):
+        items = list(value.items())[:_MAX_ITEMS]
+        return {k: truncate_value(v, limit, depth + 1) for k, v in items}
+    if isinstance(value, Sequence):
+        return tuple(truncate_value(v, limit, depth + 1) for v in list(value[:_MAX_ITEMS]))
+    return value
+
+
+# --- the export path -------------------------------------------------------------------------------------
+
+
+def _size(value: Any, depth: int = 0) -> int:
+    kind = type(value)
+    if kind is str:
+        return len(value) if value.isascii() else 4 * len(value)
+    if kind in (int, float, bool) or value is None:
+        return 10
+    if isinstance(value, bytes | bytearray):
+        return len(value)
+    if isinstance(value, str):
+        return 4 * len(value)
+    if depth < _MAX_DEPTH and isinstance(value, Mapping):
+        return sum(_size(k) + _size(v, depth + 1) + 8 for k, v in value.items())
+    if depth < _MAX_DEPTH and isinstance(value, Sequence):
+        return sum(_size(v, depth + 1) + 4 for v in value)
+    return 64
+
+
+def _attrs_size(attrs: Mapping[str, Any] | None) -> int:
+    return sum(len(k) + _size(v) + 8 for k, v in attrs.items()) if attrs else 0
+
+
+def approx_size(item: Any) -> int:
+    """An upper estimate of ``item``'s encoded OTLP size in bytes (a ``ReadableSpan`` or an SDK log record).
+
+    Cheap (no encoding): strings count one byte per character when ASCII, four otherwise.
+    """
+    record = getattr(item, "log_record", None)
+    if record is not None:
+        return 160 + _size(record.body) + _attrs_size(record.attributes) + _size(record.severity_text or "")
+    size = 200 + len(item.name) + _attrs_size(item.attributes)
+    status = item.status
+    if status is not None and status.description:
+        size += _size(status.description)
+    for event in item.events:
+        size += 40 + len(event.name) + _attrs_size(event.attributes)
+    for link in item.links:
+        size += 60 + _attrs_size(link.attributes)
+    return size
+
+
+def _shrink_attrs(attrs: Mapping[str, Any] | None, limits: Limits, factor: int) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in (attrs or {}).items():
+        if key == "exception.stacktrace" and isinstance(value, str):
+            out[key] = truncate_stacktrace(value, max(64, limits.stacktrace // factor))
+        elif key == "exception.message" and isinstance(value, str):
+            out[key] = truncate_text(value, max(32, limits.exception_message // factor))
+        else:
+            out[key] = truncate_value(value, max(32, limits.attribute_value // factor))
+    return out
+
+
+def shrink(item: Any, limits: Limits, factor: int = 1) -> Any:
+    """A copy of ``item`` (span or log record) with every text cut to the limits divided by ``factor``.
+
+    The export path's last line of defence: spans from application code, or texts nobody truncated.
+    """
+    record = getattr(item, "log_record", None)
+    if record is not None:
+        body = record.body
+        if isinstance(body, str):
+            body = truncate_text(body, max(32, limits.log_body // factor))
+        elif body is not None:
+            body = truncate_value(body, max(32, limits.attribute_value // factor))
+        # The record is ours (built for this export); mutate in place rather than rebuild SDK internals.
+        record.body = body
+        record.attributes = _shrink_attrs(record.attributes, limits, factor)
+        return item
+    from opentelemetry.sdk.trace import Event, ReadableSpan
+    from opentelemetry.trace import Link, Status
+
+    status = item.status
+    message_limit = max(32, limits.exception_message // factor)
+    if status is not None and status.description and len(status.description) > message_limit:
+        status = Status(status.status_code, truncate_text(status.description, message_limit))
+    return ReadableSpan(
+        name=truncate_text(item.name, max(32, limits.attribute_value // factor)),
+        context=item.context,
+        parent=item.parent,
+        resource=item.resource,
+        attributes=_shrink_attrs(item.attributes, limits, factor),
+        events=[Event(e.name, _shrink_attrs(e.attributes, limits, factor), e.timestamp) for e in item.events],
+        links=[Link(link.context, _shrink_attrs(link.attributes, limits, factor)) for link in item.links],
+        kind=item.kind,
+        status=status,
+        start_time=item.start_time,
+        end_time=item.end_time,
+        instrumentation_scope=item.instrumentation_scope,
+    )
+
+
+def split_batch(items: Sequence[Any], limits: Limits) -> list[list[Any]]:
+    """``items`` as consecutive batches whose requests stay under ``limits.max_request_bytes``.
+
+    An item too big on its own is shrunk (:func:`shrink`) until it fits: one huge record is truncated, never
+    allowed to take its neighbours down with it.
+    """
+    budget = limits.max_request_bytes * 3 // 4  # headroom for resource/scope blocks and estimate error
+    item_budget = budget // 2
+    batches: list[list[Any]] = []
+    current: list[Any] = []
+    used = 0
+    for item in items:
+        size = approx_size(item)
+        if size > item_budget:
+            factor = 1
+            while size > item_budget and factor <= 1024:
+                item = shrink(item, limits, factor)
+                size = approx_size(item)
+                factor *= 4
+        if current and used + size > budget:
+            batches.append(current)
+            current, used = [], 0
+        current.append(item)
+        used += size
+    if current:
+        batches.append(current)
+    return batches

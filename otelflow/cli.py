@@ -1,97 +1,39 @@
 """The ``otelflow`` command: look at runs recorded in the local spool (the embedded telemetry default).
 
-    otelflow runs                 # recent flow runs, newest first
-    otelflow show                 # the latest flow run's trace, with its logs under each span
-    otelflow show <flow-run-id | flow-run-name | trace-id>
-    otelflow spool prune --older-than 7   # delete spool files older than a week
+    otelflow runs [--flow NAME] [--state failed] [--since 1h] [--limit N] [--json]
+    otelflow show [RUN_ID|RUN_NAME|TRACE_ID|latest] [--json] [--traceback] [--depth N] [--expand]
+    otelflow logs [RUN_ID|RUN_NAME|TRACE_ID|latest] [--level warning] [--task NAME] [--follow] [--json]
+    otelflow spool path | prune --older-than DAYS | ship --endpoint URL
 
-Nothing imports this module; it reads the spool files only (it never configures telemetry).
+The commands read a small index of the spool (``runindex``), brought up to date on every call, so they stay
+fast on a large spool. Nothing imports this module; it never configures telemetry. Heavy modules (rich, the
+index, the SDK for ``ship``) are imported inside the commands: ``otelflow --help`` stays quick.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
 import json
+import re
 import sys
-from dataclasses import dataclass, field
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
-from otelflow import semconv
-from otelflow._internal.spool import decode_attributes, iter_spool
+if TYPE_CHECKING:
+    from otelflow._internal.runindex import RunIndex, RunRow
+    from otelflow._internal.spool_read import LogRecord
+    from otelflow._internal.tracetree import Node
 
 __all__ = ["main"]
 
-_SEVERITY_COLORS = {"DEBUG": "blue", "INFO": "green", "WARN": "yellow", "WARNING": "yellow", "ERROR": "red",
-                    "CRITICAL": "red", "FATAL": "red"}
-_STATE_COLORS = {"Completed": "green", "Failed": "red", "Crashed": "red", "Cancelled": "yellow",
-                 "TimedOut": "red", "NotReady": "yellow"}
-
-
-@dataclass
-class _Span:
-    trace_id: str
-    span_id: str
-    parent_id: str | None
-    name: str
-    start: int
-    end: int
-    attributes: dict[str, Any]
-    status_code: int
-    status_message: str
-    events: list[dict[str, Any]]
-    resource: dict[str, Any]
-    children: list[_Span] = field(default_factory=list)
-    logs: list[dict[str, Any]] = field(default_factory=list)
-
-    @property
-    def duration_ms(self) -> float:
-        return (self.end - self.start) / 1e6
-
-    @property
-    def is_flow(self) -> bool:
-        return self.attributes.get(semconv.RUN_TYPE) == semconv.RUN_TYPE_FLOW
-
-
-def _load_spans(spool: Path) -> list[_Span]:
-    spans = []
-    for resource, item in iter_spool(spool, "traces"):
-        status = item.get("status", {})
-        spans.append(
-            _Span(
-                trace_id=item.get("traceId", ""),
-                span_id=item.get("spanId", ""),
-                parent_id=item.get("parentSpanId") or None,
-                name=item.get("name", ""),
-                start=int(item.get("startTimeUnixNano", 0)),
-                end=int(item.get("endTimeUnixNano", 0)),
-                attributes=decode_attributes(item.get("attributes")),
-                status_code=int(status.get("code", 0)),
-                status_message=status.get("message", ""),
-                events=item.get("events", []),
-                resource=resource,
-            )
-        )
-    return spans
-
-
-def _spool_dir(home: str | None) -> Path:
-    if home:
-        return Path(home).expanduser() / "spool"
-    from otelflow.settings import get_settings
-
-    return get_settings().spool_dir
-
-
-def _time(ns: int) -> str:
-    return _dt.datetime.fromtimestamp(ns / 1e9).strftime("%Y-%m-%d %H:%M:%S")
-
-
-def _state_text(span: _Span) -> str:
-    state = str(span.attributes.get(semconv.RUN_STATE, "ERROR" if span.status_code == 2 else ""))
-    return click.style(state, fg=_STATE_COLORS.get(state)) if state else ""
+_LEVELS = {"trace": 1, "debug": 5, "info": 9, "warn": 13, "warning": 13, "error": 17, "critical": 21, "fatal": 21}
+_SINCE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$", re.IGNORECASE)
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -106,134 +48,340 @@ _home_option = click.option(
 )
 
 
-@main.command()
-@_home_option
-@click.option("--limit", "-n", default=20, show_default=True, help="How many flow runs to list.")
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per run instead of a table.")
-def runs(home: str | None, limit: int, as_json: bool) -> None:
-    """List recent flow runs recorded in the local spool, newest first."""
-    spool = _spool_dir(home)
-    flows = sorted((s for s in _load_spans(spool) if s.is_flow), key=lambda s: s.start, reverse=True)[:limit]
-    if not flows:
-        click.echo(f"No flow runs in {spool}. Run a flow first (telemetry goes there when no OTLP endpoint is set).")
-        return
-    if as_json:
-        for span in flows:
-            click.echo(json.dumps({
-                "flow": span.attributes.get(semconv.FLOW_NAME), "flow_run_id": span.attributes.get(semconv.RUN_ID),
-                "flow_run_name": span.attributes.get(semconv.RUN_NAME),
-                "state": span.attributes.get(semconv.RUN_STATE), "start": _time(span.start),
-                "duration_ms": round(span.duration_ms, 3), "trace_id": span.trace_id,
-                "service": span.resource.get("service.name"),
-            }))
-        return
-    header = f"{'START':19}  {'FLOW':20}  {'RUN NAME':22}  {'STATE':10}  {'DURATION':>10}  {'FLOW RUN ID':36}  TRACE ID"
-    click.echo(click.style(header, bold=True))
-    for span in flows:
-        state = str(span.attributes.get(semconv.RUN_STATE, ""))
+def _spool_dir(home: str | None) -> Path:
+    if home:
+        return Path(home).expanduser() / "spool"
+    from otelflow.settings import get_settings
+
+    return get_settings().spool_dir
+
+
+@contextmanager
+def _index(home: str | None) -> Iterator[RunIndex]:
+    """The spool's run index, brought up to date; warns once about malformed lines met on the way."""
+    from otelflow._internal.runindex import RunIndex
+
+    with RunIndex(_spool_dir(home)) as index:
+        index.refresh()
+        try:
+            yield index
+        finally:
+            _warn_skipped(index)
+
+
+def _warn_skipped(index: RunIndex) -> None:
+    skipped = index.skipped
+    if skipped.count:
         click.echo(
-            f"{_time(span.start):19}  {str(span.attributes.get(semconv.FLOW_NAME, ''))[:20]:20}  "
-            f"{str(span.attributes.get(semconv.RUN_NAME, ''))[:22]:22}  "
-            f"{click.style(f'{state:10}', fg=_STATE_COLORS.get(state))}  {span.duration_ms:>8.1f}ms  "
-            f"{span.attributes.get(semconv.RUN_ID, '')!s:36}  {span.trace_id}"
+            f"otelflow: warning: skipped {skipped.count} malformed spool record(s) (first at {skipped.first}); "
+            "the rest of the spool was read.",
+            err=True,
         )
+        skipped.count, skipped.first = 0, None
 
 
-def _pick_trace(spans: list[_Span], ident: str | None) -> str | None:
-    flows = sorted((s for s in spans if s.is_flow), key=lambda s: s.start, reverse=True)
-    if ident is None:
-        roots = [s for s in flows if s.parent_id is None] or flows
-        return roots[0].trace_id if roots else None
-    ident = ident.strip().lower()
-    for span in flows:
-        if ident in (str(span.attributes.get(semconv.RUN_ID, "")).lower(),
-                     str(span.attributes.get(semconv.RUN_NAME, "")).lower()):
-            return span.trace_id
-    matches = {s.trace_id for s in spans if s.trace_id.startswith(ident)}
-    return matches.pop() if len(matches) == 1 else None
+def _fail(message: str) -> NoReturn:
+    click.echo(message, err=True)
+    sys.exit(1)
 
 
-def _log_line(log: dict[str, Any], indent: str) -> str:
-    attrs = decode_attributes(log.get("attributes"))
-    severity = log.get("severityText") or str(log.get("severityNumber", ""))
-    body = log.get("body", {})
-    message = body.get("stringValue") if "stringValue" in body else json.dumps(body)
-    extras = " ".join(
-        f"{k}={v}" for k, v in attrs.items()
-        if not k.startswith(f"{semconv.NAMESPACE}.") and not k.startswith("code.") and not k.startswith("exception.")
-    )
-    stamp = _dt.datetime.fromtimestamp(int(log.get("timeUnixNano", 0)) / 1e9).strftime("%H:%M:%S.%f")[:-3]
-    line = f"{indent}{click.style(stamp, dim=True)} {click.style(f'{severity:7}', fg=_SEVERITY_COLORS.get(severity))} "
-    line += str(message)
-    if extras:
-        line += "  " + click.style(extras, dim=True)
-    if attrs.get(semconv.EXCEPTION_TYPE):
-        line += f"\n{indent}        {attrs[semconv.EXCEPTION_TYPE]}: {attrs.get(semconv.EXCEPTION_MESSAGE, '')}"
-    return line
+def _now() -> int:
+    return time.time_ns()
 
 
-def _render(span: _Span, prefix: str, last: bool, root: bool, out: list[str]) -> None:
-    branch = "" if root else ("└── " if last else "├── ")
-    attrs = span.attributes
-    label = click.style(span.name, bold=True)
-    details = [str(attrs.get(semconv.RUN_NAME, ""))]
-    if semconv.TASK_MAP_INDEX in attrs:
-        details.append(f"[map {attrs[semconv.TASK_MAP_INDEX]}]")
-    details.append(_state_text(span))
-    details.append(f"{span.duration_ms:.1f}ms")
-    attempts = attrs.get(semconv.RUN_ATTEMPT)
-    if isinstance(attempts, int) and attempts > 1:
-        details.append(f"attempts={attempts}")
-    if attrs.get(semconv.TAGS):
-        details.append("tags=" + ",".join(attrs[semconv.TAGS]))
-    out.append(f"{prefix}{branch}{label}  " + "  ".join(d for d in details if d))
-    child_prefix = prefix if root else prefix + ("    " if last else "│   ")
-    if span.status_code == 2 and span.status_message:
-        out.append(f"{child_prefix}  {click.style('error: ' + span.status_message, fg='red')}")
-    for event in span.events:
-        if event.get("name") == semconv.EVENT_RETRY:
-            ev = decode_attributes(event.get("attributes"))
-            out.append(
-                f"{child_prefix}  {click.style('retry', fg='yellow')} attempt {ev.get(semconv.RUN_ATTEMPT)} after "
-                f"{ev.get(semconv.EXCEPTION_TYPE)}: {ev.get(semconv.EXCEPTION_MESSAGE)}"
-            )
-    for log in span.logs:
-        out.append(_log_line(log, child_prefix + "  "))
-    for i, child in enumerate(span.children):
-        _render(child, child_prefix, i == len(span.children) - 1, False, out)
+def _parse_since(value: str) -> int:
+    """``30s``/``15m``/``1h``/``2d``/``1w`` ago, or a local date/time (``2026-11-24``, ``2026-11-24T10:00``)."""
+    match = _SINCE.match(value)
+    if match:
+        nanos = _now() - int(float(match.group(1)) * _UNIT_SECONDS[match.group(2).lower()] * 1e9)
+    else:
+        try:
+            nanos = int(_dt.datetime.fromisoformat(value.strip()).timestamp() * 1e9)
+        except (ValueError, OverflowError, OSError):
+            raise click.BadParameter(
+                f"{value!r} is neither a duration (30s, 15m, 1h, 2d, 1w) nor a date/time (2026-11-24T10:00)."
+            ) from None
+    return min(max(nanos, 0), 2**63 - 1)
+
+
+# --- runs ---------------------------------------------------------------------------------------------
+
+
+def _parent_runs(index: RunIndex, rows: list[RunRow]) -> dict[tuple[str, str], RunRow]:
+    """For each subflow row, the flow run it ran in (its nearest flow ancestor)."""
+    parents: dict[tuple[str, str], RunRow] = {}
+    by_trace: dict[str, list[RunRow]] = {}
+    for row in rows:
+        if row.parent_id is None:
+            continue
+        flows = by_trace.get(row.trace_id)
+        if flows is None:
+            flows = by_trace[row.trace_id] = [f for f in index.trace_runs(row.trace_id)]
+        direct = next((f for f in flows if f.span_id == row.parent_id), None)
+        if direct is None:
+            # Called from inside a task: its parent span is the task's. The task ran within the innermost
+            # flow run whose time span contains the subflow's.
+            containing = [f for f in flows if f.span_id != row.span_id and f.start <= row.start
+                          and (f.running or f.end >= row.end)]
+            direct = max(containing, key=lambda f: f.start, default=None)
+        if direct is not None:
+            parents[(row.trace_id, row.span_id)] = direct
+    return parents
+
+
+def _nested(rows: list[RunRow], parents: dict[tuple[str, str], RunRow]) -> list[tuple[RunRow, int, str | None]]:
+    """Rows newest first, each subflow right under its parent run (when listed), oldest child first."""
+    listed = {(r.trace_id, r.span_id) for r in rows}
+    children: dict[tuple[str, str], list[RunRow]] = {}
+    top: list[RunRow] = []
+    for row in rows:
+        parent = parents.get((row.trace_id, row.span_id))
+        if parent is not None and (parent.trace_id, parent.span_id) in listed:
+            children.setdefault((parent.trace_id, parent.span_id), []).append(row)
+        else:
+            top.append(row)
+    out: list[tuple[RunRow, int, str | None]] = []
+
+    def place(row: RunRow, level: int) -> None:
+        parent = parents.get((row.trace_id, row.span_id))
+        orphan = parent.run_name if parent is not None and level == 0 else None
+        out.append((row, level, orphan))
+        for child in sorted(children.get((row.trace_id, row.span_id), []), key=lambda r: r.start):
+            place(child, level + 1)
+
+    for row in top:
+        place(row, 0)
+    return out
+
+
+def _run_json(row: RunRow, parent: RunRow | None, now: int) -> dict[str, Any]:
+    return {
+        "flow": row.flow_name, "flow_run_id": row.run_id, "flow_run_name": row.run_name, "state": row.state,
+        "running": row.running,
+        "start": _dt.datetime.fromtimestamp(row.start / 1e9).astimezone().isoformat(timespec="milliseconds"),
+        "start_unix_nano": row.start,
+        "duration_ms": round(((now if row.running else row.end) - row.start) / 1e6, 3),
+        "trace_id": row.trace_id, "span_id": row.span_id,
+        "parent_flow_run_id": parent.run_id if parent is not None else None,
+        "tags": row.tags, "service": row.service,
+    }
 
 
 @main.command()
 @_home_option
-@click.argument("ident", required=False)
-def show(home: str | None, ident: str | None) -> None:
-    """Print a run's trace as a tree, with its logs under each span.
+@click.option("--flow", "flow", metavar="NAME", help="Only runs of this flow.")
+@click.option("--state", "states", metavar="STATE", multiple=True,
+              help="Only runs in this final state (failed, completed, crashed, running...); repeat or comma-separate.")
+@click.option("--since", metavar="WHEN", help="Only runs started since: 30m, 1h, 2d, 1w, or a date/time.")
+@click.option("--limit", "-n", type=click.IntRange(min=1), default=20, show_default=True,
+              help="How many flow runs to list (at least 1).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per run (JSON lines) instead of a table.")
+def runs(home: str | None, flow: str | None, states: tuple[str, ...], since: str | None, limit: int,
+         as_json: bool) -> None:
+    """List flow runs recorded in the local spool, newest first; subflows sit under their parent run."""
+    wanted = [s.strip() for value in states for s in value.split(",") if s.strip()]
+    since_ns = _parse_since(since) if since else None
+    with _index(home) as index:
+        rows = index.runs(flow=flow, states=wanted, since=since_ns, limit=limit)
+        now = _now()
+        if not rows:
+            total = index.count_runs()
+            if total:
+                message = f"No flow runs match these filters ({total} flow run(s) in {index.spool})."
+            else:
+                message = (f"No flow runs in {index.spool}. Run a flow first "
+                           "(telemetry goes there when no OTLP endpoint is set).")
+            click.echo(message, err=as_json)  # --json: stdout stays valid JSON lines (none)
+            return
+        parents = _parent_runs(index, rows)
+        nested = _nested(rows, parents)
+        if as_json:
+            for row, _, _ in nested:
+                click.echo(json.dumps(_run_json(row, parents.get((row.trace_id, row.span_id)), now)))
+            return
+        from otelflow._internal.render import make_console, render_runs
 
-    IDENT is a flow run id, a flow run name or a trace id (prefix); default: the latest flow run.
+        render_runs(make_console(), nested, now)
+
+
+# --- picking a run ------------------------------------------------------------------------------------
+
+
+def _describe(row: RunRow) -> str:
+    start = _dt.datetime.fromtimestamp(row.start / 1e9).strftime("%Y-%m-%d %H:%M:%S")
+    return f"  {row.run_id}  {row.run_name:24}  {row.flow_name:20}  {start}  {row.state}  trace {row.trace_id}"
+
+
+def _pick(index: RunIndex, ident: str | None) -> RunRow:
+    """The one flow run ``ident`` names, or exit non-zero with a message listing what it could mean."""
+    if ident is None or ident.strip().lower() == "latest":
+        rows = index.runs(limit=200)
+        roots = [r for r in rows if r.parent_id is None] or rows
+        if not roots:
+            _fail(f"No flow runs in {index.spool}. Run a flow first (telemetry goes there when no OTLP endpoint "
+                  "is set).")
+        return roots[0]
+    found = index.find(ident)
+    if not found:
+        _fail(f"No flow run matching {ident!r} in {index.spool} (looked for a flow run id or prefix, a flow run "
+              "name and a trace id or prefix). `otelflow runs` lists what is there.")
+    if len(found) > 1:
+        lines = [f"{ident!r} matches {len(found)} flow runs; give more of a run id or trace id:"]
+        lines += [_describe(r) for r in found[:20]]
+        if len(found) > 20:
+            lines.append(f"  ... and {len(found) - 20} more")
+        _fail("\n".join(lines))
+    return found[0]
+
+
+def _load(index: RunIndex, row: RunRow, with_logs: bool = True) -> tuple[list[Node], list[Node], int]:
+    """(trace roots, the runs to show, span count): the whole trace for a root run, the subtree for a subflow."""
+    from otelflow._internal.tracetree import build_tree, subtree
+
+    spans = index.read_spans(row.trace_id)
+    logs = index.read_logs(row.trace_id) if with_logs else []
+    roots = build_tree(spans, logs)
+    node = subtree(roots, row.span_id)
+    shown = roots if node is None or row.parent_id is None else [node]
+    return roots, shown, sum(len(n.walk()) for n in shown)
+
+
+# --- show ---------------------------------------------------------------------------------------------
+
+
+@main.command()
+@_home_option
+@click.argument("ident", required=False, metavar="[RUN_ID|RUN_NAME|TRACE_ID|latest]")
+@click.option("--json", "as_json", is_flag=True, help="The runs as JSON (one object, every span with its logs).")
+@click.option("--traceback", is_flag=True, help="Print stored stack traces of failures.")
+@click.option("--depth", type=click.IntRange(min=0), default=None, help="Show N levels of runs below the top.")
+@click.option("--expand", is_flag=True, help="Show every mapped run instead of one summary line per mapped task.")
+def show(home: str | None, ident: str | None, as_json: bool, traceback: bool, depth: int | None,
+         expand: bool) -> None:
+    """Show a flow run as a waterfall: its runs as a tree with start offsets, durations and logs.
+
+    IDENT is a flow run id (or prefix), a flow run name, a trace id (or prefix) or `latest` (the default).
+    A subflow's id shows that subflow only. Mapped runs of a task are summarised on one line unless --expand.
     """
-    spool = _spool_dir(home)
-    spans = _load_spans(spool)
-    trace_id = _pick_trace(spans, ident)
-    if trace_id is None:
-        what = f"matching {ident!r}" if ident else "at all"
-        click.echo(f"No flow run {what} in {spool}. `otelflow runs` lists what is there.", err=True)
-        sys.exit(1)
-    in_trace = {s.span_id: s for s in spans if s.trace_id == trace_id}
-    for _, log in iter_spool(spool, "logs"):
-        if log.get("traceId") == trace_id and log.get("spanId") in in_trace:
-            in_trace[log["spanId"]].logs.append(log)
-    roots = []
-    for span in sorted(in_trace.values(), key=lambda s: s.start):
-        span.logs.sort(key=lambda log: int(log.get("timeUnixNano", 0)))
-        parent = in_trace.get(span.parent_id or "")
-        (parent.children if parent is not None else roots).append(span)
-    service = next(iter(in_trace.values())).resource.get("service.name", "?")
-    out = [click.style(f"trace {trace_id}", bold=True) + f"  service={service}  spans={len(in_trace)}"]
-    for root in roots:
-        if root.parent_id:
-            out.append(click.style(f"(parent span {root.parent_id} is in another process or not exported)", dim=True))
-        _render(root, "", True, True, out)
-    click.echo("\n".join(out))
+    with _index(home) as index:
+        row = _pick(index, ident)
+        _, shown, count = _load(index, row)
+        now = _now()
+        if not shown:
+            _fail(f"The spans of flow run {row.run_name!r} (trace {row.trace_id}) are no longer in the spool.")
+        if as_json:
+            from otelflow._internal.tracetree import node_json
+
+            spans = [node_json(n, now) for top in shown for n in top.walk()]
+            click.echo(json.dumps({"trace_id": row.trace_id, "flow_run_id": row.run_id,
+                                   "flow_run_name": row.run_name, "spans": spans}, default=str))
+            return
+        from otelflow._internal.render import make_console, render_trace
+
+        service = str(shown[0].span.resource.get("service.name", "?"))
+        render_trace(make_console(), shown, trace_id=row.trace_id, service=service, span_count=count, now=now,
+                     expand=expand, traceback=traceback, depth=depth)
+
+
+# --- logs ---------------------------------------------------------------------------------------------
+
+
+def _level(value: str | None) -> int:
+    if value is None:
+        return 0
+    try:
+        return _LEVELS[value.strip().lower()]
+    except KeyError:
+        raise click.BadParameter(f"{value!r}: use one of debug, info, warning, error, critical.") from None
+
+
+def _severity(log: LogRecord) -> int:
+    return log.severity_number or _LEVELS.get(log.severity_text.lower(), 0)
+
+
+def _who(log: LogRecord) -> str:
+    from otelflow import semconv
+
+    attrs = log.attributes
+    return str(attrs.get(semconv.TASK_RUN_NAME) or attrs.get(semconv.FLOW_RUN_NAME) or "")
+
+
+@main.command()
+@_home_option
+@click.argument("ident", required=False, metavar="[RUN_ID|RUN_NAME|TRACE_ID|latest]")
+@click.option("--level", "level_name", metavar="LEVEL", help="Only records at this level or above (warning...).")
+@click.option("--task", "task", metavar="NAME", help="Only records of this task (task name or task run name).")
+@click.option("--follow", "-f", is_flag=True, help="Keep printing new records until the flow run ends (Ctrl-C stops).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per record (JSON lines).")
+@click.option("--interval", type=click.FloatRange(min=0.05), default=0.5, hidden=True)
+def logs(home: str | None, ident: str | None, level_name: str | None, task: str | None, follow: bool,
+         as_json: bool, interval: float) -> None:
+    """Print a flow run's logs (its tasks' and subflows' too) in time order.
+
+    IDENT is a flow run id (or prefix), a flow run name, a trace id (or prefix) or `latest` (the default).
+    """
+    from otelflow import semconv
+
+    threshold = _level(level_name)
+    with _index(home) as index:
+        row = _pick(index, ident)
+        roots, shown, _ = _load(index, row, with_logs=False)
+        whole_trace = shown is roots
+        span_ids = {n.span.span_id for top in shown for n in top.walk()}
+        console: Any = None
+        if not as_json:
+            from otelflow._internal.render import log_line, make_console
+
+            console = make_console()
+
+        def wanted(log: LogRecord) -> bool:
+            if not whole_trace and log.span_id not in span_ids and (
+                    log.attributes.get(semconv.FLOW_RUN_ID) != row.run_id):
+                return False
+            if threshold and _severity(log) < threshold:
+                return False
+            if task is not None:
+                names = {log.attributes.get(semconv.TASK_NAME), log.attributes.get(semconv.TASK_RUN_NAME)}
+                if task not in names:
+                    return False
+            return True
+
+        def emit(records: list[LogRecord]) -> None:
+            for log in sorted(records, key=lambda r: r.time):
+                if not wanted(log):
+                    continue
+                if as_json:
+                    from otelflow._internal.tracetree import log_json
+
+                    click.echo(json.dumps(log_json(log), default=str))
+                else:
+                    console.print(log_line(log, who=_who(log)), soft_wrap=not console.is_terminal)
+            sys.stdout.flush()
+
+        seen: set[tuple[str, int]] = set()
+        emit(index.read_logs(row.trace_id, after=seen))
+        if not follow:
+            return
+        running = row.running
+        grace = 0
+        try:
+            # Logs and spans are exported by separate batch processors: after the run's span lands, read
+            # a few more times so records flushed just after it are printed too.
+            while running or grace < 3:
+                time.sleep(interval)
+                index.refresh()
+                _warn_skipped(index)
+                emit(index.read_logs(row.trace_id, after=seen))
+                if running:
+                    running = not any(r.span_id == row.span_id and not r.running
+                                      for r in index.trace_runs(row.trace_id))
+                else:
+                    grace += 1
+        except KeyboardInterrupt:
+            return
+
+
+# --- spool --------------------------------------------------------------------------------------------
 
 
 @main.group()
@@ -255,8 +403,6 @@ def spool_path(home: str | None) -> None:
 @click.option("--dry-run", is_flag=True, help="List what would be deleted, delete nothing.")
 def spool_prune(home: str | None, days: float, dry_run: bool) -> None:
     """Delete old spool files. Files of running processes are kept: they were written recently."""
-    import time
-
     folder = _spool_dir(home)
     cutoff = time.time() - days * 86400
     doomed = [p for p in sorted(folder.glob("*.jsonl")) if p.stat().st_mtime < cutoff] if folder.is_dir() else []
@@ -265,4 +411,86 @@ def spool_prune(home: str | None, days: float, dry_run: bool) -> None:
         click.echo(f"{'would delete' if dry_run else 'deleted'} {path.name}")
         if not dry_run:
             path.unlink(missing_ok=True)
+            # its `spool ship` progress file goes with it
+            path.with_name(path.name + ".shipped").unlink(missing_ok=True)
     click.echo(f"{len(doomed)} file(s), {freed / 2**20:.1f} MiB {'to free' if dry_run else 'freed'} in {folder}.")
+
+
+def _exporters(endpoint: str, protocol: str, timeout: float, headers: dict[str, str]) -> tuple[Any, Any]:
+    """SDK OTLP span and log exporters for a collector base URL (``http://host:4318`` / ``http://host:4317``)."""
+    base = endpoint.rstrip("/")
+    if protocol == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter as GrpcLogs
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcSpans
+
+        insecure = base.startswith("http://")
+        return (GrpcSpans(endpoint=base, insecure=insecure, timeout=timeout, headers=headers or None),
+                GrpcLogs(endpoint=base, insecure=insecure, timeout=timeout, headers=headers or None))
+    from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter as HttpLogs
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpSpans
+
+    for suffix in ("/v1/traces", "/v1/logs"):
+        base = base.removesuffix(suffix)
+    return (HttpSpans(endpoint=f"{base}/v1/traces", timeout=timeout, headers=headers or None),
+            HttpLogs(endpoint=f"{base}/v1/logs", timeout=timeout, headers=headers or None))
+
+
+@spool.command("ship")
+@_home_option
+@click.option("--endpoint", envvar="OTEL_EXPORTER_OTLP_ENDPOINT", required=True, metavar="URL",
+              help="Collector base URL: http://host:4318 (http/protobuf) or http://host:4317 (grpc). "
+                   "Default: $OTEL_EXPORTER_OTLP_ENDPOINT.")
+@click.option("--protocol", envvar="OTEL_EXPORTER_OTLP_PROTOCOL", default="http/protobuf", show_default=True,
+              type=click.Choice(["http/protobuf", "grpc"]), help="OTLP transport.")
+@click.option("--header", "header_values", multiple=True, metavar="KEY=VALUE", help="Extra request header.")
+@click.option("--timeout", type=click.FloatRange(min=0.1), default=10.0, show_default=True,
+              help="Seconds per export request.")
+def spool_ship(home: str | None, endpoint: str, protocol: str, header_values: tuple[str, ...],
+               timeout: float) -> None:
+    """Send the spooled runs (made offline) to a collector over OTLP.
+
+    What was shipped is remembered (a `.shipped` progress file next to each spool file), so running it again
+    sends only what is new; an interrupted or failed ship resumes where it stopped.
+    """
+    from otelflow._internal.ship import ship_directory
+
+    headers: dict[str, str] = {}
+    for value in header_values:
+        key, sep, val = value.partition("=")
+        if not sep or not key.strip():
+            raise click.BadParameter(f"{value!r}: expected KEY=VALUE.", param_hint="--header")
+        headers[key.strip()] = val.strip()
+    folder = _spool_dir(home)
+    span_exporter, log_exporter = _exporters(endpoint, protocol, timeout, headers)
+    totals: dict[str, Any] = {}
+    failed: str | None = None
+    try:
+        for signal, exporter in (("traces", span_exporter), ("logs", log_exporter)):
+            result = ship_directory(folder, signal, exporter)
+            totals[signal] = result
+            if result.failed:
+                failed = result.error or "the collector did not accept the data"
+                break
+    finally:
+        span_exporter.shutdown()
+        log_exporter.shutdown()
+    spans = totals["traces"].items_sent if "traces" in totals else 0
+    records = totals["logs"].items_sent if "logs" in totals else 0
+    skipped = sum(r.lines_skipped for r in totals.values())
+    busy = sum(r.files_locked for r in totals.values())
+    click.echo(f"shipped {spans} span(s) and {records} log record(s) from {folder} to {endpoint} ({protocol}).")
+    if skipped:
+        click.echo(f"otelflow: warning: skipped {skipped} malformed spool line(s).", err=True)
+    if busy:
+        click.echo(f"{busy} file(s) in use by another process (or another ship) were left for later.")
+    if failed:
+        _fail(f"Stopped: {failed}. Nothing was lost: run `otelflow spool ship` again to resume from there.")
+
+
+# Registration point for `otelflow input ...` (run input, built in otelflow/input/cli.py).
+try:
+    from otelflow.input.cli import input_group as _input_group  # type: ignore[import-not-found, unused-ignore]
+except ImportError:  # the run-input CLI is not there (yet): the other commands work without it
+    pass
+else:
+    main.add_command(_input_group, "input")

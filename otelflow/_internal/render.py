@@ -1,0 +1,315 @@
+"""Terminal rendering for the CLI: the runs table, the trace waterfall, log lines.
+
+On a terminal: colours, duration bars, lines fitted to the width. Piped: plain text, nothing cut, no bars.
+``NO_COLOR`` is honoured (rich reads it). ``rich`` is imported here only, so ``otelflow --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import sys
+from collections.abc import Sequence
+from typing import IO, Any
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from otelflow import semconv
+from otelflow._internal.runindex import RunRow
+from otelflow._internal.spool_read import LogRecord
+from otelflow._internal.tracetree import Group, Node, group_children
+
+__all__ = [
+    "STATE_STYLES",
+    "format_duration",
+    "log_line",
+    "make_console",
+    "render_runs",
+    "render_trace",
+]
+
+STATE_STYLES = {
+    "Completed": "green", "Failed": "red", "Crashed": "bold red", "TimedOut": "red", "Cancelled": "yellow",
+    "NotReady": "magenta", "Running": "cyan", "Pending": "cyan", "Retrying": "yellow", "Paused": "yellow",
+}
+_LEVEL_STYLES = {"TRACE": "dim", "DEBUG": "blue", "INFO": "green", "WARN": "yellow", "WARNING": "yellow",
+                 "ERROR": "red", "CRITICAL": "bold red", "FATAL": "bold red"}
+_HIDDEN_LOG_PREFIXES = (f"{semconv.NAMESPACE}.", "code.", "exception.")
+
+
+def make_console(file: IO[str] | None = None) -> Console:
+    """A console for stdout: width-aware on a terminal; unbounded plain text when piped."""
+    stream = file if file is not None else sys.stdout
+    tty = stream.isatty()
+    if tty:
+        return Console(file=stream, highlight=False, emoji=False)
+    return Console(file=stream, highlight=False, emoji=False, width=100_000, color_system=None)
+
+
+def format_duration(ns: int) -> str:
+    """``850µs``, ``12.3ms``, ``1.23s``, ``2m03s``, ``1h02m``."""
+    s = ns / 1e9
+    if s < 0.001:
+        return f"{ns / 1e3:.0f}µs"
+    if s < 1:
+        return f"{s * 1e3:.1f}ms"
+    if s < 60:
+        return f"{s:.2f}s"
+    if s < 3600:
+        return f"{int(s // 60)}m{int(s % 60):02d}s"
+    return f"{int(s // 3600)}h{int(s % 3600 // 60):02d}m"
+
+
+def _offset(ns: int) -> str:
+    return "+" + (f"{ns / 1e9:.3f}s" if ns < 60e9 else format_duration(ns))
+
+
+def _local(ns: int, fmt: str) -> str:
+    return _dt.datetime.fromtimestamp(ns / 1e9).strftime(fmt)
+
+
+def _state(state: str, suffix: str = "") -> Text:
+    return Text(state + suffix, style=STATE_STYLES.get(state, ""))
+
+
+# --- runs ---------------------------------------------------------------------------------------------
+
+
+def render_runs(console: Console, rows: Sequence[tuple[RunRow, int, str | None]], now: int) -> None:
+    """The runs table. ``rows``: (run, nesting level, name of its parent run when not listed above it)."""
+    tty = console.is_terminal
+    table = Table(box=None, show_edge=False, pad_edge=False, header_style="bold", show_header=True,
+                  padding=(0, 2, 0, 0))
+    table.add_column("START", no_wrap=True)
+    table.add_column("FLOW", no_wrap=True, overflow="ellipsis", max_width=30 if tty else None)
+    table.add_column("RUN NAME", no_wrap=True, overflow="ellipsis")
+    table.add_column("STATE", no_wrap=True)
+    table.add_column("DURATION", no_wrap=True, justify="right")
+    table.add_column("RUN ID", no_wrap=True, overflow="ellipsis", min_width=8)
+    wide = not tty or console.width >= 150
+    if wide:
+        table.add_column("TRACE ID", no_wrap=True, overflow="ellipsis", min_width=8)
+    for run, level, orphan_of in rows:
+        name = Text("  " * max(0, level - 1) + ("└ " if level else "")) + Text(run.run_name)
+        if orphan_of:
+            name.append(f" (in {orphan_of})", style="dim")
+        duration = format_duration((now if run.running else run.end) - run.start)
+        cells: list[Any] = [
+            _local(run.start, "%Y-%m-%d %H:%M:%S"), run.flow_name, name, _state(run.state),
+            duration + ("…" if run.running else ""), run.run_id,
+        ]
+        if wide:
+            cells.append(run.trace_id)
+        table.add_row(*cells)
+    console.print(table, soft_wrap=not tty)
+
+
+# --- logs ---------------------------------------------------------------------------------------------
+
+
+def log_line(log: LogRecord, *, prefix: str = "", who: str | None = None, traceback: bool = False) -> Text:
+    """``12:00:01.234 INFO    message  key=value`` (with the exception under it)."""
+    severity = log.severity_text or (str(log.severity_number) if log.severity_number else "")
+    text = Text(prefix)
+    text.append(_local(log.time, "%H:%M:%S.%f")[:-3], style="dim")
+    text.append(" ")
+    text.append(f"{severity:7}", style=_LEVEL_STYLES.get(severity.upper(), ""))
+    text.append(" ")
+    if who:
+        text.append(who, style="cyan")
+        text.append(" | ", style="dim")
+    text.append(log.body)
+    extras = " ".join(f"{k}={v}" for k, v in log.attributes.items() if not k.startswith(_HIDDEN_LOG_PREFIXES))
+    if extras:
+        text.append("  " + extras, style="dim")
+    exc_type = log.attributes.get(semconv.EXCEPTION_TYPE)
+    if exc_type:
+        stack = log.attributes.get(semconv.EXCEPTION_STACKTRACE)
+        if traceback and isinstance(stack, str) and stack:
+            for line in stack.rstrip().splitlines():
+                text.append(f"\n{prefix}    {line}", style="red")
+        else:
+            text.append(f"\n{prefix}    {exc_type}: {log.attributes.get(semconv.EXCEPTION_MESSAGE, '')}", style="red")
+    return text
+
+
+# --- the trace waterfall ------------------------------------------------------------------------------
+
+
+class _Waterfall:
+    """Lays out one line per run: tree + label on the left, start offset and a duration bar on the right."""
+
+    def __init__(self, console: Console, t0: int, t1: int, now: int, *, expand: bool, traceback: bool,
+                 depth: int | None) -> None:
+        self.console = console
+        self.tty = console.is_terminal
+        self.t0, self.now = t0, now
+        self.total = max(1, t1 - t0)
+        self.expand, self.traceback, self.depth = expand, traceback, depth
+        width = console.width if self.tty else 0
+        self.bar = max(10, min(40, width // 4)) if self.tty and width >= 70 else 0
+        self.left = (width - self.bar - 12) if self.bar else width
+        self.hidden_tracebacks = False
+        self.out: list[Text] = []
+
+    def emit(self, text: Text) -> None:
+        self.out.append(text)
+
+    def run_line(self, prefix: str, label: Text, start: int, end: int, style: str) -> None:
+        line = Text(prefix) + label
+        offset = _offset(start - self.t0)
+        if not self.bar:
+            line.append("  " + offset, style="dim")
+            if self.tty:
+                line.truncate(self.left, overflow="ellipsis")
+            self.emit(line)
+            return
+        line.truncate(self.left, overflow="ellipsis", pad=True)
+        line.append(f" {offset:>10} ", style="dim")
+        begin = int((start - self.t0) / self.total * self.bar)
+        length = max(1, round((end - start) / self.total * self.bar))
+        begin = min(begin, self.bar - 1)
+        length = min(length, self.bar - begin)
+        line.append(" " * begin)
+        line.append("█" * length, style=style or "white")
+        self.emit(line)
+
+    def detail(self, prefix: str, text: str | Text, style: str = "") -> None:
+        line = Text(prefix + "  ")
+        line.append(text if isinstance(text, Text) else Text(text, style=style))
+        self.emit(line)
+
+    def node(self, node: Node, prefix: str, branch: str, child_prefix: str, level: int) -> None:
+        label = Text()
+        label.append(node.span.name, style="bold")
+        if node.run_name:
+            label.append(f"  {node.run_name}")
+        if node.map_index is not None:
+            label.append(f"  [map {node.map_index}]", style="dim")
+        state = node.state
+        if state:
+            label.append("  ")
+            label.append(_state(state, "…" if node.running else ""))
+        label.append(f"  {format_duration(node.duration_ns(self.now))}")
+        if node.attempts > 1:
+            label.append(f"  attempts={node.attempts}", style="yellow")
+        if node.tags:
+            label.append("  tags=" + ",".join(node.tags), style="dim")
+        if node.parent is None and node.span.parent_id and level == 0:
+            label.append("  (parent span in another process)", style="dim")
+        end = self.now if node.running else node.span.end
+        self.run_line(prefix + branch, label, node.span.start, end, STATE_STYLES.get(state, ""))
+        self.explain(node, child_prefix)
+        for log in node.logs:
+            self.emit(log_line(log, prefix=child_prefix + "  ", traceback=self.traceback))
+        if self.depth is not None and level >= self.depth:
+            hidden = len(node.walk()) - 1
+            if hidden:
+                self.detail(child_prefix, f"… {hidden} run(s) below (raise --depth to see them)", "dim")
+            return
+        items = group_children(node, self.expand)
+        for i, item in enumerate(items):
+            last = i == len(items) - 1
+            branch_ = "└── " if last else "├── "
+            below = child_prefix + ("    " if last else "│   ")
+            if isinstance(item, Group):
+                self.group(item, child_prefix, branch_, below)
+            else:
+                self.node(item, child_prefix, branch_, below, level + 1)
+
+    def explain(self, node: Node, prefix: str) -> None:
+        """Why a run failed or did not run, and its retries."""
+        for name, _, ev in node.span.events:
+            if name == semconv.EVENT_RETRY:
+                text = Text("retry", style="yellow")
+                text.append(f" attempt {ev.get(semconv.RUN_ATTEMPT)} after {ev.get(semconv.EXCEPTION_TYPE)}: "
+                            f"{ev.get(semconv.EXCEPTION_MESSAGE)}")
+                self.detail(prefix, text)
+        if node.state == "NotReady":
+            what = ", ".join(node.upstream) if node.upstream else "an upstream run (not recorded which)"
+            self.detail(prefix, f"not run: upstream failed: {what}", "magenta")
+            return
+        exc = node.exception
+        if exc is not None:
+            self.detail(prefix, f"error: {exc['type']}: {exc['message']}", "red")
+            if exc["stacktrace"]:
+                if self.traceback:
+                    for line in exc["stacktrace"].rstrip().splitlines():
+                        self.detail(prefix + "  ", line, "red")
+                else:
+                    self.hidden_tracebacks = True
+        elif node.span.status_code == 2 and node.span.status_message:
+            self.detail(prefix, f"error: {node.span.status_message}", "red")
+
+    def group(self, group: Group, prefix: str, branch: str, below: str) -> None:
+        members = group.members
+        indexes = sorted(i for i in (m.map_index for m in members) if i is not None)
+        label = Text()
+        label.append(group.name, style="bold")
+        label.append(f"  {len(members)} mapped runs")
+        if indexes:
+            label.append(f"  [map {indexes[0]}..{indexes[-1]}]", style="dim")
+        label.append("  ")
+        for i, (state, n) in enumerate(sorted(group.states().items(), key=lambda kv: -kv[1])):
+            if i:
+                label.append(", ")
+            label.append(_state(state or "?", f" {n}"))
+        p50, top = group.durations(self.now)
+        label.append(f"  p50 {format_duration(p50)}  max {format_duration(top)}")
+        retried = sum(1 for m in members if m.attempts > 1)
+        if retried:
+            label.append(f"  retried={retried}", style="yellow")
+        tags = sorted({t for m in members for t in m.tags})
+        if tags:
+            label.append("  tags=" + ",".join(tags), style="dim")
+        start = min(m.span.start for m in members)
+        end = max(self.now if m.running else m.span.end for m in members)
+        worst = next((s for s in ("Crashed", "Failed", "TimedOut", "NotReady", "Running") if s in group.states()),
+                     "Completed")
+        self.run_line(prefix + branch, label, start, end, STATE_STYLES.get(worst, ""))
+        bad = [m for m in members if m.failed]
+        for member in bad[:5]:
+            self.detail(below, Text(f"{member.run_name} [map {member.map_index}] ", style="bold") + _state(
+                member.state))
+            self.explain(member, below + "  ")
+        if len(bad) > 5:
+            self.detail(below, f"… {len(bad) - 5} more not completed", "dim")
+        logs = sum(len(m.logs) for m in members)
+        below_runs = sum(len(m.walk()) - 1 for m in members)
+        hidden = []
+        if logs:
+            hidden.append(f"{logs} log line(s)")
+        if below_runs:
+            hidden.append(f"{below_runs} nested run(s)")
+        if hidden:
+            self.detail(below, f"({' and '.join(hidden)} hidden; --expand shows every mapped run)", "dim")
+
+
+def render_trace(
+    console: Console,
+    shown: list[Node],
+    *,
+    trace_id: str,
+    service: str,
+    span_count: int,
+    now: int,
+    expand: bool = False,
+    traceback: bool = False,
+    depth: int | None = None,
+) -> None:
+    """Print a waterfall of ``shown`` (trace roots, or one subflow) with logs under each run."""
+    t0 = min(n.span.start for n in shown)
+    t1 = max(max(now if d.running else d.span.end for d in n.walk()) for n in shown)
+    fall = _Waterfall(console, t0, t1, now, expand=expand, traceback=traceback, depth=depth)
+    header = Text()
+    header.append(f"trace {trace_id}", style="bold")
+    header.append(f"  service={service}  spans={span_count}  started {_local(t0, '%Y-%m-%d %H:%M:%S')}")
+    fall.emit(header)
+    for root in shown:
+        fall.node(root, "", "", "", 0)
+    if fall.hidden_tracebacks:
+        fall.emit(Text("(stack traces stored: --traceback shows them)", style="dim"))
+    tty = fall.tty
+    for line in fall.out:
+        console.print(line, soft_wrap=not tty, overflow="fold", crop=False)

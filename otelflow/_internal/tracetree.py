@@ -1,0 +1,257 @@
+"""A trace's spans as a tree of runs: pending records resolved, logs attached, NotReady explained.
+
+Built from the span and log records of one trace (see ``runindex``); rendered by ``render`` or dumped as JSON.
+"""
+
+from __future__ import annotations
+
+import re
+import statistics
+from dataclasses import dataclass, field
+from typing import Any
+
+from otelflow import semconv
+from otelflow._internal.runindex import PENDING_ATTR, PENDING_PARENT_ATTR
+from otelflow._internal.spool_read import LogRecord, SpanRecord
+
+__all__ = ["Group", "Node", "build_tree", "group_children", "log_json", "node_json", "subtree"]
+
+_UPSTREAM = re.compile(r"Upstream task run '([^']+)' ended (\w+)")
+_FAILED_STATES = {"Failed", "Crashed", "TimedOut", "Cancelled", "NotReady"}
+
+
+@dataclass(eq=False)
+class Node:
+    """One run (or other span) of a trace, with its children and its log records."""
+
+    span: SpanRecord
+    running: bool = False
+    children: list[Node] = field(default_factory=list)
+    logs: list[LogRecord] = field(default_factory=list)
+    parent: Node | None = None
+    upstream: list[str] = field(default_factory=list)
+
+    @property
+    def attrs(self) -> dict[str, Any]:
+        """The span's attributes."""
+        return self.span.attributes
+
+    @property
+    def state(self) -> str:
+        """Final state name; ``Running`` for a run known only by its pending record."""
+        if self.running:
+            return "Running"
+        state = self.attrs.get(semconv.RUN_STATE)
+        if state:
+            return str(state)
+        return "Failed" if self.span.status_code == 2 else ""
+
+    @property
+    def failed(self) -> bool:
+        """True for a run that ended in a failed (or not-run) state."""
+        return self.state in _FAILED_STATES or (not self.state and self.span.status_code == 2)
+
+    @property
+    def run_name(self) -> str:
+        """The run name (``crimson-jaguar``, ``transform-3``)."""
+        return str(self.attrs.get(semconv.RUN_NAME, "") or "")
+
+    @property
+    def map_index(self) -> int | None:
+        """The mapped run's index, if it is one."""
+        value = self.attrs.get(semconv.TASK_MAP_INDEX)
+        return value if isinstance(value, int) else None
+
+    @property
+    def attempts(self) -> int:
+        """How many attempts ran (1 when not retried)."""
+        value = self.attrs.get(semconv.RUN_ATTEMPT)
+        return value if isinstance(value, int) else 1
+
+    @property
+    def tags(self) -> list[str]:
+        """The run's tags."""
+        value = self.attrs.get(semconv.TAGS)
+        return [str(v) for v in value] if isinstance(value, list) else []
+
+    @property
+    def exception(self) -> dict[str, str] | None:
+        """Type, message and stack trace of the exception event (the final failure), if any."""
+        for name, _, attrs in reversed(self.span.events):
+            if name == "exception":
+                return {
+                    "type": str(attrs.get(semconv.EXCEPTION_TYPE, "") or ""),
+                    "message": str(attrs.get(semconv.EXCEPTION_MESSAGE, "") or ""),
+                    "stacktrace": str(attrs.get(semconv.EXCEPTION_STACKTRACE, "") or ""),
+                }
+        return None
+
+    def duration_ns(self, now: int) -> int:
+        """Run duration; a running run's is measured up to ``now``."""
+        return max(0, (now if self.running else self.span.end) - self.span.start)
+
+    def walk(self) -> list[Node]:
+        """This node and every descendant, depth first."""
+        out = [self]
+        for child in self.children:
+            out.extend(child.walk())
+        return out
+
+
+@dataclass
+class Group:
+    """Several mapped runs of one task under one parent, shown as one summary line."""
+
+    name: str
+    members: list[Node]
+
+    def states(self) -> dict[str, int]:
+        """How many members ended in each state."""
+        counts: dict[str, int] = {}
+        for node in self.members:
+            counts[node.state] = counts.get(node.state, 0) + 1
+        return counts
+
+    def durations(self, now: int) -> tuple[int, int]:
+        """(p50, max) duration in ns."""
+        values = [n.duration_ns(now) for n in self.members]
+        return int(statistics.median(values)), max(values)
+
+
+def build_tree(spans: list[SpanRecord], logs: list[LogRecord]) -> list[Node]:
+    """Roots of the trace's tree (more than one when parents are in another process or not exported)."""
+    real: dict[str, Node] = {}
+    pending: dict[str, SpanRecord] = {}
+    for span in spans:
+        if span.attributes.get(PENDING_ATTR) is True and span.parent_id is not None:
+            pending.setdefault(span.parent_id, span)
+        else:
+            real[span.span_id] = Node(span)
+    for real_id, record in pending.items():
+        if real_id in real:
+            continue  # the run ended: its real span supersedes the early record
+        parent = record.attributes.get(PENDING_PARENT_ATTR)
+        parent_id = parent.lower() if isinstance(parent, str) and parent else None
+        stand_in = SpanRecord(
+            trace_id=record.trace_id, span_id=real_id, parent_id=parent_id, name=record.name, start=record.start,
+            end=record.end, attributes=dict(record.attributes), status_code=0, status_message="", events=[],
+            links=[], resource=record.resource,
+        )
+        real[real_id] = Node(stand_in, running=True)
+    for log in logs:
+        node = real.get(log.span_id or "")
+        if node is not None:
+            node.logs.append(log)
+    roots: list[Node] = []
+    for node in sorted(real.values(), key=lambda n: (n.span.start, n.span.end)):
+        node.logs.sort(key=lambda r: r.time)
+        parent = real.get(node.span.parent_id or "")
+        if parent is not None and parent is not node:
+            node.parent = parent
+            parent.children.append(node)
+        else:
+            roots.append(node)
+    by_name = {n.run_name: n for n in real.values() if n.run_name}
+    for node in real.values():
+        if node.state == "NotReady":
+            node.upstream = _upstream(node, real, by_name)
+    return roots
+
+
+def _upstream(node: Node, by_id: dict[str, Node], by_name: dict[str, Node]) -> list[str]:
+    """Which upstream runs failed, for a NotReady run: from its links, its message/logs, or its siblings."""
+    found: list[str] = []
+    for _, span_id, _ in node.span.links:
+        linked = by_id.get(span_id)
+        if linked is not None and linked.failed:
+            found.append(f"{linked.run_name} ({linked.state})")
+    if found:
+        return found
+    texts = [node.span.status_message] + [value for _, _, attrs in node.span.events for value in attrs.values()
+                                          if isinstance(value, str)] + [log.body for log in node.logs]
+    for text in texts:
+        for name, state in _UPSTREAM.findall(text or ""):
+            found.append(f"{name} ({state})")
+    if found:
+        return list(dict.fromkeys(found))
+    # Nothing recorded says which input it was: name the runs of the same flow run that failed before it started.
+    if node.parent is not None:
+        earlier = [n for n in node.parent.walk()[1:] if n is not node and n.failed and n.state != "NotReady"
+                   and n.span.end <= node.span.start]
+        if earlier:
+            return [f"{n.run_name} ({n.state})" for n in earlier[:5]] + (
+                [f"... {len(earlier) - 5} more"] if len(earlier) > 5 else [])
+    return []
+
+
+def subtree(roots: list[Node], span_id: str) -> Node | None:
+    """The node of ``span_id`` in the tree, if there."""
+    for root in roots:
+        for node in root.walk():
+            if node.span.span_id == span_id:
+                return node
+    return None
+
+
+def group_children(node: Node, expand: bool, threshold: int = 2) -> list[Node | Group]:
+    """Children of ``node``, with mapped runs of one task folded into one :class:`Group` unless ``expand``."""
+    if expand:
+        return list(node.children)
+    mapped: dict[str, list[Node]] = {}
+    for child in node.children:
+        if child.map_index is not None:
+            mapped.setdefault(child.span.name, []).append(child)
+    out: list[Node | Group] = []
+    placed: set[str] = set()
+    for child in node.children:
+        members = mapped.get(child.span.name) if child.map_index is not None else None
+        if members is None or len(members) < threshold:
+            out.append(child)
+        elif child.span.name not in placed:
+            placed.add(child.span.name)
+            out.append(Group(child.span.name, members))
+    return out
+
+
+def node_json(node: Node, now: int) -> dict[str, Any]:
+    """A run as a JSON-ready dict (children listed by span id, logs inline)."""
+    span = node.span
+    return {
+        "span_id": span.span_id,
+        "parent_span_id": span.parent_id,
+        "name": span.name,
+        "type": node.attrs.get(semconv.RUN_TYPE),
+        "run_id": node.attrs.get(semconv.RUN_ID),
+        "run_name": node.run_name or None,
+        "flow_name": node.attrs.get(semconv.FLOW_NAME),
+        "task_name": node.attrs.get(semconv.TASK_NAME),
+        "map_index": node.map_index,
+        "state": node.state or None,
+        "running": node.running,
+        "start_unix_nano": span.start,
+        "end_unix_nano": None if node.running else span.end,
+        "duration_ms": round(node.duration_ns(now) / 1e6, 3),
+        "attempts": node.attempts,
+        "tags": node.tags,
+        "status": {"code": span.status_code, "message": span.status_message},
+        "exception": node.exception,
+        "upstream_failed": node.upstream or None,
+        "attributes": span.attributes,
+        "events": [{"name": n, "time_unix_nano": t, "attributes": a} for n, t, a in span.events],
+        "links": [{"trace_id": t, "span_id": s, "attributes": a} for t, s, a in span.links],
+        "children": [c.span.span_id for c in node.children],
+        "logs": [log_json(log) for log in node.logs],
+    }
+
+
+def log_json(log: LogRecord) -> dict[str, Any]:
+    """A log record as a JSON-ready dict."""
+    return {
+        "time_unix_nano": log.time,
+        "severity": log.severity_text or None,
+        "severity_number": log.severity_number,
+        "message": log.body,
+        "trace_id": log.trace_id,
+        "span_id": log.span_id,
+        "attributes": log.attributes,
+    }

@@ -40,6 +40,26 @@ __all__ = [
     "TASK_RUN_ID",
     "TASK_RUN_NAME",
     "TRANSACTION_KEY",
+    "EVENT_INPUT_RECEIVED",
+    "EVENT_PAUSED",
+    "EVENT_RESUMED",
+    "EVENT_TRANSACTION_COMMIT",
+    "EVENT_TRANSACTION_HOOK_FAILED",
+    "EVENT_TRANSACTION_ROLLBACK",
+    "PAUSE_KEY",
+    "PAUSE_TIMEOUT",
+    "RUN_INPUT_KEY",
+    "RUN_INPUT_KEY_PREFIX",
+    "RUN_INPUT_SENDER",
+    "RUN_INPUT_VALUE",
+    "STORE_BACKEND",
+    "TRANSACTION_COMMIT_MODE",
+    "TRANSACTION_HOOK_KIND",
+    "TRANSACTION_HOOK_NAME",
+    "TRANSACTION_ISOLATION_LEVEL",
+    "TRANSACTION_OUTCOME",
+    "TRANSACTION_OUTCOMES",
+    "TRANSACTION_SPAN_NAME",
     "flow_span_name",
     "loki_name",
     "prometheus_name",
@@ -88,6 +108,34 @@ EXCEPTION_STACKTRACE: Final = "exception.stacktrace"
 # State transitions are events named after the state ("Running", "Retrying", ...); see states.py.
 EVENT_RETRY: Final = "Retrying"
 EVENT_ATTR_DELAY: Final = _k("retry.delay_seconds")
+
+# --- transactions (otelflow.transactions) ----------------------------------------------------------
+# Span ``transaction {key}`` (``transaction`` without a key); its task runs carry TRANSACTION_KEY.
+TRANSACTION_SPAN_NAME: Final = "transaction"
+TRANSACTION_OUTCOME: Final = _k("transaction.outcome")  # one of TRANSACTION_OUTCOMES
+# committed: written; rolled_back; cached: the key was already committed, its tasks replayed;
+# deferred: a child transaction handed its commit to its parent (the parent's events say how it ended).
+TRANSACTION_OUTCOMES: Final = ("committed", "rolled_back", "cached", "deferred")
+TRANSACTION_ISOLATION_LEVEL: Final = _k("transaction.isolation_level")
+TRANSACTION_COMMIT_MODE: Final = _k("transaction.commit_mode")
+STORE_BACKEND: Final = _k("store.backend")  # "sqlite" | "redis"
+EVENT_TRANSACTION_COMMIT: Final = "transaction.commit"
+EVENT_TRANSACTION_ROLLBACK: Final = "transaction.rollback"
+EVENT_TRANSACTION_HOOK_FAILED: Final = "transaction.hook_failed"  # + exception.* attributes
+TRANSACTION_HOOK_NAME: Final = _k("transaction.hook.name")
+TRANSACTION_HOOK_KIND: Final = _k("transaction.hook.kind")  # "commit" | "rollback"
+
+# --- flow run input and pauses (otelflow.input, otelflow.flow_runs) -----------------------------------
+# A run waiting for input is Paused: state events on the flow span, named after the states.
+EVENT_PAUSED: Final = "Paused"
+EVENT_RESUMED: Final = "Running"
+EVENT_INPUT_RECEIVED: Final = "run_input.received"  # key and sender; the value only when parameter values are on
+RUN_INPUT_KEY: Final = _k("run_input.key")
+RUN_INPUT_KEY_PREFIX: Final = _k("run_input.key_prefix")
+RUN_INPUT_SENDER: Final = _k("run_input.sender")
+RUN_INPUT_VALUE: Final = _k("run_input.value")
+PAUSE_KEY: Final = _k("pause.key")
+PAUSE_TIMEOUT: Final = _k("pause.timeout_seconds")
 
 # --- span names (low cardinality: never run names or ids) ------------------------------------------
 

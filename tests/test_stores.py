@@ -12,7 +12,16 @@ from pathlib import Path
 import pytest
 from conftest import PYTHON, subprocess_env
 
-from otelflow.stores import LockLost, LockTimeout, Store, StoreError, StoreUnavailable, get_store, redact_url, reset_stores
+from otelflow.stores import (
+    LockLost,
+    LockTimeout,
+    Store,
+    StoreError,
+    StoreUnavailable,
+    get_store,
+    redact_url,
+    reset_stores,
+)
 from otelflow.stores.sqlite import sqlite_url
 
 

@@ -181,7 +181,7 @@ class Store(abc.ABC):
             time.sleep(min(delay, remaining))  # bounded by the deadline above
             delay = min(delay * 2, 0.1)
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional for backends without connections
         """Release connections; the store must not be used afterwards."""
 
     def __repr__(self) -> str:
@@ -209,7 +209,7 @@ class Watch(abc.ABC):
         """Block until something may have been written to the namespace since the watch started or the
         last wait returned (True; possibly spurious: re-read) or ``timeout`` seconds pass (False)."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional for watches without resources
         """Stop watching."""
 
 

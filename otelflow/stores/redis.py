@@ -15,6 +15,7 @@ Round trips: ``get``/``put``/``try_lock``/``release_lock`` one each; lock acquir
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -28,7 +29,6 @@ from otelflow.stores import (
     StoreUnavailable,
     Watch,
     _check_names,
-    redact_url,
 )
 
 __all__ = ["RedisStore"]
@@ -220,7 +220,7 @@ class _RedisWatch(Watch):
     def __init__(self, store: RedisStore, channel: str) -> None:
         self._store = store
         with store._errors("watch"):
-            self._pubsub = store._client.pubsub()
+            self._pubsub = store._client.pubsub()  # type: ignore[no-untyped-call]
             self._pubsub.subscribe(channel)
             # Wait for the server's confirmation: only then is a write made after our read sure to reach us.
             deadline = time.monotonic() + _SUBSCRIBE_TIMEOUT_S
@@ -245,7 +245,6 @@ class _RedisWatch(Watch):
                     return True
 
     def close(self) -> None:
-        try:
+        # Closing a broken connection must not mask the caller's error.
+        with contextlib.suppress(Exception):
             self._pubsub.close()
-        except Exception:  # noqa: BLE001 - closing a broken connection must not mask the caller's error
-            pass

@@ -115,7 +115,7 @@ class SqliteStore(Store):
     ) -> bool:
         _check_names(namespace, key)
         verb = "INSERT OR IGNORE" if if_absent else "INSERT OR REPLACE"
-        sql = f"{verb} INTO kv (ns, key, value) VALUES (?, ?, ?)"  # noqa: S608 - verb is one of two constants
+        sql = f"{verb} INTO kv (ns, key, value) VALUES (?, ?, ?)"
         conn = self._conn()
         with self._errors("write"):
             if fence is None:
@@ -173,7 +173,8 @@ class SqliteStore(Store):
     def renew_lock(self, name: str, holder: str, lease_seconds: float) -> bool:
         with self._errors("lock renewal"):
             return self._conn().execute(
-                "UPDATE locks SET expires = ? WHERE name = ? AND holder = ?", (time.time() + lease_seconds, name, holder)
+                "UPDATE locks SET expires = ? WHERE name = ? AND holder = ?",
+                (time.time() + lease_seconds, name, holder),
             ).rowcount > 0
 
     def release_lock(self, name: str, holder: str) -> bool:

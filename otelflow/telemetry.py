@@ -305,6 +305,12 @@ def _cause(messages: Sequence[str]) -> str:
     return text[:300] if text else "exporter reported failure"
 
 
+def _recent_cause() -> str | None:
+    """The cause the exporters logged most recently (an export still retrying has not returned it yet)."""
+    capture = _error_capture
+    return _cause(list(capture.recent)) if capture is not None and capture.recent else None
+
+
 def _batch(export: Any, shutdown_exporter: Any, signal: str, env_prefix: str, **extra: Any) -> Any:
     from otelflow._internal.batching import BatchProcessor
 
@@ -392,7 +398,7 @@ def _exporter(signal: str, kind: str) -> tuple[Any, Any, str, dict[str, Any]]:
             return getattr(exporter.export(batch), "name", "") == "SUCCESS"
 
         return export, exporter.shutdown, f"{kind} {protocol}", {}
-    options: dict[str, Any] = {"split": split}
+    options: dict[str, Any] = {"split": split, "cause_hint": _recent_cause}
     description = f"{kind} {protocol}"
     if settings.buffer_max_bytes > 0:
         from otelflow._internal.buffer import OutageBuffer
@@ -421,6 +427,7 @@ class _Reshipper:
         self.items_sent = 0
         self.lines_sent = 0
         self.error: str | None = None
+        self.backing_off = False
         self._choice = choice
         self._directory = directory
         self._thread = threading.Thread(target=self._run, name=f"otelflow-reship-{signal}", daemon=True)
@@ -457,15 +464,20 @@ class _Reshipper:
                 if not result.failed:
                     return
                 self.error = result.error
+                self.backing_off = True
                 self.stop_event.wait(backoff)
+                self.backing_off = False
                 backoff = min(60.0, backoff * 2)
         finally:
             with contextlib.suppress(Exception):
                 exporter.shutdown()
 
-    def stop(self, timeout: float) -> None:
-        self.stop_event.set()
+    def finish(self, timeout: float) -> None:
+        """Give a re-send under way ``timeout`` seconds more, then stop it (it resumes in the next process)."""
+        if self.backing_off:  # the collector is down: nothing to wait for
+            self.stop_event.set()
         self._thread.join(max(0.0, timeout))
+        self.stop_event.set()
 
 
 def _span_processor(batch: Any) -> Any:
@@ -663,8 +675,6 @@ def shutdown(timeout_seconds: float | None = None) -> None:
 
         timeout_seconds = get_settings().shutdown_timeout_seconds
     deadline = time.monotonic() + timeout_seconds
-    for reshipper in state.reshippers:
-        reshipper.stop_event.set()
     if len(state.processors) > 1:
         # Signals shut down side by side: each may need its whole budget to write to disk.
         threads = [threading.Thread(target=p.shutdown, args=(max(0.0, deadline - time.monotonic()),), daemon=True)
@@ -677,7 +687,8 @@ def shutdown(timeout_seconds: float | None = None) -> None:
         for processor in state.processors:
             processor.shutdown(max(0.0, deadline - time.monotonic()))
     for reshipper in state.reshippers:
-        reshipper.stop(min(0.2, max(0.0, deadline - time.monotonic())))
+        # Earlier processes' buffers: let a re-send under way finish within the same bound.
+        reshipper.finish(max(0.0, deadline - time.monotonic()))
     for item in (p.describe() for p in state.processors):
         line = _exit_report(item)
         if line:
@@ -687,9 +698,7 @@ def shutdown(timeout_seconds: float | None = None) -> None:
 def _exit_report(item: dict[str, Any]) -> str | None:
     """One line about a signal that did not all reach its exporter, or None."""
     parts = []
-    cause = item["first_error"] or item["drop_cause"]
-    if cause is None and _error_capture is not None and _error_capture.recent:
-        cause = _cause(list(_error_capture.recent))
+    cause = item["first_error"] or item["drop_cause"] or _recent_cause()
     if item["on_disk"]:
         parts.append(
             f"{item['on_disk']} item(s) kept on disk in {item['buffer']} ({cause or 'collector not reached'}); "

@@ -27,6 +27,7 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
 __all__ = [
+    "MAX_GRPC_MESSAGE_BYTES",
     "OTLPGrpcReceiver",
     "OTLPReceiver",
     "ReceivedDataPoint",
@@ -44,6 +45,7 @@ LOGS_PATH = "/v1/logs"
 METRICS_PATH = "/v1/metrics"
 PROTOBUF = "application/x-protobuf"
 DEFAULT_TIMEOUT_S = 10.0
+MAX_GRPC_MESSAGE_BYTES = 4 * 1024 * 1024  # the OTLP/gRPC receiver's standard limit (the Collector's too)
 
 
 # --- decoded views ----------------------------------------------------------------------------------------
@@ -423,9 +425,9 @@ class OTLPReceiver(_OTLPStore):
             raise RuntimeError("OTLPReceiver is not started")
         return f"http://127.0.0.1:{self._server.server_address[1]}"
 
-    def start(self) -> OTLPReceiver:
-        """Bind and serve in a daemon thread."""
-        server = _Server(("127.0.0.1", 0), _Handler)
+    def start(self, port: int = 0) -> OTLPReceiver:
+        """Bind (``port`` 0: a free one; a given port: a collector coming back where it was) and serve."""
+        server = _Server(("127.0.0.1", port), _Handler)
         server.store = self
         self._server = server
         self._thread = threading.Thread(target=server.serve_forever, name="otlp-http-receiver", daemon=True)
@@ -484,8 +486,12 @@ class OTLPGrpcReceiver(_OTLPStore):
         self._record(signal, request, metadata)
         return response
 
-    def start(self) -> OTLPGrpcReceiver:
-        """Bind and serve on a small thread pool."""
+    def start(self, port: int = 0) -> OTLPGrpcReceiver:
+        """Bind (``port`` 0: a free one) and serve on a small thread pool.
+
+        Like the Collector's OTLP receiver, it refuses requests over 4 MiB (gRPC's default
+        ``grpc.max_receive_message_length``, set explicitly here so the limit is part of the contract).
+        """
         # Imported here so that the HTTP receiver works without grpcio installed.
         import grpc
         from opentelemetry.proto.collector.logs.v1 import logs_service_pb2_grpc
@@ -506,11 +512,14 @@ class OTLPGrpcReceiver(_OTLPStore):
             def Export(self, request: Any, context: Any) -> Any:
                 return receiver._handle("metrics", request, context, metrics_service_pb2.ExportMetricsServiceResponse())
 
-        server = grpc.server(futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="otlp-grpc"))
+        server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="otlp-grpc"),
+            options=[("grpc.max_receive_message_length", MAX_GRPC_MESSAGE_BYTES)],
+        )
         trace_service_pb2_grpc.add_TraceServiceServicer_to_server(Traces(), server)
         logs_service_pb2_grpc.add_LogsServiceServicer_to_server(Logs(), server)
         metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(Metrics(), server)
-        self._port = server.add_insecure_port("127.0.0.1:0")
+        self._port = server.add_insecure_port(f"127.0.0.1:{port}")
         server.start()
         self._server = server
         return self

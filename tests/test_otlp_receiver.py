@@ -222,3 +222,39 @@ def test_receivers_release_their_ports() -> None:
         _ = first.endpoint
     with OTLPReceiver() as second:
         assert second.endpoint != "" and endpoint.startswith("http://127.0.0.1:")
+
+
+def test_grpc_receiver_refuses_requests_over_4_mib_like_a_collector(otlp_grpc_receiver):  # type: ignore[no-untyped-def]
+    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcSpanExporter
+
+    exporter = GrpcSpanExporter(endpoint=otlp_grpc_receiver.endpoint, insecure=True, timeout=5)
+    provider = TracerProvider(resource=RESOURCE)
+    spans = []
+
+    class Keep(SimpleSpanProcessor):
+        def on_end(self, span):  # type: ignore[no-untyped-def]
+            spans.append(span)
+
+    provider.add_span_processor(Keep(exporter))
+    tracer = provider.get_tracer("t")
+    with tracer.start_as_current_span("small"):
+        pass
+    with tracer.start_as_current_span("huge", attributes={"blob": "x" * (receivers.MAX_GRPC_MESSAGE_BYTES + 10)}):
+        pass
+    assert exporter.export(spans[:1]).name == "SUCCESS"
+    assert exporter.export(spans[1:]).name == "FAILURE"  # RESOURCE_EXHAUSTED: larger than max
+    assert [s.name for s in otlp_grpc_receiver.spans()] == ["small"]
+    exporter.shutdown()
+
+
+def test_receiver_can_start_on_a_chosen_port_later():  # type: ignore[no-untyped-def]
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    receiver = OTLPReceiver().start(port)
+    try:
+        assert receiver.endpoint == f"http://127.0.0.1:{port}"
+    finally:
+        receiver.stop()

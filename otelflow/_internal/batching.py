@@ -100,8 +100,9 @@ class BatchProcessor(Generic[T]):
         buffer: Any = None,
         split: Callable[[list[T]], list[list[T]]] | None = None,
         retry_initial_seconds: float = 1.0,
-        retry_max_seconds: float = 30.0,
+        retry_max_seconds: float = 5.0,
         on_unhealthy: Callable[[str], None] | None = None,
+        cause_hint: Callable[[], str | None] | None = None,
     ) -> None:
         self._export_fn = export
         self._shutdown_exporter = shutdown_exporter
@@ -115,6 +116,7 @@ class BatchProcessor(Generic[T]):
         self._retry_initial = retry_initial_seconds
         self._retry_max = retry_max_seconds
         self._on_unhealthy = on_unhealthy
+        self._cause_hint = cause_hint  # the cause of an export still under way (its retries logged it), if known
         self._healthy = True
         self._shutdown = False
         self._deadline: float | None = None
@@ -142,6 +144,7 @@ class BatchProcessor(Generic[T]):
         self._worker_waiting = False
         self._inflight: _Job[T] | None = None
         self._books_closed = False
+        self._final_probe_done = False
         self._backoff = self._retry_initial
         self._next_probe = 0.0
         self._reported_unhealthy = False
@@ -268,7 +271,7 @@ class BatchProcessor(Generic[T]):
     def _wait_for_work(self) -> None:
         if self._shutdown:
             inflight = self._inflight
-            if self._buffer is not None and inflight is not None and not inflight.done and self._healthy:
+            if self._buffer is not None and inflight is not None and not inflight.done:
                 # Stopping: wait for the sender, but not past the time kept for writing the rest to disk.
                 remaining = (self._spill_at or 0.0) - time.monotonic()
                 if remaining > 0:
@@ -427,7 +430,22 @@ class BatchProcessor(Generic[T]):
         self._collect()
         buffer = self._buffer
         now = time.monotonic()
-        spill_all = stopping and (not self._healthy or (self._spill_at is not None and now >= self._spill_at))
+        past_spill = self._spill_at is not None and now >= self._spill_at
+        if stopping and not self._healthy and not self._final_probe_done and not past_spill:
+            # Exiting while the collector looked down: one last try (it may be back) before writing to disk.
+            self._final_probe_done = True
+            self._next_probe = now
+            if self._inflight is None:
+                if not buffer.empty:
+                    items = buffer.peek()
+                    if items is not None:
+                        self._submit(items, from_buffer=True)
+                elif self._queue or self._front:
+                    self._submit(self._take_batch(), from_buffer=False)
+        probing = stopping and self._inflight is not None and not past_spill and not self._healthy and (
+            self._final_probe_done
+        )
+        spill_all = stopping and not probing and (not self._healthy or past_spill)
         while self._queue or self._front:
             inflight = self._inflight
             if not spill_all and buffer.empty and self._healthy and inflight is None:
@@ -519,7 +537,7 @@ class BatchProcessor(Generic[T]):
             left = len(self._queue) + sum(len(b) for b in self._front)
             self._queue.clear()
             self._front.clear()
-            self._drop_locked(left, self.stats.first_error or "shutdown deadline reached")
+            self._drop_locked(left, self._known_cause("shutdown deadline reached"))
             self._cond.notify_all()
         if self._buffer is None:
             self._account_stuck_sync()
@@ -530,7 +548,16 @@ class BatchProcessor(Generic[T]):
         with self._cond:
             self._books_closed = True
             unsettled = s.queued - s.exported - s.dropped
-            self._drop_locked(unsettled, s.first_error or "shutdown deadline reached (collector not answering)")
+            self._drop_locked(unsettled, self._known_cause("shutdown deadline reached (collector not answering)"))
+
+    def _known_cause(self, fallback: str) -> str:
+        if self.stats.first_error is not None:
+            return self.stats.first_error
+        hint = None
+        if self._cause_hint is not None:
+            with contextlib.suppress(Exception):
+                hint = self._cause_hint()
+        return hint or fallback
 
     def _stop_exporter(self, timeout: float) -> None:
         # The SDK exporters' shutdown also interrupts their retry back-off; bounded, as it may block.

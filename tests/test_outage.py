@@ -1,0 +1,228 @@
+"""Telemetry that survives a collector outage: real flows in real processes, a real receiver that comes late or never.
+
+Figures from issue 11 these tests pin down:
+- collector down at start, back after 20 s, during a ~25 s flow: nothing lost (was 14 spans + 17 logs);
+- collector down for good: the process exits within the shutdown bound, says once on stderr how much was kept on
+  disk and where, and the next process sends it all, once;
+- drops counted once with the first real cause (was 20,513 for 20,001 spans, "flush deadline reached").
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import textwrap
+import time
+from pathlib import Path
+
+from conftest import PYTHON, REPO_ROOT, subprocess_env
+from otlp_receiver import OTLPGrpcReceiver, OTLPReceiver
+
+FLOW = textwrap.dedent(
+    """
+    import json, sys, time
+    from otelflow import flow, task, get_run_logger, telemetry
+
+    @task
+    def step(i: int, delay: float) -> int:
+        get_run_logger().info("step %s", i)
+        time.sleep(delay)
+        return i
+
+    @flow
+    def outage_flow(n: int, delay: float) -> int:
+        get_run_logger().info("begin")
+        total = sum(step(i, delay) for i in range(n))
+        get_run_logger().info("end")
+        return total
+
+    n, delay = int(sys.argv[1]), float(sys.argv[2])
+    print(outage_flow(n, delay), flush=True)
+    if len(sys.argv) > 3:
+        print(json.dumps(telemetry.stats()), flush=True)
+    """
+)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def flow_env(home: Path, endpoint: str, **extra: str) -> dict[str, str]:
+    return subprocess_env(
+        OTELFLOW_HOME=str(home),
+        OTEL_EXPORTER_OTLP_ENDPOINT=endpoint,
+        OTELFLOW_LOG_RUN_EVENTS="false",
+        OTEL_BSP_SCHEDULE_DELAY="200",
+        OTEL_BLRP_SCHEDULE_DELAY="200",
+        **extra,
+    )
+
+
+def run_flow(
+    home: Path, endpoint: str, n: int, delay: float = 0.0, *, stats: bool = False, timeout: float = 120, **extra: str
+) -> subprocess.CompletedProcess[str]:
+    args = [PYTHON, "-c", FLOW, str(n), str(delay)] + (["stats"] if stats else [])
+    proc = subprocess.run(
+        args, env=flow_env(home, endpoint, **extra), capture_output=True, text=True, timeout=timeout, cwd=REPO_ROOT
+    )
+    assert proc.returncode == 0, proc.stderr
+    return proc
+
+
+def unique(items: list, key: str) -> int:  # type: ignore[type-arg]
+    return len({getattr(i, key) for i in items})
+
+
+def test_a_collector_that_starts_20_s_late_loses_nothing(tmp_path):  # type: ignore[no-untyped-def]
+    port = free_port()
+    n, delay = 60, 0.4  # a ~25 s flow: 61 spans, 62 logs
+    proc = subprocess.Popen(
+        [PYTHON, "-c", FLOW, str(n), str(delay)],
+        cwd=REPO_ROOT,
+        text=True,
+        env=flow_env(tmp_path, f"http://127.0.0.1:{port}"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    receiver = OTLPReceiver()
+    try:
+        time.sleep(20)  # the outage itself: the collector really is down for the first 20 s
+        receiver.start(port)
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+        assert out.strip() == str(sum(range(n)))
+        spans = receiver.wait_for(lambda: len(receiver.spans()) >= n + 1 and receiver.spans(), timeout=30)
+        logs = receiver.wait_for(lambda: len(receiver.logs()) >= n + 2 and receiver.logs(), timeout=30)
+        assert len(spans) == n + 1 and unique(spans, "span_id") == n + 1
+        assert len(logs) == n + 2
+        assert sorted(r.body for r in logs) == sorted(["begin", "end"] + [f"step {i}" for i in range(n)])
+        # Told once that the collector was not taking telemetry; nothing left behind, nothing dropped.
+        assert err.count("the collector is not taking telemetry") <= 2, err  # at most once per signal
+        assert "dropped" not in err, err
+        assert not list((tmp_path / "buffer").glob("*.jsonl")), err
+    finally:
+        proc.kill()
+        receiver.stop()
+
+
+def test_collector_down_for_good_then_the_next_process_sends_everything_once(tmp_path):  # type: ignore[no-untyped-def]
+    port = free_port()
+    started = time.monotonic()
+    first = run_flow(tmp_path, f"http://127.0.0.1:{port}", 30, OTELFLOW_SHUTDOWN_TIMEOUT_SECONDS="3")
+    elapsed = time.monotonic() - started
+    assert elapsed < 3 + 8, elapsed  # the 3 s bound plus interpreter start and imports on a busy machine
+    lines = [line for line in first.stderr.splitlines() if "kept on disk" in line]
+    assert len(lines) == 2, first.stderr  # one per signal
+    traces_line = next(line for line in lines if line.startswith("otelflow: traces:"))
+    assert "31 item(s) kept on disk" in traces_line and str(tmp_path / "buffer") in traces_line
+    assert "connection refused" in traces_line
+    logs_line = next(line for line in lines if line.startswith("otelflow: logs:"))
+    assert "32 item(s) kept on disk" in logs_line
+    assert list((tmp_path / "buffer").glob("traces-*.jsonl"))
+
+    receiver = OTLPReceiver()
+    receiver.start(port)  # the collector is back
+    try:
+        run_flow(tmp_path, receiver.endpoint, 2)  # the next process: its own 3 spans + the 31 left behind
+        spans = receiver.wait_for(lambda: len(receiver.spans()) >= 34 and receiver.spans(), timeout=30)
+        assert len(spans) == 34 and unique(spans, "span_id") == 34
+        logs = receiver.wait_for(lambda: len(receiver.logs()) >= 36 and receiver.logs(), timeout=30)
+        assert len(logs) == 36
+        assert not list((tmp_path / "buffer").glob("*.jsonl"))  # fully shipped files are deleted
+        # A third process sends nothing twice.
+        run_flow(tmp_path, receiver.endpoint, 1)
+        receiver.wait_for(lambda: len(receiver.spans()) >= 36)
+        assert len(receiver.spans()) == 36
+    finally:
+        receiver.stop()
+
+
+def test_drops_are_counted_once_with_the_real_cause(tmp_path):  # type: ignore[no-untyped-def]
+    port = free_port()
+    # No buffer: every span is dropped, counted exactly once (was: the in-flight batch counted twice).
+    proc = run_flow(
+        tmp_path,
+        f"http://127.0.0.1:{port}",
+        3000,
+        stats=True,
+        OTELFLOW_BUFFER_MAX_BYTES="0",
+        OTELFLOW_SHUTDOWN_TIMEOUT_SECONDS="2",
+        OTEL_LOGS_EXPORTER="none",
+    )
+    (line,) = [x for x in proc.stderr.splitlines() if x.startswith("otelflow: traces:")]
+    assert "3001 item(s) could not be exported and were dropped (connection refused)" in line, proc.stderr
+    # With a small buffer: what does not fit is dropped (oldest first), the rest is on disk; never both.
+    proc = run_flow(
+        tmp_path,
+        f"http://127.0.0.1:{port}",
+        3000,
+        stats=True,
+        OTELFLOW_BUFFER_MAX_BYTES="200000",
+        OTELFLOW_SHUTDOWN_TIMEOUT_SECONDS="2",
+        OTEL_LOGS_EXPORTER="none",
+    )
+    stats = json.loads(proc.stdout.splitlines()[1])[0]
+    (line,) = [x for x in proc.stderr.splitlines() if x.startswith("otelflow: traces:")]
+    kept = int(line.split(" item(s) kept on disk")[0].rsplit(" ", 1)[1])
+    dropped = int(line.split(" item(s) could not be exported")[0].rsplit(" ", 1)[1])
+    assert kept + dropped == 3001, line
+    assert dropped > 0 and "outage buffer full" in line
+    assert stats["exported"] == 0
+
+
+def test_a_5_mb_exception_over_grpc_loses_no_span_of_the_trace(tmp_path):  # type: ignore[no-untyped-def]
+    code = textwrap.dedent(
+        """
+        from otelflow import flow, task, get_run_logger
+
+        @task
+        def healthy(i: int) -> int:
+            return i
+
+        @task
+        def explode() -> None:
+            raise ValueError("E" * 5_000_000)
+
+        @flow
+        def big_error() -> int:
+            total = sum(healthy(i) for i in range(20))
+            state = explode(return_state=True)
+            get_run_logger().error("task failed", extra={"blob": "B" * 3_000_000})
+            return total
+
+        print(big_error())
+        """
+    )
+    with OTLPGrpcReceiver() as receiver:
+        proc = subprocess.run(
+            [PYTHON, "-c", code],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=subprocess_env(
+                OTELFLOW_HOME=str(tmp_path),
+                OTEL_EXPORTER_OTLP_ENDPOINT=receiver.endpoint,
+                OTEL_EXPORTER_OTLP_PROTOCOL="grpc",
+                OTEL_EXPORTER_OTLP_INSECURE="true",
+                OTELFLOW_LOG_RUN_EVENTS="false",
+            ),
+        )
+        assert proc.returncode == 0, proc.stderr
+        spans = receiver.wait_for(lambda: len(receiver.spans()) >= 22 and receiver.spans(), timeout=30)
+        assert len(spans) == 22  # every span of the trace, the healthy tasks included
+        (failed,) = [s for s in spans if s.name == "task explode"]
+        assert failed.status_code == 2 and "...[truncated" in failed.status_message
+        assert len(failed.status_message) <= 8192
+        for event in failed.events:
+            for value in event.attributes.values():
+                assert not isinstance(value, str) or len(value) <= 32_768
+        logs = receiver.wait_for(lambda: receiver.logs(), timeout=30)
+        (record,) = [r for r in logs if r.body == "task failed"]
+        assert len(record.attributes["blob"]) <= 16_384 and record.attributes["blob"].endswith("chars]")
+    assert "kept on disk" not in proc.stderr and "dropped" not in proc.stderr, proc.stderr
+    assert not (tmp_path / "spool").exists()

@@ -227,8 +227,13 @@ class _Waterfall:
                             f"{ev.get(semconv.EXCEPTION_MESSAGE)}")
                 self.detail(prefix, text)
         if node.state == "NotReady":
-            what = ", ".join(node.upstream) if node.upstream else "an upstream run (not recorded which)"
-            self.detail(prefix, f"not run: upstream failed: {what}", "magenta")
+            if not node.upstream:
+                text = "not run: an upstream run did not complete (not recorded which)"
+            elif node.upstream_guessed:
+                text = f"not run: an upstream run did not complete (failed before it: {', '.join(node.upstream)})"
+            else:
+                text = f"not run: upstream failed: {', '.join(node.upstream)}"
+            self.detail(prefix, text, "magenta")
             return
         exc = node.exception
         if exc is not None:
@@ -305,6 +310,8 @@ def render_trace(
     header = Text()
     header.append(f"trace {trace_id}", style="bold")
     header.append(f"  service={service}  spans={span_count}  started {_local(t0, '%Y-%m-%d %H:%M:%S')}")
+    if fall.tty:
+        header.truncate(console.width, overflow="ellipsis")
     fall.emit(header)
     for root in shown:
         fall.node(root, "", "", "", 0)

@@ -30,6 +30,7 @@ class Node:
     logs: list[LogRecord] = field(default_factory=list)
     parent: Node | None = None
     upstream: list[str] = field(default_factory=list)
+    upstream_guessed: bool = False  # named from timing (failed before it started), not from a link or message
 
     @property
     def attrs(self) -> dict[str, Any]:
@@ -151,37 +152,41 @@ def build_tree(spans: list[SpanRecord], logs: list[LogRecord]) -> list[Node]:
             parent.children.append(node)
         else:
             roots.append(node)
-    by_name = {n.run_name: n for n in real.values() if n.run_name}
     for node in real.values():
         if node.state == "NotReady":
-            node.upstream = _upstream(node, real, by_name)
+            node.upstream, node.upstream_guessed = _upstream(node, real)
     return roots
 
 
-def _upstream(node: Node, by_id: dict[str, Node], by_name: dict[str, Node]) -> list[str]:
-    """Which upstream runs failed, for a NotReady run: from its links, its message/logs, or its siblings."""
+def _upstream(node: Node, by_id: dict[str, Node]) -> tuple[list[str], bool]:
+    """Which upstream runs failed, for a NotReady run, and whether that is a guess.
+
+    From its links (to the runs that produced its inputs) or the "Upstream task run 'x' ended Failed" message
+    (NotReady event, status, logs); failing those, a guess: the runs of the same flow run that failed before
+    it started.
+    """
     found: list[str] = []
     for _, span_id, _ in node.span.links:
         linked = by_id.get(span_id)
         if linked is not None and linked.failed:
             found.append(f"{linked.run_name} ({linked.state})")
     if found:
-        return found
+        return found, False
     texts = [node.span.status_message] + [value for _, _, attrs in node.span.events for value in attrs.values()
                                           if isinstance(value, str)] + [log.body for log in node.logs]
     for text in texts:
         for name, state in _UPSTREAM.findall(text or ""):
             found.append(f"{name} ({state})")
     if found:
-        return list(dict.fromkeys(found))
+        return list(dict.fromkeys(found)), False
     # Nothing recorded says which input it was: name the runs of the same flow run that failed before it started.
     if node.parent is not None:
         earlier = [n for n in node.parent.walk()[1:] if n is not node and n.failed and n.state != "NotReady"
                    and n.span.end <= node.span.start]
         if earlier:
             return [f"{n.run_name} ({n.state})" for n in earlier[:5]] + (
-                [f"... {len(earlier) - 5} more"] if len(earlier) > 5 else [])
-    return []
+                [f"... {len(earlier) - 5} more"] if len(earlier) > 5 else []), True
+    return [], False
 
 
 def subtree(roots: list[Node], span_id: str) -> Node | None:
@@ -236,6 +241,7 @@ def node_json(node: Node, now: int) -> dict[str, Any]:
         "status": {"code": span.status_code, "message": span.status_message},
         "exception": node.exception,
         "upstream_failed": node.upstream or None,
+        "upstream_failed_guessed": node.upstream_guessed if node.upstream else None,
         "attributes": span.attributes,
         "events": [{"name": n, "time_unix_nano": t, "attributes": a} for n, t, a in span.events],
         "links": [{"trace_id": t, "span_id": s, "attributes": a} for t, s, a in span.links],

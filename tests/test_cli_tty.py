@@ -1,0 +1,138 @@
+"""The CLI as a user sees it in a terminal: a real pseudo-terminal (pexpect) of a given size.
+
+On a terminal the output has colours and duration bars and fits the width; with NO_COLOR it has no colours;
+piped it is plain text. rich writes only SGR escapes (colours/bold) and newlines, so the screen a user sees is
+the output with those escapes removed.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pexpect
+import pytest
+from conftest import PYTHON, REPO_ROOT, subprocess_env
+from test_cli import SCENARIOS, run_script
+
+pytestmark = pytest.mark.slow
+
+_SGR = re.compile(r"\x1b\[[0-9;]*m")
+_COLOUR = re.compile(r"\x1b\[[0-9;]*(3[0-7]|9[0-7]|38;)[0-9;]*m")
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A spool with the scenario runs (a failed run, NotReady, a subflow, mapped runs)."""
+    home = tmp_path_factory.mktemp("tty-home")
+    run_script(home, SCENARIOS)
+    return home
+
+
+def failing_run(home: Path) -> dict[str, Any]:
+    proc = subprocess.run(
+        [PYTHON, "-m", "otelflow", "runs", "--json", "--flow", "failing"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        env=subprocess_env(OTELFLOW_HOME=str(home)),
+        check=True,
+    )
+    run: dict[str, Any] = json.loads(proc.stdout.splitlines()[0])
+    return run
+
+
+def on_tty(home: Path, *args: str, columns: int = 100, **env: str) -> str:
+    """What ``otelflow ARGS`` writes to a terminal ``columns`` wide (raw, with escapes; CRLF -> LF)."""
+    environment = subprocess_env(OTELFLOW_HOME=str(home), TERM="xterm-256color")
+    for name in ("NO_COLOR", "COLUMNS", "LINES", "FORCE_COLOR"):
+        environment.pop(name, None)
+    environment.update(env)
+    child = pexpect.spawn(
+        PYTHON,
+        ["-m", "otelflow", *args],
+        cwd=str(REPO_ROOT),
+        env=environment,
+        dimensions=(60, columns),
+        encoding="utf-8",
+        timeout=60,
+    )
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0, child.before
+    return str(child.before).replace("\r\n", "\n")
+
+
+def screen(raw: str) -> list[str]:
+    return _SGR.sub("", raw).splitlines()
+
+
+@pytest.mark.parametrize("columns", [120, 80])
+def test_show_on_a_terminal_has_colours_bars_and_fits_the_width(home: Path, columns: int) -> None:
+    run = failing_run(home)
+    raw = on_tty(home, "show", run["flow_run_id"], columns=columns)
+    assert _COLOUR.search(raw), "no colours on a terminal"
+    assert "\x1b[31m" in raw or "\x1b[1;31m" in raw  # Failed is red
+    lines = screen(raw)
+    assert lines[1].startswith(f"flow failing  {run['flow_run_name']}  Failed")
+    runs = [
+        line for line in lines if line.startswith(("flow ", "├── ", "└── ", "│   ")) and "+0." in line and "█" in line
+    ]
+    assert len(runs) >= 5, "\n".join(lines)  # one bar per run line: flow, boom, after, child, square group
+    for line in runs:
+        assert len(line) <= columns, line  # run lines are fitted to the terminal, never wrapped
+    # bars are laid out on one time axis: the flow's bar starts at the first bar column and is the longest
+    bar_start = lines[1].index("█")
+    assert all(line.index("█") >= bar_start for line in runs)
+    assert lines[1].count("█") == max(line.count("█") for line in runs)
+
+
+def test_narrow_terminal_drops_the_bars_and_cuts_run_lines(home: Path) -> None:
+    run = failing_run(home)
+    lines = screen(on_tty(home, "show", run["flow_run_id"], columns=50))
+    runs = [line for line in lines if "task " in line or line.startswith("flow ")]
+    assert runs and all(len(line) <= 50 for line in runs) and not any("█" in line for line in lines)
+
+
+def test_no_color_is_honoured_on_a_terminal(home: Path) -> None:
+    run = failing_run(home)
+    raw = on_tty(home, "show", run["flow_run_id"], NO_COLOR="1")
+    assert not _COLOUR.search(raw)
+    assert "█" in raw  # still a terminal: bars stay, only colour goes
+
+
+def test_runs_table_on_a_terminal(home: Path) -> None:
+    raw = on_tty(home, "runs", columns=100)
+    lines = screen(raw)
+    assert lines[0].split()[:2] == ["START", "FLOW"] and "TRACE ID" not in lines[0]  # narrow: no trace column
+    assert all(len(line) <= 100 for line in lines)
+    assert "\x1b[1m" in raw and _COLOUR.search(raw)  # bold header, coloured states
+    wide = screen(on_tty(home, "runs", columns=200))
+    assert "TRACE ID" in wide[0]
+
+
+def test_piped_output_is_plain_text(home: Path) -> None:
+    run = failing_run(home)
+    env = subprocess_env(OTELFLOW_HOME=str(home), TERM="xterm-256color")
+    env.pop("NO_COLOR", None)
+    for args in (["show", run["flow_run_id"]], ["runs"], ["logs", run["flow_run_id"]]):
+        proc = subprocess.run(
+            [PYTHON, "-m", "otelflow", *args], cwd=REPO_ROOT, capture_output=True, text=True, env=env, check=True
+        )
+        assert "\x1b" not in proc.stdout and "█" not in proc.stdout, args
+    # piped lines are never cut: a long log message arrives whole
+    long = "x" * 500
+    run_script(home, SCENARIOS.replace('"about to fail"', f'"{long}"'), name="long.py")
+    newest = failing_run(home)
+    proc = subprocess.run(
+        [PYTHON, "-m", "otelflow", "logs", newest["flow_run_id"]],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+    )
+    assert long in proc.stdout

@@ -247,3 +247,84 @@ def test_exporter_none_turns_a_signal_off(tmp_path, signal):  # type: ignore[no-
     assert not _spool_files(tmp_path, signal)
     other = "logs" if signal == "traces" else "traces"
     assert _spool_files(tmp_path, other)
+
+
+def test_an_application_processor_that_raises_never_breaks_the_run(tmp_path):  # type: ignore[no-untyped-def]
+    code = textwrap.dedent(
+        """
+        import json
+        from opentelemetry import trace
+        from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+        from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+        from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+        class Broken(SpanProcessor):
+            def on_start(self, span, parent_context=None):
+                raise RuntimeError("on_start bug")
+
+            def on_end(self, span):
+                raise ValueError("on_end bug")
+
+        exporter = InMemorySpanExporter()
+        provider = TracerProvider()
+        provider.add_span_processor(Broken())
+        provider.add_span_processor(SimpleSpanProcessor(exporter))  # added after the bad one
+        trace.set_tracer_provider(provider)
+
+        from otelflow import flow, task, telemetry
+
+        @task
+        def double(x):
+            return 2 * x
+
+        @flow
+        def f():
+            return sum(double(i) for i in range(3))
+
+        state = f(return_state=True)
+        errors = {(e["method"], e["errors"]) for e in telemetry.processor_errors()}
+        print(json.dumps({"result": state.result(), "state": state.name, "errors": sorted(errors),
+                          "spans": sorted(s.name for s in exporter.get_finished_spans())}))
+        """
+    )
+    proc = check(run_script(code, OTELFLOW_HOME=str(tmp_path)))
+    out = json.loads(proc.stdout)
+    assert out["result"] == 6 and out["state"] == "Completed"
+    assert out["spans"] == ["flow f", "task double", "task double", "task double"]
+    assert out["errors"] == [["on_end", 4], ["on_start", 4]]
+    # Reported once per processor and method, on stderr.
+    assert proc.stderr.count("raised in on_start (RuntimeError: on_start bug)") == 1, proc.stderr
+    assert proc.stderr.count("raised in on_end (ValueError: on_end bug)") == 1, proc.stderr
+
+
+def test_a_raising_log_processor_never_breaks_the_run(tmp_path):  # type: ignore[no-untyped-def]
+    code = textwrap.dedent(
+        """
+        from opentelemetry import _logs
+        from opentelemetry.sdk._logs import LoggerProvider, LogRecordProcessor
+
+        class Broken(LogRecordProcessor):
+            def on_emit(self, record):
+                raise ValueError("log bug")
+            def shutdown(self):
+                pass
+            def force_flush(self, timeout_millis=30000):
+                return True
+
+        provider = LoggerProvider()
+        provider.add_log_record_processor(Broken())
+        _logs.set_logger_provider(provider)
+
+        from otelflow import flow, get_run_logger
+
+        @flow
+        def f():
+            get_run_logger().info("hello")
+            return 1
+
+        print(f())
+        """
+    )
+    proc = check(run_script(code, OTELFLOW_HOME=str(tmp_path)))
+    assert proc.stdout.strip() == "1"
+    assert proc.stderr.count("raised in on_emit (ValueError: log bug)") == 1, proc.stderr

@@ -360,9 +360,9 @@ def logs(home: str | None, ident: str | None, level_name: str | None, task: str 
 
         seen: set[tuple[str, int]] = set()
         emit(index.read_logs(row.trace_id, after=seen))
-        if not follow:
-            return
-        running = row.running
+        if not follow or not row.running:
+            return  # nothing more will come for a run that has ended
+        running = True
         grace = 0
         try:
             # Logs and spans are exported by separate batch processors: after the run's span lands, read

@@ -509,12 +509,14 @@ def test_readers_and_writers_at_once(tmp_path: Path) -> None:
             calls += 1
     finally:
         for writer in writers:
-            _, err = writer.communicate(timeout=120)
-            assert writer.returncode == 0, err
+            _, writer_err = writer.communicate(timeout=120)
+            assert writer.returncode == 0, writer_err
     runs = runs_json(tmp_path)
     assert len(runs) == 12 and {r["state"] for r in runs} == {"Completed"}
     shown = json.loads(cli(tmp_path, "show", runs[0]["flow_run_id"], "--json").stdout)
     assert len(shown["spans"]) == 51 and sum(len(s["logs"]) for s in shown["spans"]) >= 50
+    waterfall = cli(tmp_path, "show", runs[0]["flow_run_id"]).stdout.splitlines()
+    assert len(waterfall) < 12 and any("50 mapped runs  [map 0..49]  Completed 50" in line for line in waterfall)
 
 
 # --- ship -------------------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-import pexpect
+import pexpect  # type: ignore[import-untyped, unused-ignore]
 import pytest
 from conftest import PYTHON, REPO_ROOT, subprocess_env
 from test_cli import SCENARIOS, run_script

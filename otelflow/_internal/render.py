@@ -228,12 +228,12 @@ class _Waterfall:
                 self.detail(prefix, text)
         if node.state == "NotReady":
             if not node.upstream:
-                text = "not run: an upstream run did not complete (not recorded which)"
+                why = "not run: an upstream run did not complete (not recorded which)"
             elif node.upstream_guessed:
-                text = f"not run: an upstream run did not complete (failed before it: {', '.join(node.upstream)})"
+                why = f"not run: an upstream run did not complete (failed before it: {', '.join(node.upstream)})"
             else:
-                text = f"not run: upstream failed: {', '.join(node.upstream)}"
-            self.detail(prefix, text, "magenta")
+                why = f"not run: upstream failed: {', '.join(node.upstream)}"
+            self.detail(prefix, why, "magenta")
             return
         exc = node.exception
         if exc is not None:

@@ -198,7 +198,7 @@ def test_failing_commit_hook_rolls_back_writes_nothing_and_raises(store_url: str
 
 def test_result_that_is_not_json_is_a_clear_error_at_commit(store_url: str) -> None:
     k = key()
-    with pytest.raises(SerializationError, match="not_json.*cannot be stored as JSON.*pydantic model"), \
+    with pytest.raises(SerializationError, match=r"not_json.*cannot be stored as JSON.*pydantic model"), \
             Transaction(key=k) as txn:
         run(txn, update, "a")
         run(txn, not_json)  # the task itself succeeds; the commit refuses
@@ -317,7 +317,7 @@ def test_timeout_rolls_back_with_a_clear_error(store_url: str) -> None:
     import time
 
     k = key()
-    with pytest.raises(TransactionTimeout, match="timeout of 0.05s"), Transaction(key=k, timeout=0.05) as txn:
+    with pytest.raises(TransactionTimeout, match=r"timeout of 0\.05s"), Transaction(key=k, timeout=0.05) as txn:
         run(txn, update, "a")
         time.sleep(0.1)  # the work overruns the transaction's timeout
         run(txn, update, "b")

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import inspect
 import json
-import reprlib
 from collections.abc import Callable
 from typing import Any
 
 from otelflow import semconv
+from otelflow._internal import redact
 from otelflow.exceptions import ParameterBindError, ParameterTypeError
 
 __all__ = ["ParameterBinder", "parameter_attributes"]
@@ -114,52 +114,27 @@ def _build_validator(signature: inspect.Signature) -> Any:
         return False
 
 
-_repr = reprlib.Repr()
-_repr.maxstring = 1024
-_repr.maxother = 1024
-_repr.maxlist = _repr.maxtuple = _repr.maxdict = _repr.maxset = 32
-_repr.maxlevel = 4
-
+REDACTED = redact.REDACTED
 _SECRET_TYPES = ("SecretStr", "SecretBytes", "Secret")
-REDACTED = "[REDACTED]"
 
 
 def _is_secret_name(name: str, patterns: tuple[str, ...]) -> bool:
-    lowered = name.lower()
-    return any(p in lowered for p in patterns)
+    return redact.is_secret_name(name, patterns)
 
 
-def _redact_nested(value: Any, patterns: tuple[str, ...], depth: int = 0) -> Any:
-    """Small dicts/lists with secret-looking keys inside (``{"db": {"password": ...}}``) are redacted too."""
-    if depth > 4:
-        return value
-    if isinstance(value, dict):
-        return {
-            k: REDACTED
-            if (isinstance(k, str) and _is_secret_name(k, patterns)) or type(v).__name__ in _SECRET_TYPES
-            else _redact_nested(v, patterns, depth + 1)
-            for k, v in value.items()
-        }
-    if isinstance(value, list | tuple):
-        return [_redact_nested(v, patterns, depth + 1) for v in value]
-    return value
-
-
-def _value_text(value: Any, max_length: int) -> Any:
+def _value_text(value: Any, max_length: int, patterns: tuple[str, ...] = ()) -> Any:
     if value is None:
         return "None"
     if isinstance(value, bool | int | float):
         return value if not isinstance(value, float) or value == value else repr(value)
     if isinstance(value, str):
-        text = value
+        text = redact.redact_text(value[: max_length * 4])
     else:
+        # Walked, not repr()-ed: a dataclass's repr shows its password, a big container was printed whole.
+        # Bounded work: containers are truncated, never skipped.
         try:
-            # Small JSON-able values read best as JSON; big or odd ones go through a bounded repr so that a
-            # million-element list costs the same as a short one.
-            if isinstance(value, dict | list | tuple) and len(value) <= 32:
-                text = json.dumps(value, default=_repr.repr, ensure_ascii=False)
-            else:
-                text = _repr.repr(value)
+            data = redact.exportable(value, patterns)
+            text = data if isinstance(data, str) else json.dumps(data, ensure_ascii=False, default=str)
         except Exception:
             text = f"<unrepresentable {type(value).__name__}>"
     if len(text) > max_length:
@@ -173,8 +148,10 @@ def parameter_attributes(
     """Span attributes for parameters: ``otelflow.parameter.<name>``.
 
     By default the value's type name only (never the value). With ``record_values`` the value itself,
-    truncated to ``max_length`` characters, except for secret-looking ones (pydantic ``SecretStr`` &
-    co., or a name matching ``patterns``), which are exported as ``[REDACTED]``.
+    truncated to ``max_length`` characters and redacted (:mod:`otelflow._internal.redact`): a parameter whose
+    name matches ``patterns`` or whose value is a pydantic ``SecretStr`` & co. is exported as ``[REDACTED]``;
+    inside containers, dataclasses, pydantic models and attrs classes, secret-looking keys and fields are
+    redacted at any depth, and URLs/DSNs have their password replaced.
     """
     prefix = semconv.PARAMETER_PREFIX
     if not record_values:
@@ -184,7 +161,5 @@ def parameter_attributes(
         if type(value).__name__ in _SECRET_TYPES or _is_secret_name(name, patterns):
             attrs[prefix + name] = REDACTED
         else:
-            if isinstance(value, dict | list | tuple) and len(value) <= 32:
-                value = _redact_nested(value, patterns)
-            attrs[prefix + name] = _value_text(value, max_length)
+            attrs[prefix + name] = _value_text(value, max_length, patterns)
     return attrs

@@ -29,6 +29,7 @@ from opentelemetry.instrumentation.log_utils import std_to_otel
 from opentelemetry.instrumentation.logging.handler import LoggingHandler
 
 from otelflow import telemetry
+from otelflow._internal.limits import Limits, get_limits, truncate_stacktrace, truncate_text, truncate_value
 from otelflow.logging._runinfo import RUN_KEY, RunInfo, current_run_info
 
 __all__ = ["ConsoleHandler", "OTelRunLogHandler", "clean_attribute", "truncate_message"]
@@ -67,6 +68,17 @@ def clean_attribute(value: Any, depth: int = 0) -> Any:
         return str(value)
     except Exception:
         return f"<unprintable {type(value).__name__}>"
+
+
+_EXCEPTION_LIMITS: Final = {"exception.message": "exception_message", "exception.stacktrace": "stacktrace"}
+
+
+def _truncate_attribute(key: str, value: str, limits: Limits) -> str:
+    if key == "exception.stacktrace":
+        return truncate_stacktrace(value, limits.stacktrace)
+    if key == "exception.message":
+        return truncate_text(value, limits.exception_message)
+    return truncate_text(value, limits.attribute_value)
 
 
 class OTelRunLogHandler(LoggingHandler):
@@ -124,9 +136,17 @@ class OTelRunLogHandler(LoggingHandler):
     def _translate(self, record: logging.LogRecord) -> LogRecord:
         attributes, event_name = self._get_attributes(record)
         run: RunInfo | None = attributes.pop(RUN_KEY, None)
+        limits = get_limits()
         for key, value in attributes.items():
-            if type(value) not in _PLAIN_TYPES:
-                attributes[key] = clean_attribute(value)
+            kind = type(value)
+            if isinstance(value, str):
+                # One huge `extra` value or exception text must not poison the export batch: cut it, visibly.
+                if len(value) > limits.attribute_value or (
+                    key in _EXCEPTION_LIMITS and len(value) > getattr(limits, _EXCEPTION_LIMITS[key])
+                ):
+                    attributes[key] = _truncate_attribute(key, value, limits)
+            elif kind not in _PLAIN_TYPES:
+                attributes[key] = truncate_value(clean_attribute(value), limits.attribute_value)
         if run is not None:
             # Bound when the run logger was created: right even from a helper thread with no current span.
             context = run.context

@@ -310,10 +310,9 @@ def run_input_subclass_from_type(_type: Any) -> type[BaseRunInput]:
     return AutomaticRunInput.subclass_from_type(_type)
 
 
-def _default_prefix(input_cls: type[BaseRunInput]) -> str:
-    if issubclass(input_cls, AutomaticRunInput):
-        return input_cls.type_prefix()
-    return f"{input_cls.__name__.lower()}-auto"
+def _default_prefix(input_type: Any) -> str:
+    """The key prefix both sides use when none is given: the user's type name (``dict-auto``, ``approval-auto``)."""
+    return f"{_type_name(input_type).lower()}-auto"
 
 
 # --- sending -----------------------------------------------------------------------------------------------
@@ -338,9 +337,8 @@ class _Sent:
 def _send(run_input: Any, flow_run_id: uuid.UUID | str, sender: str | None, key_prefix: str | None
           ) -> FlowRunInput:
     if key_prefix is None:
-        input_cls = type(run_input) if isinstance(run_input, BaseRunInput) else None
-        key_prefix = (f"{input_cls.__name__.lower()}-auto" if input_cls is not None
-                      else f"{_type_name(type(run_input)).lower()}-auto")
+        key_prefix = (run_input.type_prefix() if isinstance(run_input, AutomaticRunInput)
+                      else _default_prefix(type(run_input)))
     value = run_input.model_dump(mode="json") if isinstance(run_input, BaseRunInput) else run_input
     if isinstance(run_input, AutomaticRunInput):
         value = run_input.model_dump(mode="json")["value"]
@@ -602,7 +600,7 @@ def receive_input(
     """
     input_cls = run_input_subclass_from_type(input_type)
     return GetInputHandler(
-        input_cls, key_prefix or _default_prefix(input_cls), timeout=timeout, poll_interval=poll_interval,
+        input_cls, key_prefix or _default_prefix(input_type), timeout=timeout, poll_interval=poll_interval,
         raise_timeout_error=raise_timeout_error, exclude_keys=exclude_keys, flow_run_id=flow_run_id,
         with_metadata=with_metadata,
     )

@@ -198,7 +198,7 @@ def test_inputs_are_write_once_json_only_and_size_limited(store_url: str, settin
     run_id = uuid.uuid4()
     record = create_flow_run_input(run_id, "answer", {"v": 1}, sender="alice")  # the seed's positional order
     assert record.key == "answer" and record.value == {"v": 1} and record.sender == "alice"
-    with pytest.raises(FlowRunInputExists, match="alice.*write-once"):
+    with pytest.raises(FlowRunInputExists, match=r"alice.*write-once"):
         create_flow_run_input("answer", {"v": 2}, flow_run_id=run_id, sender="mallory")
     assert read_flow_run_input("answer", flow_run_id=run_id) == {"v": 1}
     with pytest.raises(TypeError, match="must be JSON data"):
@@ -206,7 +206,7 @@ def test_inputs_are_write_once_json_only_and_size_limited(store_url: str, settin
     with pytest.raises(ValueError, match="Invalid flow run input key"):
         create_flow_run_input("bad key with spaces", 1, flow_run_id=run_id)
     settings_env(INPUT_MAX_BYTES="1024")
-    with pytest.raises(ValueError, match="limit is 1024.*OTELFLOW_INPUT_MAX_BYTES"):
+    with pytest.raises(ValueError, match=r"limit is 1024.*OTELFLOW_INPUT_MAX_BYTES"):
         send_input({"blob": "x" * 2000}, run_id)
     delete_flow_run_input("answer", flow_run_id=run_id)
     assert read_flow_run_input("answer", flow_run_id=run_id) is None

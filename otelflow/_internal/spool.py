@@ -17,7 +17,7 @@ import os
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -238,60 +238,8 @@ class SpoolWriter:
                 self._file = None
 
 
-# --- reading (for `otelflow runs` / `otelflow show`) --------------------------------------------------
+# --- reading: moved to spool_read.py (skips malformed lines, never raises); re-exported for importers ------
 
+from otelflow._internal.spool_read import decode_attributes, iter_spool, read_spool  # noqa: E402
 
-def _decode_value(value: Mapping[str, Any]) -> Any:
-    if "stringValue" in value:
-        return value["stringValue"]
-    if "intValue" in value:
-        return int(value["intValue"])
-    if "doubleValue" in value:
-        return float(value["doubleValue"])
-    if "boolValue" in value:
-        return bool(value["boolValue"])
-    if "arrayValue" in value:
-        return [_decode_value(v) for v in value["arrayValue"].get("values", [])]
-    if "kvlistValue" in value:
-        return {kv["key"]: _decode_value(kv.get("value", {})) for kv in value["kvlistValue"].get("values", [])}
-    if "bytesValue" in value:
-        return value["bytesValue"]
-    return None
-
-
-def decode_attributes(attrs: Sequence[Mapping[str, Any]] | None) -> dict[str, Any]:
-    """OTLP/JSON ``KeyValue`` list -> plain dict."""
-    return {kv["key"]: _decode_value(kv.get("value", {})) for kv in attrs or []}
-
-
-def iter_spool(directory: Path, signal: str) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
-    """Yield ``(resource attributes, span-or-log dict)`` for every item of a signal in the spool.
-
-    Lines that do not parse (a file being written, a truncated crash) are skipped.
-    """
-    if not directory.is_dir():
-        return
-    outer, inner, leaf = (
-        ("resourceSpans", "scopeSpans", "spans") if signal == "traces" else ("resourceLogs", "scopeLogs", "logRecords")
-    )
-    for path in sorted(directory.glob(f"{signal}-*.jsonl")):
-        try:
-            handle = open(path, encoding="utf-8")  # noqa: SIM115
-        except OSError:
-            continue
-        with handle:
-            for line in handle:
-                try:
-                    request = json.loads(line)
-                except ValueError:
-                    continue
-                for resource_block in request.get(outer, []):
-                    resource = decode_attributes(resource_block.get("resource", {}).get("attributes"))
-                    for scope_block in resource_block.get(inner, []):
-                        for item in scope_block.get(leaf, []):
-                            yield resource, item
-
-
-def read_spool(directory: Path, signal: str) -> list[tuple[dict[str, Any], dict[str, Any]]]:
-    """All items of a signal in the spool (see :func:`iter_spool`)."""
-    return list(iter_spool(directory, signal))
+__all__ += ["decode_attributes"]

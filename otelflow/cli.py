@@ -330,7 +330,7 @@ def logs(home: str | None, ident: str | None, level_name: str | None, task: str 
         span_ids = {n.span.span_id for top in shown for n in top.walk()}
         console: Any = None
         if not as_json:
-            from otelflow._internal.render import log_line, make_console
+            from otelflow._internal.render import log_line, make_console, print_lines
 
             console = make_console()
 
@@ -347,15 +347,13 @@ def logs(home: str | None, ident: str | None, level_name: str | None, task: str 
             return True
 
         def emit(records: list[LogRecord]) -> None:
-            for log in sorted(records, key=lambda r: r.time):
-                if not wanted(log):
-                    continue
-                if as_json:
-                    from otelflow._internal.tracetree import log_json
+            chosen = [log for log in sorted(records, key=lambda r: r.time) if wanted(log)]
+            if as_json:
+                from otelflow._internal.tracetree import log_json
 
-                    click.echo(json.dumps(log_json(log), default=str))
-                else:
-                    console.print(log_line(log, who=_who(log)), soft_wrap=not console.is_terminal)
+                sys.stdout.write("".join(json.dumps(log_json(log), default=str) + "\n" for log in chosen))
+            else:
+                print_lines(console, [log_line(log, who=_who(log)) for log in chosen])
             sys.stdout.flush()
 
         seen: set[tuple[str, int]] = set()

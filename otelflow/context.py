@@ -30,7 +30,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import datetime
 import functools
+import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextvars import ContextVar, Token
@@ -60,6 +62,7 @@ __all__ = [
     "TaskRun",
     "TaskRunContext",
     "get_run_context",
+    "get_settings_context",
     "hydrated_context",
     "serialize_context",
     "tags",
@@ -172,16 +175,24 @@ class ContextModel:
 
 
 class RunContext(ContextModel):
-    """What flow and task run contexts share: the run's OTel span and its start context."""
+    """What flow and task run contexts share: the run's OTel span, its parameters and start time."""
 
-    __slots__ = ("client", "parameters", "span")
+    __slots__ = ("_start_ns", "client", "parameters", "span")
 
-    def __init__(self, parameters: dict[str, Any] | None = None, span: trace.Span | None = None) -> None:
+    def __init__(
+        self, parameters: dict[str, Any] | None = None, span: trace.Span | None = None, start_ns: int | None = None
+    ) -> None:
         super().__init__()
         self.parameters: dict[str, Any] = parameters if parameters is not None else {}
         self.span: trace.Span = span if span is not None else trace.INVALID_SPAN
+        self._start_ns = start_ns if start_ns is not None else time.time_ns()
         # Prefect exposes an API client here; otelflow has no server, so it is always None.
         self.client: None = None
+
+    @property
+    def start_time(self) -> datetime.datetime:
+        """When the run started (UTC), as Prefect's ``RunContext.start_time``."""
+        return datetime.datetime.fromtimestamp(self._start_ns / 1e9, tz=datetime.UTC)
 
 
 class FlowRunContext(RunContext):
@@ -191,7 +202,7 @@ class FlowRunContext(RunContext):
     ``flow_run.remote`` is True.
     """
 
-    __slots__ = ("background_tasks", "flow", "flow_run", "task_runner")
+    __slots__ = ("background_tasks", "flow", "flow_run", "log_prints", "task_runner")
 
     def __init__(
         self,
@@ -201,12 +212,16 @@ class FlowRunContext(RunContext):
         task_runner: TaskRunner | None = None,
         span: trace.Span | None = None,
         background_tasks: set[Any] | None = None,
+        start_ns: int | None = None,
+        log_prints: bool = False,
     ) -> None:
-        super().__init__(parameters, span)
+        super().__init__(parameters, span, start_ns)
         self.flow = flow
         self.flow_run = flow_run
         self.task_runner = task_runner
         self.background_tasks: set[Any] = background_tasks if background_tasks is not None else set()
+        # Whether print() in this flow run (and in task runs that do not say otherwise) is a run log.
+        self.log_prints = log_prints
 
 
 class TaskRunContext(RunContext):
@@ -220,8 +235,9 @@ class TaskRunContext(RunContext):
         task_run: TaskRun | None = None,
         parameters: dict[str, Any] | None = None,
         span: trace.Span | None = None,
+        start_ns: int | None = None,
     ) -> None:
-        super().__init__(parameters, span)
+        super().__init__(parameters, span, start_ns)
         self.task = task
         self.task_run = task_run
 
@@ -273,8 +289,26 @@ class SettingsContext(ContextModel):
 
     @classmethod
     def get(cls) -> SettingsContext:
-        """The current settings context (the environment's settings when none was entered)."""
-        return cls.__var__.get(None) or SettingsContext()
+        """The current settings context (one stable object for the environment's settings when none was entered)."""
+        entered = cls.__var__.get(None)
+        if entered is not None:
+            return entered  # type: ignore[no-any-return]
+        from otelflow.settings import get_settings
+
+        settings = get_settings()
+        cached = _root_settings_context
+        if cached is None or cached.settings is not settings:
+            cached = SettingsContext(settings=settings)
+            globals()["_root_settings_context"] = cached
+        return cached
+
+
+_root_settings_context: SettingsContext | None = None
+
+
+def get_settings_context() -> SettingsContext:
+    """The current :class:`SettingsContext` (Prefect's ``get_settings_context``)."""
+    return SettingsContext.get()
 
 
 def _check_tags(values: Iterable[Any]) -> list[str]:

@@ -1,54 +1,50 @@
 """The run engine: runs one flow or task run as one OpenTelemetry span.
 
-One state machine serves flows and tasks, sync and async: :class:`_Run` knows how a run begins
-(span, contexts, inputs), how an attempt fails (retry or not), how it succeeds and how it ends
-(state, span status/attributes/events, metrics). Two thin drivers (:func:`_drive_sync`,
-:func:`_drive_async`) call the user's function in between; they are the only sync/async twins.
+One state machine serves flows and tasks, sync and async: :meth:`_Run.lifecycle` is a generator that
+knows how a run is prepared (upstream futures, parameter validation), begins (span, contexts), attempts
+(retries, timeouts), ends (final state from the return value, span status, contexts restored). Whenever it
+needs the outside world it *yields a step* -- call the user's function, wait for futures, sleep before a
+retry, run a blocking call, await a coroutine -- and one of two small drivers performs it: blocking
+(:func:`_drive_sync`) or awaiting (:func:`_drive_async`, which never blocks its event loop). The drivers
+are the only sync/async twins.
 
-Retries: a run is ONE span however many attempts it takes. Each failed attempt that will be retried adds
-a ``Retrying`` span event (attempt number, exception type and message, delay); only the final failure is
-recorded as the span's exception event and ERROR status. ``otelflow.run.attempt`` says how many
-attempts ran. In Jaeger a retried task is one bar whose log shows each retry, and its run logs all
-correlate with that one span.
+Semantics follow Prefect 3 (see :mod:`otelflow.states` for how a return value becomes the final state).
+Retries: a run is ONE span however many attempts it takes; each retry adds a ``Retrying`` event (attempt,
+exception type and message, delay), only the final failure is the span's exception event and ERROR status.
+
+Every change a run makes to the process (OTel context, run contexts, tags, print capture, the flow's task
+runner) is recorded with its undo step as soon as it is made; the undo steps all run when the run ends,
+even if one of them fails, so a run can never leave its span current or its contexts behind.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ctypes
-import logging
 import os
 import random
 import signal
+import sys
 import threading
 import time
+import traceback
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable
 from typing import TYPE_CHECKING, Any, Literal
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.trace import Status, StatusCode
+from opentelemetry.trace import Link, Status, StatusCode
 
 from otelflow import semconv, telemetry
+from otelflow._internal.limits import get_limits, truncate_stacktrace, truncate_text
 from otelflow._internal.params import parameter_attributes
 from otelflow.context import FlowRun, FlowRunContext, TagsContext, TaskRun, TaskRunContext
-from otelflow.exceptions import FlowRunTimeoutError, TaskRunTimeoutError, UpstreamTaskError
-from otelflow.futures import contains_futures, resolve_futures_to_results, resolve_inputs
+from otelflow.exceptions import FlowRunTimeoutError, TaskRunTimeoutError, TerminationSignal, UpstreamTaskError
+from otelflow.futures import Link as InputLink
+from otelflow.futures import blocking_wait, collect_futures, resolve_futures_to_states, resolve_inputs
 from otelflow.settings import get_settings
-from otelflow.states import (
-    Cancelled,
-    Completed,
-    Crashed,
-    Failed,
-    Pending,
-    Retrying,
-    Running,
-    State,
-    StateType,
-    TimedOut,
-)
+from otelflow.states import Crashed, Failed, Pending, Retrying, Running, State, return_value_to_state
 
 if TYPE_CHECKING:
     from otelflow.flows import Flow
@@ -58,44 +54,34 @@ __all__ = ["new_flow_run", "new_task_run", "run_flow", "run_flow_async", "run_ta
 
 ReturnType = Literal["result", "state"]
 
-_ADJECTIVES = (
-    "amber", "brave", "calm", "crimson", "daring", "eager", "fuzzy", "gentle", "golden", "happy", "icy",
-    "jolly", "keen", "lively", "mellow", "nimble", "olive", "proud", "quiet", "rapid", "silver", "tidy",
-    "vivid", "witty", "zealous",
-)
-_ANIMALS = (
-    "albatross", "badger", "cheetah", "dolphin", "eagle", "falcon", "gecko", "heron", "ibex", "jackal",
-    "koala", "lemur", "marmot", "narwhal", "otter", "panda", "quail", "raven", "salamander", "tapir",
-    "urchin", "viper", "walrus", "yak", "zebra",
-)
-
-
-# Run ids and names come from a private generator seeded from the OS, not from the `random` module's global
-# state: a pipeline that calls random.seed(7) must not get the same run ids on every run. Re-seeded after
-# fork so that parent and child never produce the same ids. (uuid.uuid4() would do, at 3x the cost.)
+# Run ids come from a private generator seeded from the OS, not from the `random` module's global state: a
+# pipeline that calls random.seed(7) must not get the same run ids on every run. Re-seeded after fork so that
+# parent and child never produce the same ids. (uuid.uuid4() would do, at 3x the cost.)
 _rng = random.Random(os.urandom(32))
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=lambda: _rng.seed(os.urandom(32)))
+
+_UUID4_MASK = ~(0xF000 << 64 | 0xC000 << 48) & ((1 << 128) - 1)
+_UUID4_BITS = 0x4000 << 64 | 0x8000 << 48
 
 
 def _run_id() -> uuid.UUID:
     return uuid.UUID(int=_rng.getrandbits(128) & _UUID4_MASK | _UUID4_BITS)
 
 
-_UUID4_MASK = ~(0xF000 << 64 | 0xC000 << 48) & ((1 << 128) - 1)
-_UUID4_BITS = 0x4000 << 64 | 0x8000 << 48
-
-
 def _flow_run_name() -> str:
-    return f"{_rng.choice(_ADJECTIVES)}-{_rng.choice(_ANIMALS)}"
+    # Prefect's generator: two-word slugs from coolname's large word lists ("crimson-jaguar").
+    from coolname import generate_slug
+
+    return str(generate_slug(2))
 
 
 def new_task_run(task: Task[..., Any], map_index: int | None = None) -> TaskRun:
-    """A fresh task run record (id, name, map index) before the run starts."""
+    """A fresh task run record (id, default name, map index) before the run starts."""
     flow_ctx = FlowRunContext.get()
     return TaskRun(
         id=_run_id(),
-        name=f"{task.name}-{_rng.getrandbits(12):03x}" if task.task_run_name is None else task.task_run_name,
+        name=f"{task.name}-{_rng.getrandbits(12):03x}",
         task_name=task.name,
         flow_run_id=flow_ctx.flow_run.id if flow_ctx is not None and flow_ctx.flow_run is not None else None,
         map_index=map_index,
@@ -103,36 +89,66 @@ def new_task_run(task: Task[..., Any], map_index: int | None = None) -> TaskRun:
 
 
 def new_flow_run(flow: Flow[..., Any], parameters: dict[str, Any]) -> FlowRun:
-    """A fresh flow run record before the run starts."""
-    name = flow.flow_run_name
-    if name is None:
-        name = _flow_run_name()
-    elif callable(name):
-        name = name()
-    else:
-        name = name.format(**parameters)
-    return FlowRun(id=_run_id(), name=str(name), flow_name=flow.name, parameters=parameters)
+    """A fresh flow run record before the run starts (its name is resolved when it starts)."""
+    return FlowRun(id=_run_id(), name="", flow_name=flow.name, parameters=parameters)
 
 
-# --- the shared state machine ----------------------------------------------------------------------------
+def _custom_run_name(option: Any, parameters: dict[str, Any], what: str) -> str | None:
+    """``flow_run_name`` / ``task_run_name``: a template over the parameters, or a callable (Prefect's rules)."""
+    if option is None:
+        return None
+    if callable(option):
+        import inspect
+
+        try:
+            takes_parameters = "parameters" in inspect.signature(option).parameters
+        except (TypeError, ValueError):
+            takes_parameters = False
+        name = option(parameters=parameters) if takes_parameters else option()
+        if not isinstance(name, str):
+            raise TypeError(
+                f"Callable {option} for {what!r} returned type {type(name).__name__} but a string is required."
+            )
+        return name
+    return str(option.format(**parameters))
+
+
+# --- steps the lifecycle asks its driver to perform -------------------------------------------------------
+_CALL, _WAIT, _SLEEP, _BLOCKING, _AWAIT = range(5)
+Step = tuple[int, Any]
+
+_NOTSET: Any = object()
+
+_CRASH_MESSAGES: tuple[tuple[type[BaseException], str], ...] = (
+    (KeyboardInterrupt, "Execution was aborted by an interrupt signal."),
+    (TerminationSignal, "Execution was aborted by a termination signal."),
+    (SystemExit, "Execution was aborted by Python system exit call."),
+    (asyncio.CancelledError, "Execution was cancelled by the runtime environment."),
+)
+
+
+def _format_exception(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
 
 
 class _Run:
-    """One flow or task run: begin -> attempts -> end, recorded as one span."""
+    """One flow or task run: prepare -> begin -> attempts -> end, recorded as one span."""
 
     __slots__ = (
-        "attempt_started",
-        "call",
-        "ctx_tokens",
         "final",
         "kind",
+        "links",
         "obj",
         "parameters",
+        "raised",
         "reraise",
+        "return_value",
         "run",
+        "runner_open",
         "span",
-        "start",
+        "start_ns",
         "task_runner",
+        "txn",
         "wait_for",
     )
 
@@ -145,28 +161,91 @@ class _Run:
         wait_for: Iterable[Any] | None = None,
     ) -> None:
         self.kind = kind
-        self.obj = obj
+        self.obj: Any = obj
         self.parameters = parameters
-        self.run = run
-        self.wait_for = wait_for
+        self.run: Any = run
+        self.wait_for = list(wait_for) if wait_for else None
         self.final: State[Any] | None = None
-        self.reraise: BaseException | None = None
-        self.ctx_tokens: list[Callable[[], None]] = []
+        self.reraise: BaseException | None = None  # crashes: re-raised to the caller whatever it asked for
+        self.raised: BaseException | None = None  # the user's exception: raised by result-returning calls
+        self.return_value: Any = _NOTSET
+        self.links: list[InputLink] = []
         self.task_runner: Any = None
+        self.runner_open = False
         self.span: trace.Span = trace.INVALID_SPAN
-        self.start = 0.0
+        self.start_ns = 0
+        self.txn: Any = None
 
-    # begin ---------------------------------------------------------------------------------------------
-    def begin(self) -> bool:
-        """Start the span and enter the run's contexts. False if the run cannot start (upstream failed)."""
+    # the state machine -----------------------------------------------------------------------------------
+    def lifecycle(self) -> Generator[Step, Any, State[Any]]:
+        undo: list[Callable[[], object]] = []
+        try:
+            yield from self._prepare()
+            self._begin(undo)
+            if self.final is None:
+                yield from self._attempts()
+            if self.runner_open:
+                # Wait for task runs still in flight (off the event loop in async flows): the flow span
+                # outlives them, and the final state below accounts for them.
+                yield (_BLOCKING, self._close_task_runner)
+        except BaseException as exc:
+            self._crash(exc)
+        self._end(undo)
+        assert self.final is not None
+        return self.final
+
+    def _prepare(self) -> Generator[Step, Any, None]:
+        """Wait for upstream futures (outside the span: it measures the run, not the queue) and resolve them."""
+        run, wait_for = self.run, self.wait_for
+        futures = collect_futures(wait_for) if wait_for else []
         if self.kind == "task":
-            # Wait for upstream futures before the span starts: the span measures the run, not the queue.
+            for value in self.parameters.values():
+                if not isinstance(value, str | int | float | bool | type(None)):
+                    futures.extend(collect_futures(value))
+            if any(f.task_run.id == run.id for f in futures):
+                self.final = Failed(
+                    ValueError(
+                        "Discovered a task depending on itself. Raising to avoid a deadlock. Please inspect the "
+                        f"inputs and dependencies of {self.obj.name}."
+                    )
+                )
+                self.final.message = _failure_message("task", self.final.data)
+                self.raised = self.final.data
+                return
+        if futures:
+            yield (_WAIT, futures)
+        try:
+            if wait_for:
+                resolve_inputs(wait_for, links=self.links)
+            if self.kind == "task":
+                params = self.parameters
+                for name, value in params.items():
+                    if not isinstance(value, str | int | float | bool | type(None)):
+                        params[name] = resolve_inputs(value, links=self.links, parameter_name=name,
+                                                      current_task_run=run)
+        except UpstreamTaskError as exc:
+            self.final = Pending(str(exc), name="NotReady")
+            return
+        if self.kind == "flow" and self.obj.validate_parameters:
             try:
-                self._resolve_inputs()
-            except UpstreamTaskError as exc:
-                self.final = Pending(str(exc), name="NotReady")
-        self.start = time.perf_counter()
-        obj, run = self.obj, self.run
+                self.parameters = run.parameters = self.obj.validate_parameters_of(self.parameters)
+            except Exception as exc:
+                message = "Validation of flow parameters failed with error:"
+                self.final = Failed(exc, f"{message} {_format_exception(exc)}")
+                self.raised = exc
+        name = _custom_run_name(
+            self.obj.flow_run_name if self.kind == "flow" else self.obj.task_run_name,
+            self.parameters, f"{self.kind}_run_name",
+        )
+        if name is not None:
+            run.name = name
+        elif not run.name:
+            run.name = _flow_run_name()
+
+    def _begin(self, undo: list[Callable[[], object]]) -> None:
+        """Start the span and enter the run's contexts, pairing every change with its undo step."""
+        obj, run, kind = self.obj, self.run, self.kind
+        self.start_ns = time.time_ns()
         current_tags = TagsContext.get().current_tags
         run_tags = sorted(current_tags.union(obj.tags)) if (current_tags or obj.tags) else []
         run.tags = run_tags
@@ -174,14 +253,18 @@ class _Run:
         attrs = dict(obj.static_attributes)
         attrs[semconv.RUN_ID] = str(run.id)
         attrs[semconv.RUN_NAME] = run.name
-        if self.kind == "task":
-            task_run: TaskRun = run  # type: ignore[assignment]
-            if task_run.flow_run_id is not None:
-                attrs[semconv.FLOW_RUN_ID] = str(task_run.flow_run_id)
+        if kind == "task":
+            if run.flow_run_id is not None:
+                attrs[semconv.FLOW_RUN_ID] = str(run.flow_run_id)
                 if flow_ctx is not None and flow_ctx.flow_run is not None:
                     attrs[semconv.FLOW_NAME] = flow_ctx.flow_run.flow_name
-            if task_run.map_index is not None:
-                attrs[semconv.TASK_MAP_INDEX] = task_run.map_index
+            if run.map_index is not None:
+                attrs[semconv.TASK_MAP_INDEX] = run.map_index
+            txn_module = sys.modules.get("otelflow.transactions")
+            if txn_module is not None:
+                self.txn = txn_module.get_transaction()
+                if self.txn is not None and self.txn.key is not None:
+                    attrs[semconv.TRANSACTION_KEY] = self.txn.key
         else:
             attrs[semconv.FLOW_RUN_ID] = attrs[semconv.RUN_ID]
             attrs[semconv.FLOW_RUN_NAME] = run.name
@@ -189,333 +272,286 @@ class _Run:
             attrs[semconv.TAGS] = run_tags
         if self.parameters:
             settings = get_settings()
-            attrs.update(
-                parameter_attributes(
-                    self.parameters,
-                    settings.record_parameter_values,
-                    settings.parameter_value_max_length,
-                    settings.redact_patterns,
-                )
-            )
-        span = telemetry.get_tracer().start_span(obj.span_name, attributes=attrs)
+            attrs.update(parameter_attributes(
+                self.parameters, settings.record_parameter_values, settings.parameter_value_max_length,
+                settings.redact_patterns,
+            ))
+        links = [Link(ctx, link_attrs) for ctx, link_attrs in self.links] if self.links else None
+        span = telemetry.get_tracer().start_span(obj.span_name, attributes=attrs, links=links)
         self.span = span
-
         token = otel_context.attach(trace.set_span_in_context(span))
-        self.ctx_tokens.append(lambda: otel_context.detach(token))
-        if self.kind == "task":
-            ctx: Any = TaskRunContext(task=obj, task_run=run, parameters=self.parameters, span=span)  # type: ignore[arg-type]
+        undo.append(lambda: otel_context.detach(token))
+        if kind == "task":
+            ctx: Any = TaskRunContext(task=obj, task_run=run, parameters=self.parameters, span=span,
+                                      start_ns=self.start_ns)
             ctx.__enter__()
-            self.ctx_tokens.append(ctx.__exit__)
+            undo.append(ctx.__exit__)
         else:
-            self.task_runner = obj.task_runner.duplicate()  # type: ignore[union-attr]
-            self.task_runner.__enter__()
-            ctx = FlowRunContext(
-                flow=obj, flow_run=run, parameters=self.parameters, task_runner=self.task_runner, span=span  # type: ignore[arg-type]
-            )
+            self.task_runner = obj.task_runner.duplicate()
+            ctx = FlowRunContext(flow=obj, flow_run=run, parameters=self.parameters, task_runner=self.task_runner,
+                                 span=span, start_ns=self.start_ns, log_prints=_should_log_prints(obj))
             ctx.__enter__()
-            # Exits run last-in first-out: the task runner waits for runs still in flight, then the final
-            # state is logged (still inside the flow run's context, so the record correlates), then the
-            # context is left.
-            self.ctx_tokens.append(ctx.__exit__)
-            self.ctx_tokens.append(self._log_final)
-            self.ctx_tokens.append(self._exit_task_runner)
+            undo.append(ctx.__exit__)
+            # Logged last thing before the flow run context is left, so the record correlates with the run.
+            undo.append(self._log_final)
+            self.task_runner.__enter__()
+            self.runner_open = True
+            undo.append(self._close_task_runner)
             _run_logger().info("Beginning flow run %r for flow %r", run.name, obj.name)
-        if run_tags and self.kind == "flow":
+        if run_tags and kind == "flow":
             tags_ctx = TagsContext(current_tags.union(run_tags))
             tags_ctx.__enter__()
-            self.ctx_tokens.append(tags_ctx.__exit__)
-        if obj.log_prints:
+            undo.append(tags_ctx.__exit__)
+        if _should_log_prints(obj):
             from otelflow.logging import print_as_log
 
-            cm = print_as_log()
-            cm.__enter__()
-            self.ctx_tokens.append(lambda: cm.__exit__(None, None, None))
+            capture = print_as_log()
+            capture.__enter__()
+            undo.append(capture.__exit__)
+        if kind == "flow":
+            _emit_pending(span, obj.span_name, attrs, self.start_ns)
+        if self.txn is not None and self.final is None:
+            hit, value = self.txn.task_begin(obj, run)
+            if hit:
+                self.final = return_value_to_state(value)
+                self.final.name = "Cached"
+                self.return_value = value
+                if span.is_recording():
+                    span.set_attribute(semconv.TASK_CACHED, True)
 
-        return self.final is None
-
-    def _exit_task_runner(self) -> None:
-        self.task_runner.__exit__(None, None, None)
+    def _close_task_runner(self) -> None:
+        if self.runner_open:
+            self.runner_open = False
+            self.task_runner.__exit__(None, None, None)
 
     def _log_final(self) -> None:
-        final = self.final
-        if final is None:
-            return
-        level = logging.INFO if final.is_completed() else logging.ERROR
-        _run_logger().log(level, "Finished in state %r", final)
+        if self.final is not None:
+            _run_logger().info("Finished in state %s", self.final)
 
-    def _resolve_inputs(self) -> None:
-        if self.wait_for:
-            resolve_inputs(list(self.wait_for))
-        params = self.parameters
-        for name, value in params.items():
-            if contains_futures(value):
-                params[name] = resolve_inputs(value)
-
-    # attempts -------------------------------------------------------------------------------------------
-    def begin_attempt(self) -> None:
-        """Count the attempt; the first enters Running (retries entered Retrying when they failed)."""
-        self.run.run_count += 1
-        if self.run.run_count == 1:
-            self.run.state = Running()
-            if self.span.is_recording():
-                self.span.add_event("Running")
-
-    def call_args(self) -> tuple[tuple[Any, ...], dict[str, Any]]:
-        """Arguments to call the user's function with."""
-        return self.obj.binder.call_args(self.parameters)
-
-    def handle_exception(self, exc: BaseException) -> float | None:
-        """Classify a failed attempt: return the retry delay, or None when the run is over."""
-        timeout_types = (TaskRunTimeoutError, FlowRunTimeoutError)
-        if isinstance(exc, KeyboardInterrupt | GeneratorExit):
-            self.final = Crashed(exc, f"Run was interrupted by {type(exc).__name__}.")
-            self.reraise = exc
-            return None
-        if isinstance(exc, SystemExit | asyncio.CancelledError):
-            self.final = Cancelled(exc, f"Run was cancelled by {type(exc).__name__}.")
-            self.reraise = exc
-            return None
-        if not isinstance(exc, Exception):
-            self.final = Crashed(exc, f"Run crashed: {type(exc).__name__}: {exc}")
-            self.reraise = exc
-            return None
-        retries = self.obj.retries
-        attempt = self.run.run_count
-        kind = self.kind.title()
-        if attempt <= retries and self._should_retry(exc):
-            delay = self.obj.retry_delay_for(attempt)
-            _run_logger().warning(
-                "%s run failed with exception: %r - Retry %d/%d will start %g second(s) from now",
-                kind, exc, attempt, retries, delay,
-            )
-            self.run.state = Retrying(f"{type(exc).__name__}: {exc}")
-            if self.span.is_recording():
-                self.span.add_event(
-                    semconv.EVENT_RETRY,
-                    {
-                        semconv.RUN_ATTEMPT: attempt + 1,
-                        semconv.EXCEPTION_TYPE: type(exc).__name__,
-                        semconv.EXCEPTION_MESSAGE: str(exc)[:4096],
-                        semconv.EVENT_ATTR_DELAY: delay,
-                    },
-                )
-            return delay
-        if isinstance(exc, timeout_types):
-            self.final = TimedOut(exc, str(exc))
-        else:
-            self.final = Failed(exc, f"{type(exc).__name__}: {exc}")
-        if self.kind == "task":
-            # The task's own failure, with its traceback, in the task's logs (Loki: filter on ERROR to find it).
-            _run_logger().error(
-                "Task run failed with exception: %r%s", exc, " - Retries are exhausted" if retries else "",
-                exc_info=(type(exc), exc, exc.__traceback__),
-            )
-        return None
-
-    def _should_retry(self, exc: BaseException) -> bool:
-        condition = getattr(self.obj, "retry_condition_fn", None)
-        if condition is None:
-            return True
-        try:
-            return bool(condition(self.obj, self.run, Failed(exc)))
-        except Exception:
-            return False
-
-    def handle_success(self, result: Any) -> None:
-        """Turn the function's return value into the final state."""
-        if isinstance(result, State):
-            self.final = result
-            return
-        if self.kind == "flow":
-            resolved, bad = resolve_futures_to_results(result)
-            if bad:
-                first = next((s for s in bad if isinstance(s.data, BaseException)), None)
-                data = first.data if first is not None else UpstreamTaskError(bad[0].message or bad[0].name)
-                self.final = Failed(data, f"{len(bad)} returned task run(s) did not complete: "
-                                    f"{', '.join(sorted({s.name for s in bad}))}.")
+    def _attempts(self) -> Generator[Step, Any, None]:
+        run = self.run
+        while True:
+            run.run_count += 1
+            run.state = Running() if run.run_count == 1 else Retrying()
+            try:
+                result = yield (_CALL, None)
+            except Exception as exc:
+                outcome: Any = exc
+            else:
+                if self.kind == "task" and isinstance(result, State) and result.is_failed():
+                    outcome = result  # Prefect retries a task that *returns* a failed state, too
+                else:
+                    try:
+                        yield from self._succeed(result)
+                    except Exception as exc:
+                        # The function ran; turning its value into a state failed. No retry: the run is over.
+                        self._fail(exc)
+                    return
+            delay = yield from self._retry_delay(outcome)
+            if delay is None:
+                self._fail(outcome)
                 return
-            result = resolved
-        self.final = Completed(result)
+            if delay > 0:
+                yield (_SLEEP, delay)
 
-    # end ------------------------------------------------------------------------------------------------
-    def end(self) -> State[Any]:
-        """Record the final state on the span, end it, leave the contexts, record metrics."""
-        final = self.final if self.final is not None else Crashed(None, "Run ended without a final state.")
-        error: BaseException | None = None
-        try:
-            # Leaving the flow's task runner waits for runs still in flight, so the flow span outlives them.
-            while self.ctx_tokens:
-                self.ctx_tokens.pop()()
-        except BaseException as exc:  # pragma: no cover - a context exit failing is a bug; keep the span honest
-            error = exc
-        self.run.state = final
+    def _succeed(self, result: Any) -> Generator[Step, Any, None]:
+        if self.kind == "flow":
+            futures = collect_futures(result)
+            if futures:
+                yield (_WAIT, futures)
+            result = resolve_futures_to_states(result)
+        elif self.txn is not None:
+            self.txn.task_completed(self.obj, self.run, result)
+        self.return_value = result
+        self.final = return_value_to_state(result)
+
+    def _retry_delay(self, outcome: Any) -> Generator[Step, Any, float | None]:
+        """The delay before the next attempt, or None when the run has failed for good."""
+        obj, run = self.obj, self.run
+        retries_done = run.run_count - 1
+        if retries_done >= obj.retries:
+            return None
+        condition = getattr(obj, "retry_condition_fn", None)
+        if condition is not None:
+            try:
+                verdict = condition(obj, run, Failed(outcome, f"{self.kind.title()} run encountered unexpected "
+                                                              f"{_failure_type(outcome)}: {outcome!r}"))
+                if hasattr(verdict, "__await__"):
+                    verdict = yield (_AWAIT, verdict)
+            except Exception:
+                _run_logger().error(
+                    "An error was encountered while running `retry_condition_fn` check '%s' for task %r",
+                    getattr(condition, "__name__", condition), obj.name, exc_info=True,
+                )
+                return None
+            if not verdict:
+                return None
+        delay = obj.retry_delay_for(retries_done)
+        _run_logger().info(
+            "%s run failed with %s: %r - Retry %s/%s will start %s", self.kind.title(), _failure_type(outcome),
+            outcome, retries_done + 1, obj.retries, f"{delay} second(s) from now" if delay else "immediately",
+        )
+        if self.span.is_recording():
+            exc_type, message = _describe_outcome(outcome)
+            self.span.add_event(semconv.EVENT_RETRY, {
+                semconv.RUN_ATTEMPT: run.run_count + 1,
+                semconv.EXCEPTION_TYPE: exc_type,
+                semconv.EXCEPTION_MESSAGE: truncate_text(message, get_limits().exception_message),
+                semconv.EVENT_ATTR_DELAY: delay,
+            })
+        return delay
+
+    def _fail(self, outcome: Any) -> None:
+        """The run failed for good: a final Failed (or TimedOut) state, and Prefect's log line."""
+        kind = self.kind
+        if isinstance(outcome, State):
+            self.return_value = outcome
+            self.final = return_value_to_state(outcome)
+            _run_logger().error("Task run failed with state: %r", outcome)
+            return
+        self.raised = outcome
+        exc_info = (type(outcome), outcome, outcome.__traceback__)
+        if isinstance(outcome, TimeoutError):
+            if isinstance(outcome, TaskRunTimeoutError | FlowRunTimeoutError):
+                message = f"{kind.title()} run exceeded timeout of {self.obj.timeout_seconds} second(s)"
+            else:
+                message = f"{kind.title()} run failed due to timeout: {outcome!r}"
+            self.final = Failed(outcome, message, name="TimedOut")
+            _run_logger().error(message, exc_info=exc_info)
+            return
+        self.final = Failed(outcome, _failure_message(kind, outcome))
+        if kind == "task":
+            exhausted = " - Retries are exhausted" if self.obj.retries else ""
+            _run_logger().error("Task run failed with exception: %r%s", outcome, exhausted, exc_info=exc_info)
+        else:
+            _run_logger().error("Encountered exception during execution: %r", outcome, exc_info=exc_info)
+
+    def _crash(self, exc: BaseException) -> None:
+        """Something outside the user's code ended the run (a signal, an interrupt, a failing setup step)."""
+        message = next((m for t, m in _CRASH_MESSAGES if isinstance(exc, t)), None)
+        if message is None:
+            message = f"Execution was interrupted by an unexpected exception: {_format_exception(exc)}"
+        self.final = Crashed(exc, message)
+        self.reraise = exc
+        if self.span.is_recording():
+            _run_logger().error("Crash detected! %s", message)
+
+    def _end(self, undo: list[Callable[[], object]]) -> None:
+        """Record the final state on the span, leave the contexts (every undo step runs), end the span."""
+        final = self.final
+        if final is None:  # pragma: no cover - every path above sets it
+            final = self.final = Crashed(None, "Run ended without a final state.")
+        details = final.state_details
+        if self.kind == "task":
+            details.task_run_id = details.task_run_id or self.run.id
+            details.flow_run_id = details.flow_run_id or self.run.flow_run_id
+        else:
+            details.flow_run_id = details.flow_run_id or self.run.id
         span = self.span
+        final._span_context = span.get_span_context() if span.is_recording() else None
+        self.run.state = final
         if span.is_recording():
             span.set_attributes({semconv.RUN_STATE: final.name, semconv.RUN_ATTEMPT: max(1, self.run.run_count)})
-            if final.type is not StateType.COMPLETED and final.type is not StateType.PENDING:
-                exc = final.data if isinstance(final.data, BaseException) else None
-                if exc is not None:
-                    span.set_attribute(semconv.ERROR_TYPE, type(exc).__name__)
-                    span.record_exception(exc)
-                else:
-                    span.set_attribute(semconv.ERROR_TYPE, final.name)
-                span.set_status(Status(StatusCode.ERROR, final.message or final.name))
-            span.add_event(final.name)
+            if not final.is_completed():
+                _record_failure(span, final)
+        error: BaseException | None = None
+        for step in reversed(undo):
+            try:
+                step()
+            except BaseException as exc:  # every step runs; the first failure is raised after
+                error = error or exc
         span.end()
-        instruments = telemetry.run_instruments()
-        if instruments is not None:
-            attrs = {semconv.RUN_TYPE: self.kind, semconv.RUN_STATE: final.name}
-            if self.kind == "task":
-                attrs[semconv.TASK_NAME] = self.obj.name
-                flow_ctx = FlowRunContext.get()
-                if flow_ctx is not None and flow_ctx.flow_run is not None:
-                    attrs[semconv.FLOW_NAME] = flow_ctx.flow_run.flow_name
-            else:
-                attrs[semconv.FLOW_NAME] = self.obj.name
-            instruments.duration.record(time.perf_counter() - self.start, attrs)
-            instruments.runs.add(1, attrs)
-        self.final = final
-        if error is not None:
-            raise error
-        return final
+        if error is not None and self.reraise is None:
+            self.reraise = error
+
+    # result for the caller ---------------------------------------------------------------------------------
+    def outcome(self, state: State[Any], return_type: ReturnType) -> Any:
+        if self.reraise is not None:
+            raise self.reraise
+        if return_type == "state":
+            return state
+        value = self.return_value
+        if value is not _NOTSET and not isinstance(value, State):
+            return value
+        if self.raised is not None:
+            raise self.raised
+        return state._result(raise_on_failure=True)
 
 
-# --- timeouts -----------------------------------------------------------------------------------------
+def _failure_type(outcome: Any) -> str:
+    return "state" if isinstance(outcome, State) else "exception"
 
 
-@contextlib.contextmanager
-def _sync_timeout(seconds: float | None, exc_type: type[TimeoutError], what: str) -> Iterator[None]:
-    """Interrupt the block after ``seconds``.
+def _failure_message(kind: str, exc: BaseException) -> str:
+    # Prefect's wording: "Task run encountered an exception ValueError: x" / "Flow run encountered an
+    # exception: ValueError: x".
+    prefix = "Task run encountered an exception" if kind == "task" else "Flow run encountered an exception:"
+    return f"{prefix} {_format_exception(exc)}"
 
-    In the main thread with no other SIGALRM user, a real-time signal interrupts even blocking calls.
-    Elsewhere, the exception is injected into the thread (``PyThreadState_SetAsyncExc``), which takes effect
-    at the next Python bytecode: a blocking C call finishes first. This is Prefect's approach too.
-    """
-    if seconds is None:
-        yield
-        return
-    message = f"{what} exceeded its timeout of {seconds:g} seconds."
 
-    def raise_timeout(*_: object) -> None:
-        raise exc_type(message)
+def _describe_outcome(outcome: Any) -> tuple[str, str]:
+    if isinstance(outcome, State):
+        return outcome.name, outcome.message or ""
+    return type(outcome).__name__, str(outcome)
 
-    if (
-        threading.current_thread() is threading.main_thread()
-        and signal.getsignal(signal.SIGALRM) in (signal.SIG_DFL, signal.SIG_IGN, None)
-        and signal.getitimer(signal.ITIMER_REAL)[0] == 0
-    ):
-        previous = signal.signal(signal.SIGALRM, raise_timeout)
-        signal.setitimer(signal.ITIMER_REAL, seconds)
+
+def _record_failure(span: trace.Span, final: State[Any]) -> None:
+    """ERROR status, ``error.type``, one exception event and a state event, every text bounded in size."""
+    limits = get_limits()
+    exc = final.data if isinstance(final.data, BaseException) else None
+    if exc is not None:
+        span.set_attribute(semconv.ERROR_TYPE, type(exc).__name__)
         try:
-            yield
-        finally:
-            signal.setitimer(signal.ITIMER_REAL, 0)
-            signal.signal(signal.SIGALRM, previous)
+            stack = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        except Exception:  # a broken __str__ must not break the run's record
+            stack = f"{type(exc).__name__}: <unprintable>"
+        try:
+            message = str(exc)
+        except Exception:
+            message = "<unprintable>"
+        span.add_event("exception", {
+            semconv.EXCEPTION_TYPE: type(exc).__qualname__,
+            semconv.EXCEPTION_MESSAGE: truncate_text(message, limits.exception_message),
+            semconv.EXCEPTION_STACKTRACE: truncate_stacktrace(stack, limits.stacktrace),
+        })
+    elif not final.is_pending():
+        span.set_attribute(semconv.ERROR_TYPE, final.name)
+    if final.is_pending():
+        # NotReady: the run never started; it is not an error of its own, the upstream's is.
+        span.add_event(final.name, {semconv.EXCEPTION_MESSAGE: truncate_text(final.message or "",
+                                                                           limits.exception_message)})
         return
-
-    thread_id = threading.get_ident()
-    lock = threading.Lock()
-    state = {"done": False, "fired": False}
-
-    def inject() -> None:
-        with lock:
-            if state["done"]:
-                return
-            state["fired"] = True
-            ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_id), ctypes.py_object(exc_type))
-
-    timer = threading.Timer(seconds, inject)
-    timer.daemon = True
-    timer.start()
-    try:
-        yield
-    except exc_type as exc:
-        # An injected exception arrives without arguments; give it the message that says what happened.
-        if not exc.args:
-            raise exc_type(message) from None
-        raise
-    finally:
-        with lock:
-            state["done"] = True
-            timer.cancel()
-            if state["fired"]:
-                # Fired but not yet raised (the block ended first): withdraw it so it cannot go off later.
-                ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_id), None)
+    span.set_status(Status(StatusCode.ERROR, truncate_text(final.message or final.name, limits.exception_message)))
+    span.add_event(final.name)
 
 
-def _timeout_type(kind: str) -> type[TimeoutError]:
-    return TaskRunTimeoutError if kind == "task" else FlowRunTimeoutError
+def _emit_pending(span: trace.Span, name: str, attrs: dict[str, Any], start_ns: int) -> None:
+    """Export an early, zero-duration record of a run's span, so a long or killed run is visible while it runs.
+
+    As Logfire does: a child of the real span (its own span id, same name and run attributes, marked
+    ``otelflow.span.pending``), starting and ending when the run started. The real span, exported when the
+    run ends, supersedes it: ``otelflow show`` hides a pending record whose parent span exists, and the
+    Collector keeps pending records out of the run metrics.
+    """
+    if not span.is_recording():
+        return
+    pending_attrs = dict(attrs)
+    pending_attrs[semconv.SPAN_PENDING] = True
+    parent = getattr(span, "parent", None)
+    if parent is not None:
+        pending_attrs[semconv.PENDING_PARENT_SPAN_ID] = format(parent.span_id, "016x")
+    pending = telemetry.get_tracer().start_span(
+        name, context=trace.set_span_in_context(span), attributes=pending_attrs, start_time=start_ns
+    )
+    pending.end(end_time=start_ns)
 
 
-# --- drivers (the only sync/async twins) ----------------------------------------------------------------
-
-
-def _drive_sync(run: _Run) -> State[Any]:
-    if run.begin():
-        what = f"{run.kind.title()} run {run.run.name!r}"
-        exc_type = _timeout_type(run.kind)
-        fn = run.obj.fn
-        while True:
-            run.begin_attempt()
-            try:
-                args, kwargs = run.call_args()
-                with _sync_timeout(run.obj.timeout_seconds, exc_type, what):
-                    result = fn(*args, **kwargs)
-            except BaseException as exc:
-                delay = run.handle_exception(exc)
-                if delay is None:
-                    break
-                if delay > 0:
-                    time.sleep(delay)
-                continue
-            try:
-                run.handle_success(result)
-            except BaseException as exc:
-                # The function ran; turning its value into a state failed. No retry: the run is over.
-                if run.handle_exception(exc) is not None:
-                    run.final = Failed(exc, f"{type(exc).__name__}: {exc}")
-            break
-    state = run.end()
-    if run.reraise is not None:
-        raise run.reraise
-    return state
-
-
-async def _drive_async(run: _Run) -> State[Any]:
-    if run.begin():
-        what = f"{run.kind.title()} run {run.run.name!r}"
-        exc_type = _timeout_type(run.kind)
-        fn: Callable[..., Awaitable[Any]] = run.obj.fn
-        timeout = run.obj.timeout_seconds
-        while True:
-            run.begin_attempt()
-            try:
-                args, kwargs = run.call_args()
-                try:
-                    async with asyncio.timeout(timeout):
-                        result = await fn(*args, **kwargs)
-                except TimeoutError as exc:
-                    if timeout is not None and not isinstance(exc, exc_type):
-                        raise exc_type(f"{what} exceeded its timeout of {timeout:g} seconds.") from exc
-                    raise
-            except BaseException as exc:
-                delay = run.handle_exception(exc)
-                if delay is None:
-                    break
-                if delay > 0:
-                    await asyncio.sleep(delay)
-                continue
-            try:
-                run.handle_success(result)
-            except BaseException as exc:
-                # The function ran; turning its value into a state failed. No retry: the run is over.
-                if run.handle_exception(exc) is not None:
-                    run.final = Failed(exc, f"{type(exc).__name__}: {exc}")
-            break
-    state = run.end()
-    if run.reraise is not None:
-        raise run.reraise
-    return state
+def _should_log_prints(obj: Any) -> bool:
+    # Prefect: an explicit True/False wins; None inherits the enclosing flow run's setting.
+    if obj.log_prints is not None:
+        return bool(obj.log_prints)
+    flow_ctx = FlowRunContext.get()
+    return bool(flow_ctx is not None and getattr(flow_ctx, "log_prints", False))
 
 
 class _Silent:
@@ -538,13 +574,185 @@ def _run_logger() -> Any:
     return get_run_logger()
 
 
-def _unwrap(state: State[Any], return_type: ReturnType) -> Any:
-    if return_type == "state":
-        return state
-    if state.is_pending():
-        # NotReady: the task never ran because an upstream failed; say so rather than "no result yet".
-        raise UpstreamTaskError(state.message or "An upstream task run did not complete.")
-    return state.result()
+# --- timeouts ---------------------------------------------------------------------------------------------
+
+
+class _ThreadTimeout:
+    """Interrupt the block after ``seconds`` with ``exc_type``.
+
+    In the main thread with no other SIGALRM user, a real-time signal interrupts even blocking calls.
+    Elsewhere the exception is injected into the thread (``PyThreadState_SetAsyncExc``) and takes effect at
+    the next bytecode boundary: a blocking C call finishes first (Prefect does the same). An injection that
+    fires just as the block ends is never withdrawn (withdrawing leaves CPython 3.11's eval breaker set and a
+    traced thread spinning): it is let through and absorbed here instead.
+    """
+
+    __slots__ = ("_exc_type", "_fired", "_lock", "_message", "_previous", "_seconds", "_thread_id", "_timer")
+
+    def __init__(self, seconds: float, exc_type: type[TimeoutError]) -> None:
+        self._seconds = seconds
+        self._exc_type = exc_type
+        self._message = f"Scope timed out after {seconds} second(s)."
+        self._timer: threading.Timer | None = None
+        self._previous: Any = None
+        self._fired = False
+        self._lock = threading.Lock()
+        self._thread_id = 0
+
+    def _raise(self, *_: object) -> None:
+        raise self._exc_type(self._message)
+
+    def __enter__(self) -> None:
+        if (
+            threading.current_thread() is threading.main_thread()
+            and signal.getsignal(signal.SIGALRM) in (signal.SIG_DFL, signal.SIG_IGN, None)
+            and signal.getitimer(signal.ITIMER_REAL)[0] == 0
+        ):
+            self._previous = signal.signal(signal.SIGALRM, self._raise)
+            signal.setitimer(signal.ITIMER_REAL, self._seconds)
+            return
+        self._thread_id = threading.get_ident()
+        self._timer = threading.Timer(self._seconds, self._inject)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def _inject(self) -> None:
+        with self._lock:
+            if self._timer is None:
+                return
+            self._fired = True
+            ctypes.pythonapi.PyThreadState_SetAsyncExc(
+                ctypes.c_ulong(self._thread_id), ctypes.py_object(self._exc_type)
+            )
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> bool:
+        if self._timer is None:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, self._previous)
+            return False
+        try:
+            with self._lock:
+                timer, self._timer = self._timer, None
+                timer.cancel()
+                fired = self._fired
+            if fired and exc is None:
+                # Fired after the block's last bytecode: the exception is pending and arrives within a few
+                # bytecodes. Give it a place to land here, where the block's result is already safe.
+                for _ in range(1000):
+                    pass
+        except self._exc_type:
+            return False
+        if exc is not None and type(exc) is self._exc_type and not exc.args:
+            # An injected exception arrives without arguments: give it the message that says what happened.
+            raise self._exc_type(self._message) from None
+        return False
+
+
+def _timeout_type(kind: str) -> type[TimeoutError]:
+    return TaskRunTimeoutError if kind == "task" else FlowRunTimeoutError
+
+
+# --- drivers: the only sync/async twins ---------------------------------------------------------------------
+
+
+def _call_sync(run: _Run) -> Any:
+    args, kwargs = run.obj.binder.call_args(run.parameters)
+    timeout = run.obj.timeout_seconds
+    if timeout is None:
+        return run.obj.fn(*args, **kwargs)
+    with _ThreadTimeout(timeout, _timeout_type(run.kind)):
+        return run.obj.fn(*args, **kwargs)
+
+
+async def _call_async(run: _Run) -> Any:
+    args, kwargs = run.obj.binder.call_args(run.parameters)
+    timeout = run.obj.timeout_seconds
+    if timeout is None:
+        return await run.obj.fn(*args, **kwargs)
+    scope = asyncio.timeout(timeout)
+    try:
+        async with scope:
+            return await run.obj.fn(*args, **kwargs)
+    except TimeoutError:
+        if scope.expired():
+            raise _timeout_type(run.kind)(f"Scope timed out after {timeout} second(s).") from None
+        raise  # the user's own TimeoutError
+
+
+def _await_sync(awaitable: Any) -> Any:
+    """Run a coroutine to completion from sync code (a new loop; a helper thread if one is running here)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(awaitable)
+    result: list[Any] = []
+
+    def run() -> None:
+        try:
+            result.append((True, asyncio.run(awaitable)))
+        except BaseException as exc:
+            result.append((False, exc))
+
+    thread = threading.Thread(target=run, name="otelflow-await")
+    thread.start()
+    thread.join()
+    ok, value = result[0]
+    if not ok:
+        raise value
+    return value
+
+
+def _drive_sync(run: _Run) -> State[Any]:
+    steps = run.lifecycle()
+    send: Any = None
+    error: BaseException | None = None
+    while True:
+        try:
+            op, arg = steps.send(send) if error is None else steps.throw(error)
+        except StopIteration as stop:
+            return stop.value  # type: ignore[no-any-return]
+        send = error = None
+        try:
+            if op == _CALL:
+                send = _call_sync(run)
+            elif op == _WAIT:
+                blocking_wait([f._future for f in arg])
+            elif op == _SLEEP:
+                time.sleep(arg)
+            elif op == _BLOCKING:
+                send = arg()
+            else:
+                send = _await_sync(arg)
+        except BaseException as exc:
+            error = exc
+
+
+async def _drive_async(run: _Run) -> State[Any]:
+    steps = run.lifecycle()
+    send: Any = None
+    error: BaseException | None = None
+    while True:
+        try:
+            op, arg = steps.send(send) if error is None else steps.throw(error)
+        except StopIteration as stop:
+            return stop.value  # type: ignore[no-any-return]
+        send = error = None
+        try:
+            if op == _CALL:
+                send = await _call_async(run)
+            elif op == _WAIT:
+                await asyncio.wait([asyncio.wrap_future(f._future) for f in arg])
+            elif op == _SLEEP:
+                await asyncio.sleep(arg)
+            elif op == _BLOCKING:
+                send = await asyncio.to_thread(arg)
+            else:
+                send = await arg
+        except BaseException as exc:
+            error = exc
+
+
+# --- entry points -------------------------------------------------------------------------------------------
 
 
 def run_task(
@@ -557,7 +765,7 @@ def run_task(
 ) -> Any:
     """Run a sync task in this thread; return its result (or final state)."""
     run = _Run("task", task, parameters, task_run or new_task_run(task), wait_for)
-    return _unwrap(_drive_sync(run), return_type)
+    return run.outcome(_drive_sync(run), return_type)
 
 
 async def run_task_async(
@@ -570,18 +778,29 @@ async def run_task_async(
 ) -> Any:
     """Run an async task on the running event loop; return its result (or final state)."""
     run = _Run("task", task, parameters, task_run or new_task_run(task), wait_for)
-    return _unwrap(await _drive_async(run), return_type)
+    return run.outcome(await _drive_async(run), return_type)
 
 
-def run_flow(flow: Flow[..., Any], parameters: dict[str, Any], *, return_type: ReturnType = "result") -> Any:
+def run_flow(
+    flow: Flow[..., Any],
+    parameters: dict[str, Any],
+    *,
+    wait_for: Iterable[Any] | None = None,
+    return_type: ReturnType = "result",
+) -> Any:
     """Run a sync flow in this thread; return its result (or final state)."""
-    run = _Run("flow", flow, parameters, new_flow_run(flow, parameters))
-    return _unwrap(_drive_sync(run), return_type)
+    run = _Run("flow", flow, parameters, new_flow_run(flow, parameters), wait_for)
+    return run.outcome(_drive_sync(run), return_type)
 
 
 async def run_flow_async(
-    flow: Flow[..., Any], parameters: dict[str, Any], *, return_type: ReturnType = "result"
+    flow: Flow[..., Any],
+    parameters: dict[str, Any],
+    *,
+    wait_for: Iterable[Any] | None = None,
+    return_type: ReturnType = "result",
 ) -> Any:
     """Run an async flow on the running event loop; return its result (or final state)."""
-    run = _Run("flow", flow, parameters, new_flow_run(flow, parameters))
-    return _unwrap(await _drive_async(run), return_type)
+    run = _Run("flow", flow, parameters, new_flow_run(flow, parameters), wait_for)
+    return run.outcome(await _drive_async(run), return_type)
+

@@ -1,30 +1,102 @@
-"""Exceptions users can meet, each with a message that says what to do next."""
+"""Exceptions users can meet, each with a message that says what to do next.
+
+The names and base classes follow Prefect 3 (``prefect.exceptions``), so ``except`` clauses ported with
+``s/prefect/otelflow/`` keep catching the same things.
+"""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from otelflow.context import MissingContextError
 
+if TYPE_CHECKING:
+    from otelflow.states import State
+
 __all__ = [
+    "CancelledRun",
     "CrashedRun",
+    "FailedRun",
     "FlowRunTimeoutError",
+    "InvalidNameError",
+    "MappingLengthMismatch",
+    "MappingMissingIterable",
     "MissingContextError",
+    "MissingResult",
+    "OtelflowException",
     "ParameterBindError",
     "ParameterTypeError",
+    "PausedRun",
+    "PrefectException",
+    "ReservedArgumentError",
     "TaskRunTimeoutError",
+    "TerminationSignal",
+    "UnfinishedRun",
     "UpstreamTaskError",
 ]
 
 
-class ParameterBindError(TypeError):
+class OtelflowException(Exception):
+    """Base class of otelflow's own errors (Prefect's ``PrefectException``)."""
+
+
+PrefectException = OtelflowException
+
+
+class CrashedRun(OtelflowException):
+    """The result of a crashed run was asked for and the run left no exception (only a message)."""
+
+
+class FailedRun(OtelflowException):
+    """The result of a failed run was asked for and the run left no exception (only a message)."""
+
+
+class CancelledRun(OtelflowException):
+    """The result of a cancelled run was asked for and the run left no exception (only a message)."""
+
+
+class PausedRun(OtelflowException):
+    """The result of a paused run was asked for: a paused run has no result yet."""
+
+    def __init__(self, *args: Any, state: State[Any] | None = None) -> None:
+        super().__init__(*args)
+        self.state = state
+
+
+class UnfinishedRun(OtelflowException):
+    """The result of a run that has not finished (Pending, Running) was asked for."""
+
+
+class MissingResult(OtelflowException):
+    """A final state carries no data to return."""
+
+
+class ParameterBindError(TypeError, OtelflowException):
     """A flow or task was called with arguments that do not fit its signature."""
 
 
-class ParameterTypeError(TypeError):
+class ParameterTypeError(OtelflowException):
     """A flow parameter failed validation against the flow function's type hints."""
 
 
-class UpstreamTaskError(RuntimeError):
+class ReservedArgumentError(TypeError, OtelflowException):
+    """A flow or task function has a parameter whose name otelflow reserves (``return_state``, ``wait_for``)."""
+
+
+class InvalidNameError(ValueError, OtelflowException):
+    """A flow or task name contains a character that is not allowed."""
+
+
+class UpstreamTaskError(OtelflowException):
     """A task did not run because a task it depends on did not complete (wrap it in ``allow_failure``)."""
+
+
+class MappingLengthMismatch(OtelflowException):
+    """``task.map()`` received iterables of different lengths."""
+
+
+class MappingMissingIterable(OtelflowException):
+    """``task.map()`` received no iterable argument to map over."""
 
 
 class TaskRunTimeoutError(TimeoutError):
@@ -35,5 +107,12 @@ class FlowRunTimeoutError(TimeoutError):
     """A flow run exceeded its ``timeout_seconds``."""
 
 
-class CrashedRun(RuntimeError):
-    """The run was interrupted from outside its code."""
+class TerminationSignal(BaseException):
+    """The process received SIGTERM (or SIGHUP) while a run was in progress; the run ends Crashed.
+
+    A ``BaseException`` so that a user's ``except Exception`` cannot swallow a shutdown request.
+    """
+
+    def __init__(self, signal: int) -> None:
+        super().__init__(f"Received signal {signal}.")
+        self.signal = signal

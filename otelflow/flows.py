@@ -1,8 +1,10 @@
 """``@flow`` and :class:`Flow`: a function whose every call is a flow run, i.e. a root (or child) span.
 
-Calling a flow validates its parameters against the function's type hints (as Prefect does), runs it,
-waits for its task runs, resolves futures in its return value and returns the value (or, with
-``return_state=True``, the final State). A flow called inside a flow is a subflow: its span is a child.
+As in Prefect 3: a flow's default name is its function name with ``_`` replaced by ``-`` (``my_fn`` ->
+``my-fn``), its default version a hash of its source file; calling it validates the parameters against
+the type hints, runs it, waits for its task runs and derives its final state from what it returns (see
+:func:`otelflow.states.return_value_to_state`). Futures returned from a flow come back to the caller as
+their final States. A flow called inside a flow is a subflow: its span is a child.
 
 Example::
 
@@ -15,70 +17,84 @@ Example::
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Coroutine, Iterable
-from typing import Any, Generic, ParamSpec, TypeVar, cast, overload
+import hashlib
+import inspect
+import re
+from collections.abc import Callable, Coroutine
+from typing import Any, Generic, ParamSpec, TypeVar, Unpack, cast, overload
 
 from otelflow import semconv
+from otelflow.exceptions import InvalidNameError
 from otelflow.task_runners import TaskRunner, ThreadPoolTaskRunner
-from otelflow.tasks import RetryDelay, _RunOptions
+from otelflow.tasks import RunNameOption, _check_run_name_template, _CommonOptions, _RunOptions
 
-__all__ = ["Flow", "flow"]
+__all__ = ["Flow", "FlowOptions", "flow"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
+
+BANNED_CHARACTERS = ["/", "%", "&", ">", "<"]
+_WITHOUT_BANNED = re.compile(r"^[^" + re.escape("".join(BANNED_CHARACTERS)) + r"]+$")
+
+
+class FlowOptions(_CommonOptions, total=False):
+    """The options of ``@flow(...)``, ``Flow(...)`` and ``Flow.with_options(...)``."""
+
+    flow_run_name: RunNameOption | None
+    task_runner: TaskRunner | type[TaskRunner] | None
+    validate_parameters: bool
+
+
+def _file_hash(fn: Callable[..., Any]) -> str | None:
+    try:
+        path = inspect.getsourcefile(fn)
+        if path is None:
+            return None
+        with open(path, "rb") as handle:
+            return hashlib.md5(handle.read(), usedforsecurity=False).hexdigest()
+    except (TypeError, OSError):
+        return None  # REPL, <stdin>, generated code
 
 
 class Flow(_RunOptions, Generic[P, R]):
     """A function whose every call is a flow run."""
 
-    def __init__(
-        self,
-        fn: Callable[P, R],
-        name: str | None = None,
-        description: str | None = None,
-        version: str | None = None,
-        flow_run_name: str | Callable[[], str] | None = None,
-        task_runner: TaskRunner | None = None,
-        retries: int | None = None,
-        retry_delay_seconds: RetryDelay | None = None,
-        timeout_seconds: float | None = None,
-        validate_parameters: bool = True,
-        log_prints: bool | None = None,
-        tags: Iterable[str] | None = None,
-    ) -> None:
-        self._init_options(
-            fn, name, "flow", tags, retries, retry_delay_seconds, None, timeout_seconds, log_prints, description
-        )
+    _kind = "flow"
+    _option_names = frozenset(FlowOptions.__annotations__) | frozenset(_CommonOptions.__annotations__)
+
+    def __init__(self, fn: Callable[P, R], **options: Unpack[FlowOptions]) -> None:
+        self._init_options(fn, options)
+        if not _WITHOUT_BANNED.match(self.name):
+            raise InvalidNameError(
+                f"Name {self.name!r} contains an invalid character. Must not contain any of: {BANNED_CHARACTERS}."
+            )
+        task_runner = options.get("task_runner")
+        if isinstance(task_runner, type) and issubclass(task_runner, TaskRunner):
+            task_runner = task_runner()
         if task_runner is not None and not isinstance(task_runner, TaskRunner):
             raise TypeError(
-                f"task_runner must be a TaskRunner instance (e.g. ThreadPoolTaskRunner(max_workers=4)), "
-                f"got {task_runner!r}."
+                f"task_runner must be a TaskRunner (e.g. ThreadPoolTaskRunner(max_workers=4)), got {task_runner!r}."
             )
         self.task_runner: TaskRunner = task_runner or ThreadPoolTaskRunner()
-        self.version = version
-        self.flow_run_name = flow_run_name
-        self.validate_parameters = validate_parameters
+        if self.version is None:
+            self.version = _file_hash(self.fn)
+        self.flow_run_name: RunNameOption | None = options.get("flow_run_name")
+        _check_run_name_template(self.flow_run_name, "flow_run_name", self.binder.signature, f"flow {self.name!r}")
+        self.validate_parameters: bool = options.get("validate_parameters", True)
+        self.should_validate_parameters = self.validate_parameters
         self.static_attributes[semconv.FLOW_NAME] = self.name
         self.span_name = semconv.flow_span_name(self.name)
 
-    def with_options(self, **options: Any) -> Flow[P, R]:
-        """A copy of this flow with some options changed."""
-        current = {
-            "name": self.name, "description": self.description, "version": self.version,
-            "flow_run_name": self.flow_run_name, "task_runner": self.task_runner, "retries": self.retries,
-            "retry_delay_seconds": self.retry_delay_seconds, "timeout_seconds": self.timeout_seconds,
-            "validate_parameters": self.validate_parameters, "log_prints": self.log_prints, "tags": self.tags,
-        }
-        unknown = set(options) - set(current)
-        if unknown:
-            raise TypeError(f"with_options() got unknown options {sorted(unknown)}; valid: {sorted(current)}.")
-        return Flow(self.fn, **{**current, **options})
+    def _default_name(self, fn: Callable[..., Any]) -> str:
+        return str(getattr(fn, "__name__", type(fn).__name__)).replace("_", "-").replace("<lambda>", "unknown-lambda")
 
-    def _parameters(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
-        parameters = self.binder.bind(args, kwargs)
-        if self.validate_parameters:
-            parameters = self.binder.validate(parameters)
-        return parameters
+    def with_options(self, **options: Unpack[FlowOptions]) -> Flow[P, R]:  # type: ignore[override]
+        """A copy of this flow with some options changed."""
+        return cast("Flow[P, R]", super().with_options(**options))
+
+    def validate_parameters_of(self, parameters: dict[str, Any]) -> dict[str, Any]:
+        """Validate and coerce ``parameters`` against the function's type hints (pydantic), as Prefect does."""
+        return self.binder.validate(parameters)
 
     @overload
     def __call__(
@@ -90,12 +106,12 @@ class Flow(_RunOptions, Generic[P, R]):
         """Run the flow; return its value (``return_state=True``: its final State). Async flows return a coroutine."""
         from otelflow import engine
 
-        return_state, _ = self._split_call_options(kwargs)
-        parameters = self._parameters(args, kwargs)
+        return_state, wait_for = self._split_call_options(kwargs)
+        parameters = self.binder.bind(args, kwargs)
         return_type = "state" if return_state else "result"
         if self.isasync:
-            return engine.run_flow_async(self, parameters, return_type=return_type)
-        return engine.run_flow(self, parameters, return_type=return_type)
+            return engine.run_flow_async(self, parameters, wait_for=wait_for, return_type=return_type)
+        return engine.run_flow(self, parameters, wait_for=wait_for, return_type=return_type)
 
     def __repr__(self) -> str:
         return f"Flow(name={self.name!r})"
@@ -104,20 +120,7 @@ class Flow(_RunOptions, Generic[P, R]):
 @overload
 def flow(__fn: Callable[P, R]) -> Flow[P, R]: ...
 @overload
-def flow(
-    *,
-    name: str | None = None,
-    description: str | None = None,
-    version: str | None = None,
-    flow_run_name: str | Callable[[], str] | None = None,
-    task_runner: TaskRunner | None = None,
-    retries: int | None = None,
-    retry_delay_seconds: RetryDelay | None = None,
-    timeout_seconds: float | None = None,
-    validate_parameters: bool = True,
-    log_prints: bool | None = None,
-    tags: Iterable[str] | None = None,
-) -> Callable[[Callable[P, R]], Flow[P, R]]: ...
+def flow(**options: Unpack[FlowOptions]) -> Callable[[Callable[P, R]], Flow[P, R]]: ...
 def flow(__fn: Any = None, **options: Any) -> Any:
     """Make a function a flow: ``@flow`` or ``@flow(name=..., retries=..., task_runner=..., log_prints=True)``."""
     if __fn is not None:

@@ -2,17 +2,22 @@
 
 ``task.submit()`` returns a :class:`TaskRunFuture`; ``task.map()`` a :class:`FutureList`. A future's
 value is the task run's final :class:`~otelflow.states.State`; ``.result()`` unwraps it.
+
+Resolution happens in two steps so that async code never blocks its event loop: :func:`collect_futures`
+finds what must finish first (the engine waits for it, blocking or awaiting), then :func:`resolve_inputs`
+/ :func:`resolve_futures_to_states` replace futures by results or states without blocking.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import threading
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from otelflow.states import Pending, State
-from otelflow.utilities.annotations import BaseAnnotation, allow_failure, quote
+from otelflow.utilities.annotations import BaseAnnotation, allow_failure, opaque, quote
 
 if TYPE_CHECKING:
     from otelflow.context import TaskRun
@@ -23,12 +28,34 @@ __all__ = [
     "PrefectFutureList",
     "TaskRunFuture",
     "as_completed",
+    "collect_futures",
+    "contains_futures",
     "resolve_futures_to_results",
     "resolve_futures_to_states",
+    "resolve_inputs",
     "wait",
 ]
 
 R = TypeVar("R")
+
+# A task runner whose worker thread blocks waiting for another run lends its slot to a replacement worker
+# (see ThreadPoolTaskRunner): a task that submits children and waits for them can never deadlock the pool.
+_worker = threading.local()
+
+
+def blocking_wait(futures: Iterable[concurrent.futures.Future[Any]], timeout: float | None = None) -> Any:
+    """``concurrent.futures.wait`` that tells this thread's task runner it is blocked while it waits."""
+    pending = [f for f in futures if not f.done()]
+    if not pending:
+        return concurrent.futures.wait([], timeout=0)
+    runner = getattr(_worker, "runner", None)
+    if runner is None:
+        return concurrent.futures.wait(pending, timeout=timeout)
+    runner._blocked(+1)
+    try:
+        return concurrent.futures.wait(pending, timeout=timeout)
+    finally:
+        runner._blocked(-1)
 
 
 class TaskRunFuture(Generic[R]):
@@ -58,20 +85,17 @@ class TaskRunFuture(Generic[R]):
 
     def wait(self, timeout: float | None = None) -> None:
         """Block until the run finishes, or ``timeout`` seconds pass (then return without raising)."""
-        concurrent.futures.wait([self._future], timeout=timeout)
+        blocking_wait([self._future], timeout=timeout)
 
     def result(self, timeout: float | None = None, raise_on_failure: bool = True) -> R:
         """The run's return value; raises its exception if it failed (unless ``raise_on_failure=False``).
 
         Raises :class:`TimeoutError` if the run does not finish within ``timeout`` seconds.
         """
-        try:
-            state = self._future.result(timeout=timeout)
-        except concurrent.futures.TimeoutError:
-            raise TimeoutError(
-                f"Task run {self.task_run.name!r} did not finish within {timeout} seconds."
-            ) from None
-        return state.result(raise_on_failure=raise_on_failure)
+        _, not_done = blocking_wait([self._future], timeout=timeout)
+        if not_done:
+            raise TimeoutError(f"Task run {self.task_run.name!r} did not finish within {timeout} seconds.")
+        return self._future.result()._result(raise_on_failure)  # type: ignore[no-any-return]
 
     def add_done_callback(self, fn: Callable[[TaskRunFuture[R]], object]) -> None:
         """Call ``fn(self)`` when the run finishes (immediately if it already has)."""
@@ -86,14 +110,14 @@ class FutureList(list[TaskRunFuture[R]]):
 
     def wait(self, timeout: float | None = None) -> None:
         """Block until every run finishes, or ``timeout`` seconds pass."""
-        concurrent.futures.wait([f._future for f in self], timeout=timeout)
+        blocking_wait([f._future for f in self], timeout=timeout)
 
     def result(self, timeout: float | None = None, raise_on_failure: bool = True) -> list[R]:
         """Every run's return value, in order; raises the first failure unless ``raise_on_failure=False``."""
-        _, not_done = concurrent.futures.wait([f._future for f in self], timeout=timeout)
+        _, not_done = blocking_wait([f._future for f in self], timeout=timeout)
         if not_done:
             raise TimeoutError(f"{len(not_done)} of {len(self)} task runs did not finish within {timeout} seconds.")
-        return [f.result(raise_on_failure=raise_on_failure) for f in self]
+        return [f._future.result()._result(raise_on_failure) for f in self]
 
 
 # Prefect's names, so that code ported with s/prefect/otelflow/ keeps working.
@@ -104,18 +128,26 @@ PrefectFutureList = FutureList
 def wait(futures: Iterable[TaskRunFuture[Any]], timeout: float | None = None) -> tuple[set[Any], set[Any]]:
     """Wait for futures; returns ``(done, not_done)`` sets of them."""
     by_inner = {f._future: f for f in futures}
-    done, not_done = concurrent.futures.wait(list(by_inner), timeout=timeout)
+    done, not_done = blocking_wait(list(by_inner), timeout=timeout)
     return {by_inner[f] for f in done}, {by_inner[f] for f in not_done}
 
 
-def as_completed(futures: Iterable[TaskRunFuture[R]], timeout: float | None = None) -> Iterable[TaskRunFuture[R]]:
+def as_completed(futures: Iterable[TaskRunFuture[R]], timeout: float | None = None) -> Iterator[TaskRunFuture[R]]:
     """Yield futures as their runs finish."""
     by_inner = {f._future: f for f in futures}
-    for inner in concurrent.futures.as_completed(list(by_inner), timeout=timeout):
-        yield by_inner[inner]
+    runner = getattr(_worker, "runner", None)
+    if runner is not None:
+        runner._blocked(+1)
+    try:
+        for inner in concurrent.futures.as_completed(list(by_inner), timeout=timeout):
+            yield by_inner[inner]
+    finally:
+        if runner is not None:
+            runner._blocked(-1)
 
 
 _LEAF_TYPES = (str, bytes, int, float, bool, type(None))
+_MAX_DEPTH = 32
 
 
 def _visit(value: Any, fn: Callable[[Any], Any], depth: int = 0) -> Any:
@@ -124,7 +156,7 @@ def _visit(value: Any, fn: Callable[[Any], Any], depth: int = 0) -> Any:
         return value
     if isinstance(value, TaskRunFuture | State | BaseAnnotation):
         return fn(value)
-    if depth > 32:
+    if depth > _MAX_DEPTH:
         return value
     if isinstance(value, list):
         return [_visit(v, fn, depth + 1) for v in value]
@@ -144,7 +176,7 @@ def contains_futures(value: Any, depth: int = 0) -> bool:
         return False
     if isinstance(value, TaskRunFuture | State | BaseAnnotation):
         return True
-    if depth > 32:
+    if depth > _MAX_DEPTH:
         return False
     if isinstance(value, list | tuple | set | frozenset):
         return any(contains_futures(v, depth + 1) for v in value)
@@ -153,37 +185,76 @@ def contains_futures(value: Any, depth: int = 0) -> bool:
     return False
 
 
-def resolve_inputs(value: Any, *, allow_failures: bool = False) -> Any:
-    """Replace futures/states in a task argument by their results.
+def collect_futures(value: Any) -> list[TaskRunFuture[Any]]:
+    """The unfinished futures inside ``value`` (not inside ``quote(...)``): what a run must wait for."""
+    found: list[TaskRunFuture[Any]] = []
 
-    A failed upstream raises :class:`~otelflow.exceptions.UpstreamTaskError`, unless it sits inside
-    ``allow_failure(...)``, in which case its exception is passed on. ``quote(...)`` values are passed
-    as is, untraversed.
+    def collect(item: Any) -> Any:
+        if isinstance(item, quote):
+            return item
+        if isinstance(item, BaseAnnotation):
+            return _visit(item.unwrap(), collect)
+        if isinstance(item, TaskRunFuture) and not item.done():
+            found.append(item)
+        return item
+
+    _visit(value, collect)
+    return found
+
+
+Link = tuple[Any, dict[str, Any]]  # (upstream SpanContext, link attributes)
+
+
+def resolve_inputs(
+    value: Any,
+    *,
+    allow_failures: bool = False,
+    current_task_run: TaskRun | None = None,
+    links: list[Link] | None = None,
+    parameter_name: str | None = None,
+) -> Any:
+    """Replace futures/states in a task argument by their results (call :func:`collect_futures` first).
+
+    Prefect's rules: a failed upstream raises :class:`~otelflow.exceptions.UpstreamTaskError`, unless it
+    sits inside ``allow_failure(...)``, which passes a failed (or NotReady) upstream's exception on;
+    ``quote(...)`` values are passed as is, untraversed; ``opaque(...)`` resolves its value but does not look
+    inside the result. A task that depends on itself raises ``ValueError`` instead of deadlocking.
+    Each resolved upstream with a span is appended to ``links`` (with the parameter name, if any).
     """
     from otelflow.exceptions import UpstreamTaskError
+    from otelflow.semconv import INPUT_NAME, INPUT_TYPE
 
     def resolve(item: Any, allowed: bool = allow_failures) -> Any:
         if isinstance(item, quote):
             return item.unwrap()
+        if isinstance(item, opaque):
+            inner = item.unwrap()
+            return resolve(inner, allowed) if isinstance(inner, TaskRunFuture | State) else inner
         if isinstance(item, allow_failure):
             return _visit(item.unwrap(), lambda inner: resolve(inner, True))
         if isinstance(item, BaseAnnotation):
             return _visit(item.unwrap(), lambda inner: resolve(inner, allowed))
         if isinstance(item, TaskRunFuture):
-            item.wait()
+            if current_task_run is not None and item.task_run.id == current_task_run.id:
+                raise ValueError(
+                    "Discovered a task depending on itself. Raising to avoid a deadlock. Please inspect the "
+                    f"inputs and dependencies of {current_task_run.task_name}."
+                )
+            blocking_wait([item._future])
             state = item.state
         else:
             state = item
-        if state.is_completed():
-            return state.data
-        upstream = item.task_run.name if isinstance(item, TaskRunFuture) else "state"
-        error = UpstreamTaskError(
-            f"Upstream task run {upstream!r} ended {state.name}; "
-            "wrap the argument in allow_failure(...) to run anyway."
-        )
-        if not allowed:
-            raise error
-        return state.data if isinstance(state.data, BaseException) else error
+        if not state.is_completed() and not (
+            allowed and (state.is_failed() or (state.is_pending() and state.name == "NotReady"))
+        ):
+            raise UpstreamTaskError(
+                f"Upstream task run '{state.state_details.task_run_id}' did not reach a 'COMPLETED' state."
+            )
+        result = state._result(raise_on_failure=False) if state.is_final() else state.data
+        if links is not None and state._span_context is not None:
+            attrs = {} if parameter_name is None else {INPUT_NAME: parameter_name, INPUT_TYPE: type(result).__name__}
+            links.append((state._span_context, attrs))
+        return result
 
     return _visit(value, resolve)
 
@@ -210,7 +281,7 @@ def resolve_futures_to_results(value: Any) -> tuple[Any, list[State[Any]]]:
             state = item.state
             if not state.is_completed():
                 bad.append(state)
-            return state.result(raise_on_failure=False) if state.is_final() else state
+            return state._result(raise_on_failure=False) if state.is_final() else state
         return item
 
     return _visit(value, to_result), bad

@@ -1,15 +1,30 @@
 """Run states: what a flow or task run is doing, and how it ended.
 
 Mirrors Prefect 3's state API (``Completed()``, ``Failed()``, ``state.is_completed()``,
-``state.result(raise_on_failure=...)``). A state is a small immutable value; state transitions are
-recorded as span events named after the state (``Running``, ``Retrying``, ``Completed``, ...).
+``state.result(raise_on_failure=...)``, ``await state.result()`` in async code). A state is a small value;
+the states a run goes through that its span does not already say (retries, pauses, failures) are span events.
+
+How a run's return value becomes its final state (Prefect's rule, :func:`return_value_to_state`):
+
+- a State the user built (``return Completed(message="done")``) is the final state as is;
+- a State produced by another run, or a non-empty list/tuple/set of such States, is aggregated: all
+  completed -> Completed; any cancelled -> Cancelled; any paused -> Paused; otherwise Failed with
+  ``"1/3 states failed."``. The states are the final state's data;
+- anything else is Completed with the value as data.
 """
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import time
-from typing import Any, Generic, TypeVar
+import uuid
+from collections import Counter
+from collections.abc import Iterable
+from types import GeneratorType
+from typing import Any, Generic, TypeGuard, TypeVar
+
+from otelflow.exceptions import CancelledRun, CrashedRun, FailedRun, PausedRun, UnfinishedRun
 
 __all__ = [
     "AwaitingRetry",
@@ -22,16 +37,17 @@ __all__ = [
     "Retrying",
     "Running",
     "State",
+    "StateDetails",
+    "StateGroup",
     "StateType",
     "TimedOut",
     "UnfinishedRun",
+    "get_state_exception",
+    "is_state_iterable",
+    "return_value_to_state",
 ]
 
 R = TypeVar("R")
-
-
-class UnfinishedRun(RuntimeError):
-    """Raised by :meth:`State.result` on a state that has no result yet (Pending, Running, Paused)."""
 
 
 class StateType(enum.StrEnum):
@@ -49,13 +65,27 @@ class StateType(enum.StrEnum):
 _FINAL = frozenset({StateType.COMPLETED, StateType.FAILED, StateType.CRASHED, StateType.CANCELLED})
 
 
+class StateDetails:
+    """Which run a state belongs to (``None`` for a state the user built by hand)."""
+
+    __slots__ = ("flow_run_id", "task_run_id")
+
+    def __init__(self, flow_run_id: uuid.UUID | None = None, task_run_id: uuid.UUID | None = None) -> None:
+        self.flow_run_id = flow_run_id
+        self.task_run_id = task_run_id
+
+    def __repr__(self) -> str:
+        return f"StateDetails(flow_run_id={self.flow_run_id!r}, task_run_id={self.task_run_id!r})"
+
+
 class State(Generic[R]):
     """A run's state: its type, a display name, an optional message, and its result or exception.
 
-    ``data`` holds the return value of a completed run, or the exception of a failed/crashed/cancelled one.
+    ``data`` holds the return value of a completed run, the exception of a failed/crashed/cancelled one,
+    or (for an aggregate) the states it was derived from.
     """
 
-    __slots__ = ("data", "message", "name", "timestamp", "type")
+    __slots__ = ("_span_context", "data", "message", "name", "state_details", "timestamp", "type")
 
     def __init__(
         self, type: StateType, name: str | None = None, message: str | None = None, data: Any = None
@@ -65,6 +95,9 @@ class State(Generic[R]):
         self.message = message
         self.data = data
         self.timestamp = time.time()
+        self.state_details = StateDetails()
+        # The span of the run that produced this state: downstream runs link to it.
+        self._span_context: Any = None
 
     def is_pending(self) -> bool:
         """True for Pending-type states (``Pending``, ``NotReady``, ``AwaitingRetry``)."""
@@ -87,35 +120,64 @@ class State(Generic[R]):
         return self.type is StateType.FAILED
 
     def is_crashed(self) -> bool:
-        """True when the run was interrupted by the system (``KeyboardInterrupt`` and friends)."""
+        """True when the run was interrupted from outside its code (a signal, ``KeyboardInterrupt``...)."""
         return self.type is StateType.CRASHED
 
     def is_cancelled(self) -> bool:
-        """True when the run was cancelled (``SystemExit``, ``asyncio.CancelledError``)."""
+        """True when the run was cancelled."""
         return self.type is StateType.CANCELLED
 
     def is_final(self) -> bool:
         """True for Completed, Failed, Crashed and Cancelled states."""
         return self.type in _FINAL
 
-    def result(self, raise_on_failure: bool = True) -> R:
+    def _result(self, raise_on_failure: bool = True) -> Any:
+        if self.type is StateType.COMPLETED:
+            return self.data
+        if self.type is StateType.PAUSED:
+            raise PausedRun("Run is paused, its result is not available.", state=self)
+        if self.type not in _FINAL:
+            raise UnfinishedRun(f"Run is in {self.type.name} state, its result is not available.")
+        if raise_on_failure:
+            raise get_state_exception(self)
+        # Prefect: the state's data as is (the exception, or for an aggregate the states it came from).
+        return self.data if self.data is not None else get_state_exception(self)
+
+    def result(self, raise_on_failure: bool = True, _sync: bool | None = None) -> Any:
         """The run's return value.
 
         For a failed, crashed or cancelled run: raise its exception, or with ``raise_on_failure=False``
-        return the exception instead. A run that has not finished raises :class:`UnfinishedRun`.
+        return the exception instead. A paused run raises :class:`~otelflow.exceptions.PausedRun`, an
+        unfinished one :class:`~otelflow.exceptions.UnfinishedRun`.
+
+        As in Prefect 3, in async code (inside an async flow or task, or anywhere an event loop is running
+        outside a run) this returns an awaitable: ``await state.result()``. Pass ``_sync=True`` to force the
+        plain value, or use :meth:`aresult`.
+
+        Example::
+
+            state = my_flow(return_state=True)
+            state.result()                         # the value, or raises the run's exception
+            state.result(raise_on_failure=False)   # the value, or the exception
         """
-        if self.type is StateType.COMPLETED:
-            return self.data  # type: ignore[no-any-return]
-        if self.type in _FINAL:
-            exc = self.data if isinstance(self.data, BaseException) else RuntimeError(self.message or self.name)
-            if raise_on_failure:
-                raise exc
-            return exc  # type: ignore[return-value]
-        raise UnfinishedRun(f"Run is in {self.name!r} state ({self.message or 'no result yet'}); it has no result.")
+        if _sync is False or (_sync is None and _in_async_context()):
+            return self.aresult(raise_on_failure=raise_on_failure)
+        return self._result(raise_on_failure)
+
+    async def aresult(self, raise_on_failure: bool = True) -> Any:
+        """:meth:`result`, awaitable in any context."""
+        return self._result(raise_on_failure)
 
     def __repr__(self) -> str:
         message = f", message={self.message!r}" if self.message else ""
         return f"{self.name}(type={self.type.value}{message})"
+
+    def __str__(self) -> str:
+        """Prefect's log display: ``Completed()``, ``Failed('2/3 states failed.')``, ``TimedOut(..., type=FAILED)``."""
+        display = [repr(self.message)] if self.message else []
+        if self.type.value.lower() != self.name.lower():
+            display.append(f"type={self.type.value}")
+        return f"{self.name}({', '.join(display)})"
 
     def __eq__(self, other: object) -> bool:
         return (
@@ -125,6 +187,120 @@ class State(Generic[R]):
         )
 
     __hash__ = object.__hash__
+
+
+def _in_async_context() -> bool:
+    """Prefect's rule: inside a run, whether the innermost run's function is async; outside, a running loop."""
+    from otelflow.context import FlowRunContext, TaskRunContext
+
+    ctx: Any = TaskRunContext.get() or FlowRunContext.get()
+    obj = getattr(ctx, "task", None) or getattr(ctx, "flow", None) if ctx is not None else None
+    if obj is not None:
+        return bool(obj.isasync)
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
+def get_state_exception(state: State[Any]) -> BaseException:
+    """The exception a failed, crashed or cancelled state stands for.
+
+    Its own exception when it has one; for an aggregate (its data is a State or States), the first failed
+    one's; otherwise :class:`~otelflow.exceptions.FailedRun` / ``CrashedRun`` / ``CancelledRun`` with the
+    state's message.
+    """
+    if state.is_failed():
+        wrapper: type[Exception] = FailedRun
+        default = "Run failed."
+    elif state.is_crashed():
+        wrapper, default = CrashedRun, "Run crashed."
+    elif state.is_cancelled():
+        wrapper, default = CancelledRun, "Run cancelled."
+    else:
+        raise ValueError(f"Expected a failed, crashed or cancelled state, got {state!r}.")
+    data = state.data
+    if data is None:
+        return wrapper(state.message or default)
+    if isinstance(data, BaseException):
+        return data
+    if isinstance(data, str):
+        return wrapper(data)
+    if isinstance(data, State):
+        return get_state_exception(data)
+    if is_state_iterable(data):
+        for inner in data:
+            if inner.is_failed() or inner.is_crashed() or inner.is_cancelled():
+                return get_state_exception(inner)
+        raise ValueError("Failed state result was an iterable of states but none were failed.")
+    raise TypeError(
+        f"Unexpected result for failed state: {data!r} -- {type(data).__name__} cannot be resolved into an exception"
+    )
+
+
+def is_state_iterable(obj: Any) -> TypeGuard[Iterable[State[Any]]]:
+    """True for a non-empty list, tuple or set whose items are all States (other iterables never count)."""
+    if isinstance(obj, list | tuple | set) and obj:
+        return all(isinstance(item, State) for item in obj)
+    return False
+
+
+class StateGroup:
+    """Counts of a group of states by type, for aggregate messages."""
+
+    def __init__(self, states: Iterable[State[Any]]) -> None:
+        self.states = list(states)
+        self.type_counts: Counter[StateType] = Counter(s.type for s in self.states)
+        self.total_count = len(self.states)
+        self.cancelled_count = self.type_counts[StateType.CANCELLED]
+        self.paused_count = self.type_counts[StateType.PAUSED]
+        self.fail_count = self.type_counts[StateType.FAILED] + self.type_counts[StateType.CRASHED]
+        self.final_count = sum(s.is_final() for s in self.states)
+        self.not_final_count = self.total_count - self.final_count
+
+    def all_completed(self) -> bool:
+        """True when every state is Completed."""
+        return self.type_counts[StateType.COMPLETED] == self.total_count
+
+    def counts_message(self) -> str:
+        """``total=3, 'COMPLETED'=2, 'FAILED'=1``."""
+        parts = [f"total={self.total_count}"]
+        if self.not_final_count:
+            parts.append(f"not_final={self.not_final_count}")
+        parts += [f"{t.value!r}={n}" for t, n in self.type_counts.items() if n]
+        return ", ".join(parts)
+
+
+def _is_manual(state: State[Any]) -> bool:
+    details = state.state_details
+    return details.flow_run_id is None and details.task_run_id is None
+
+
+def return_value_to_state(retval: Any) -> State[Any]:
+    """The final state a run's return value stands for (see the module docstring for the rule)."""
+    if isinstance(retval, State) and _is_manual(retval):
+        return retval
+    if isinstance(retval, State) or is_state_iterable(retval):
+        group = StateGroup([retval] if isinstance(retval, State) else retval)
+        if group.all_completed():
+            return State(StateType.COMPLETED, message="All states completed.", data=retval)
+        if group.cancelled_count:
+            message = f"{group.cancelled_count}/{group.total_count} states cancelled."
+            return State(StateType.CANCELLED, message=message, data=retval)
+        if group.paused_count:
+            message = f"{group.paused_count}/{group.total_count} states paused."
+            return State(StateType.PAUSED, message=message, data=retval)
+        if group.fail_count:
+            message = f"{group.fail_count}/{group.total_count} states failed."
+        elif group.not_final_count:
+            message = f"{group.not_final_count}/{group.total_count} states are not final."
+        else:
+            message = "Given states: " + group.counts_message()
+        return State(StateType.FAILED, message=message, data=retval)
+    if isinstance(retval, GeneratorType):
+        retval = list(retval)  # generators are not portable results
+    return State(StateType.COMPLETED, data=retval)
 
 
 def Pending(message: str | None = None, name: str = "Pending") -> State[Any]:
@@ -168,10 +344,10 @@ def TimedOut(data: Any = None, message: str | None = None) -> State[Any]:
 
 
 def Crashed(data: Any = None, message: str | None = None) -> State[Any]:
-    """A run interrupted from outside its code (``KeyboardInterrupt``, ``MemoryError``...)."""
+    """A run interrupted from outside its code (a signal, ``KeyboardInterrupt``, ``SystemExit``...)."""
     return State(StateType.CRASHED, "Crashed", message, data)
 
 
 def Cancelled(data: Any = None, message: str | None = None) -> State[Any]:
-    """A run that was cancelled (``SystemExit``, ``asyncio.CancelledError``)."""
+    """A run that was cancelled."""
     return State(StateType.CANCELLED, "Cancelled", message, data)

@@ -15,13 +15,17 @@ import asyncio
 import collections
 import concurrent.futures
 import contextvars
+import io
 import os
 import threading
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Self
 
-from otelflow.futures import FutureList, TaskRunFuture
-from otelflow.utilities.annotations import BaseAnnotation, allow_failure, quote, unmapped
+from otelflow import futures as _futures
+from otelflow.exceptions import MappingLengthMismatch, MappingMissingIterable
+from otelflow.futures import FutureList, TaskRunFuture, collect_futures, resolve_inputs
+from otelflow.states import State
+from otelflow.utilities.annotations import BaseAnnotation, allow_failure, opaque, quote, unmapped
 
 if TYPE_CHECKING:
     from otelflow.tasks import Task
@@ -52,7 +56,7 @@ class TaskRunner(abc.ABC):
         """Start one task run per element of the iterable parameters (see :func:`expand_map_parameters`)."""
         return FutureList(
             self.submit(task, call_params, wait_for, map_index=index)
-            for index, call_params in enumerate(expand_map_parameters(task.name, parameters))
+            for index, call_params in enumerate(expand_map_parameters(task, parameters))
         )
 
     def __enter__(self) -> Self:
@@ -62,60 +66,92 @@ class TaskRunner(abc.ABC):
         return None
 
 
-def expand_map_parameters(task_name: str, parameters: dict[str, Any]) -> list[dict[str, Any]]:
-    """Split ``.map`` parameters into one parameter dict per mapped call.
+def _is_iterable(value: Any) -> bool:
+    # Prefect's rule: anything iter() accepts, except strings, bytes and open files.
+    try:
+        iter(value)
+    except TypeError:
+        return False
+    return not isinstance(value, str | bytes | io.IOBase)
 
-    Iterable parameters are mapped over (all must have the same length); ``unmapped(...)`` values, strings
-    and non-iterables are passed whole to every call. ``allow_failure``/``quote`` around an iterable
-    are re-applied to each element, as Prefect does.
+
+def expand_map_parameters(task: Task[..., Any], parameters: dict[str, Any]) -> list[dict[str, Any]]:
+    """Split ``.map`` parameters (bound without defaults) into one parameter dict per mapped call.
+
+    Prefect's rules: a future or State passed as an argument is resolved first and its result mapped
+    over; iterables passed through ``**kwargs`` are mapped like named ones; ``unmapped(...)`` values,
+    strings, bytes and non-iterables are passed whole; the task's default values are never mapped over;
+    ``allow_failure``/``quote``/``opaque`` around an iterable are re-applied to each element.
     """
+    binder = task.binder
+    resolved: dict[str, Any] = {}
+    for name, value in parameters.items():
+        inner = value.unwrap() if isinstance(value, allow_failure | opaque) else value
+        if isinstance(inner, TaskRunFuture | State):
+            # Only the top level: nested futures are resolved in each mapped run, which links to them.
+            for future in collect_futures(inner):
+                future.wait()
+            inner = resolve_inputs(inner, allow_failures=isinstance(value, allow_failure))
+            value = value.rewrap(inner) if isinstance(value, BaseAnnotation) else inner
+        resolved[name] = value
+    variadic = binder.var_keyword
+    if variadic is not None and isinstance(resolved.get(variadic), dict):
+        resolved.update(resolved.pop(variadic))
     mapped: dict[str, list[Any]] = {}
     static: dict[str, Any] = {}
-    annotations: dict[str, type[BaseAnnotation[Any]]] = {}
-    for name, value in parameters.items():
+    annotations: dict[str, BaseAnnotation[Any]] = {}
+    for name, value in resolved.items():
+        if isinstance(value, allow_failure | opaque | quote):
+            annotations[name] = value
+            value = value.unwrap()
         if isinstance(value, unmapped):
             static[name] = value.unwrap()
-            continue
-        inner = value
-        if isinstance(value, allow_failure | quote):
-            annotations[name] = type(value)
-            inner = value.unwrap()
-        if isinstance(inner, str | bytes | dict) or not isinstance(inner, Iterable):
+        elif _is_iterable(value):
+            mapped[name] = list(value)
+        else:
             static[name] = value
-            continue
-        mapped[name] = list(inner)
     if not mapped:
-        raise TypeError(
-            f"{task_name}.map() needs at least one iterable argument to map over; "
-            "got none (wrap constants in unmapped(...), pass lists/tuples to map over)."
+        raise MappingMissingIterable(
+            "No iterable parameters were received. Parameters for map must include at least one iterable. "
+            f"Parameters: {sorted(resolved)}"
         )
     lengths = {name: len(values) for name, values in mapped.items()}
     if len(set(lengths.values())) > 1:
-        raise ValueError(
-            f"{task_name}.map() received iterables of different lengths: {lengths}; "
-            "wrap arguments that should be passed whole in unmapped(...)."
+        raise MappingLengthMismatch(
+            "Received iterable parameters with different lengths. Parameters for map must all be the same "
+            f"length. Got lengths: {lengths}"
         )
-    count = next(iter(lengths.values()))
+    signature_names = binder.signature.parameters
     calls = []
-    for index in range(count):
-        call = dict(static)
-        for name, values in mapped.items():
-            element = values[index]
-            annotation = annotations.get(name)
-            call[name] = annotation(element) if annotation is not None else element
-        calls.append(call)
+    for index in range(next(iter(lengths.values()))):
+        call = {name: values[index] for name, values in mapped.items()}
+        call.update(static)
+        for name, default in binder.defaults.items():
+            call.setdefault(name, default)
+        for name, annotation in annotations.items():
+            call[name] = annotation.rewrap(call[name])
+        if variadic is not None:
+            extra = {k: call.pop(k) for k in [k for k in call if k not in signature_names]}
+            call[variadic] = {**call.get(variadic, {}), **extra}
+        calls.append({name: call[name] for name in signature_names if name in call})
     return calls
+
+
+_WorkItem = tuple[contextvars.Context, Any, Any, dict[str, Any], Any, "concurrent.futures.Future[Any]"]
 
 
 class ThreadPoolTaskRunner(TaskRunner):
     """Runs task runs in a thread pool (the default). Async tasks get an event loop in their worker.
 
-    ``max_workers`` defaults to ``OTELFLOW_TASK_RUNNER_MAX_WORKERS`` or ``min(32, cpus + 4)``.
+    At most ``max_workers`` task runs *execute* at once (default ``OTELFLOW_TASK_RUNNER_MAX_WORKERS`` or
+    ``min(32, cpus + 4)``). A worker that blocks waiting for another task run (``future.result()``,
+    ``.wait()``, an upstream future in its arguments) lends its slot to a new worker until it resumes, so a
+    task that submits children and waits for them never deadlocks the pool, however deep the nesting
+    (Prefect gets the same guarantee from an unbounded pool, at the cost of one thread per queued run).
 
-    Submitted runs wait in one FIFO queue; up to ``max_workers`` pool threads drain it. Compared with one
-    executor job per run this halves the per-run overhead of ``.map`` (one queue operation instead of an
-    executor work item, a semaphore and a thread wake-up per run) while keeping the same concurrency and
-    the same order. Each run executes in its own copy of the submitting context.
+    Submitted runs wait in one FIFO queue drained by the workers. After the flow run ends the runner is
+    closed: it first waits for every run still queued or running (including runs those runs submit),
+    then refuses new work with ``RuntimeError`` rather than silently starting a pool nobody waits for.
     """
 
     def __init__(self, max_workers: int | None = None) -> None:
@@ -124,9 +160,13 @@ class ThreadPoolTaskRunner(TaskRunner):
         self.max_workers = max_workers
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
         self._pending: collections.deque[_WorkItem] = collections.deque()
         self._drainers = 0
+        self._blocked_workers = 0
         self._workers = 0
+        self._closing = False
+        self._closed = False
 
     def duplicate(self) -> Self:
         return type(self)(max_workers=self.max_workers)
@@ -135,10 +175,13 @@ class ThreadPoolTaskRunner(TaskRunner):
         if self._executor is None:
             from otelflow.settings import get_settings
 
-            workers = self.max_workers or get_settings().task_runner_max_workers or min(32, (os.cpu_count() or 1) + 4)
-            self._workers = workers
+            self._workers = (
+                self.max_workers or get_settings().task_runner_max_workers or min(32, (os.cpu_count() or 1) + 4)
+            )
+            # The executor only ever holds drainer jobs; how many run at once is decided here (workers +
+            # blocked workers), so its own bound is just a safety net.
             self._executor = concurrent.futures.ThreadPoolExecutor(
-                max_workers=workers, thread_name_prefix="otelflow-task"
+                max_workers=self._workers + 1024, thread_name_prefix="otelflow-task"
             )
         return self._executor
 
@@ -165,7 +208,7 @@ class ThreadPoolTaskRunner(TaskRunner):
         context = contextvars.copy_context()  # copied again per run in the worker (Context.copy is O(1))
         items: list[_WorkItem] = []
         futures: FutureList[Any] = FutureList()
-        for index, call_params in enumerate(expand_map_parameters(task.name, parameters)):
+        for index, call_params in enumerate(expand_map_parameters(task, parameters)):
             task_run = engine.new_task_run(task, index)
             future: concurrent.futures.Future[Any] = concurrent.futures.Future()
             items.append((context, task, task_run, call_params, wait_for, future))
@@ -175,37 +218,62 @@ class ThreadPoolTaskRunner(TaskRunner):
 
     def _enqueue(self, items: list[_WorkItem]) -> None:
         with self._lock:
+            if self._closed or (self._closing and getattr(_futures._worker, "runner", None) is not self):
+                raise RuntimeError(
+                    "This flow run's task runner is closed: the flow run has ended (or is ending), so no new "
+                    "task runs can be submitted to it. Submit from inside the flow (or its tasks) instead."
+                )
             pool = self._pool()
             self._pending.extend(items)
-            start = min(self._workers - self._drainers, len(self._pending))
-            self._drainers += max(0, start)
+            start = max(0, min(self._workers + self._blocked_workers - self._drainers, len(self._pending)))
+            self._drainers += start
         for _ in range(start):
+            pool.submit(self._drain)
+
+    def _blocked(self, delta: int) -> None:
+        """A worker of this runner starts (+1) or stops (-1) waiting for another run: lend its slot meanwhile."""
+        with self._lock:
+            self._blocked_workers += delta
+            start = 0
+            if delta > 0 and self._pending and self._drainers < self._workers + self._blocked_workers:
+                start = 1
+                self._drainers += 1
+            pool = self._executor
+        if start and pool is not None:
             pool.submit(self._drain)
 
     def _drain(self) -> None:
         pending, lock = self._pending, self._lock
-        while True:
-            with lock:
-                if not pending:
-                    self._drainers -= 1
-                    return
-                context, task, task_run, parameters, wait_for, future = pending.popleft()
-            if not future.set_running_or_notify_cancel():
-                continue
-            try:
-                state = context.copy().run(_run_in_worker, task, task_run, parameters, wait_for)
-            except BaseException as exc:  # KeyboardInterrupt in a worker: the future carries it
-                future.set_exception(exc)
-            else:
-                future.set_result(state)
+        _futures._worker.runner = self
+        try:
+            while True:
+                with lock:
+                    if not pending or self._drainers > self._workers + self._blocked_workers:
+                        self._drainers -= 1
+                        if self._drainers == 0 and not pending:
+                            self._idle.notify_all()
+                        return
+                    context, task, task_run, parameters, wait_for, future = pending.popleft()
+                if not future.set_running_or_notify_cancel():
+                    continue
+                try:
+                    state = context.copy().run(_run_in_worker, task, task_run, parameters, wait_for)
+                except BaseException as exc:  # KeyboardInterrupt in a worker: the future carries it
+                    future.set_exception(exc)
+                else:
+                    future.set_result(state)
+        finally:
+            _futures._worker.runner = None
 
     def __exit__(self, *exc_info: object) -> None:
-        executor, self._executor = self._executor, None
+        with self._lock:
+            self._closing = True
+            while self._pending or self._drainers:
+                self._idle.wait()
+            self._closed = True
+            executor, self._executor = self._executor, None
         if executor is not None:
             executor.shutdown(wait=True)
-
-
-_WorkItem = tuple[contextvars.Context, Any, Any, dict[str, Any], Any, "concurrent.futures.Future[Any]"]
 
 
 def _run_in_worker(task: Task[..., Any], task_run: Any, parameters: dict[str, Any], wait_for: Any) -> Any:

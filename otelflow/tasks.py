@@ -2,7 +2,11 @@
 
 Prefect 3 semantics: calling a task runs it in the caller's thread and returns its value (inside or
 outside a flow); ``.submit()`` returns a :class:`~otelflow.futures.TaskRunFuture`; ``.map()`` returns
-a :class:`~otelflow.futures.FutureList`. Futures passed as arguments are resolved before the run starts.
+a :class:`~otelflow.futures.FutureList`; both need a running flow (its task runner), as in Prefect.
+Futures passed as arguments are resolved before the run starts.
+
+Every option of ``@task`` / ``@flow`` is declared once, in :class:`TaskOptions` / ``FlowOptions``; the
+decorator, the class and ``with_options`` all take exactly those keywords.
 
 Example::
 
@@ -20,26 +24,32 @@ from __future__ import annotations
 import functools
 import inspect
 import random
-import threading
-from collections.abc import Callable, Coroutine, Iterable
-from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, cast, overload
+import string
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, ParamSpec, TypedDict, TypeVar, Unpack, cast, overload
 
 from otelflow import semconv
 from otelflow._internal.params import ParameterBinder
 from otelflow.context import FlowRunContext, _check_tags
-from otelflow.futures import FutureList, TaskRunFuture
+from otelflow.exceptions import ReservedArgumentError
+from otelflow.futures import FutureList
 
 if TYPE_CHECKING:
+    from otelflow.states import State
     from otelflow.task_runners import TaskRunner
 
-__all__ = ["Task", "exponential_backoff", "task"]
+__all__ = ["Task", "TaskOptions", "exponential_backoff", "task"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
 RetryDelay = float | int | list[float] | Callable[[int], list[float]]
+RetryCondition = Callable[..., bool | Awaitable[bool]]
+RunNameOption = str | Callable[..., str]
+TxnHook = Callable[[Any], Any]
 
-_CALL_OPTIONS = ("return_state", "wait_for")
+_RESERVED_ARGUMENTS = ("return_state", "wait_for")
+_MAX_RETRY_DELAYS = 50
 
 
 def exponential_backoff(backoff_factor: float) -> Callable[[int], list[float]]:
@@ -54,6 +64,27 @@ def exponential_backoff(backoff_factor: float) -> Callable[[int], list[float]]:
     return delays
 
 
+class _CommonOptions(TypedDict, total=False):
+    name: str | None
+    description: str | None
+    version: str | None
+    tags: Iterable[str] | None
+    retries: int | None
+    retry_delay_seconds: RetryDelay | None
+    timeout_seconds: float | None
+    log_prints: bool | None
+
+
+class TaskOptions(_CommonOptions, total=False):
+    """The options of ``@task(...)``, ``Task(...)`` and ``Task.with_options(...)``."""
+
+    retry_jitter_factor: float | None
+    retry_condition_fn: RetryCondition | None
+    task_run_name: RunNameOption | None
+    on_commit: list[TxnHook] | None
+    on_rollback: list[TxnHook] | None
+
+
 def _code_attributes(fn: Callable[..., Any]) -> dict[str, Any]:
     code = getattr(fn, "__code__", None)
     attrs: dict[str, Any] = {semconv.CODE_FUNCTION_NAME: getattr(fn, "__qualname__", repr(fn))}
@@ -63,105 +94,160 @@ def _code_attributes(fn: Callable[..., Any]) -> dict[str, Any]:
     return attrs
 
 
-class _RunOptions:
-    """Options flows and tasks share (retries, timeout, tags, log_prints), validated once."""
+def _check_run_name_template(template: Any, option: str, signature: inspect.Signature, owner: str) -> None:
+    """Reject a run name template that names no parameter, at decoration rather than at every run."""
+    if template is None or callable(template):
+        return
+    if not isinstance(template, str):
+        raise TypeError(f"Expected string or callable for {option!r}; got {type(template).__name__} instead.")
+    params = signature.parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    try:
+        fields = [field for _, field, _, _ in string.Formatter().parse(template) if field is not None]
+    except ValueError as exc:
+        raise ValueError(f"{option}={template!r} of {owner} is not a valid format string: {exc}.") from None
+    for field in fields:
+        base = field.split(".", 1)[0].split("[", 1)[0]
+        if not base or base.isdigit():
+            raise ValueError(
+                f"{option}={template!r} of {owner} uses a positional field {{{field}}}; "
+                f"name a parameter instead, e.g. {{{next(iter(params), 'x')}}}."
+            )
+        if base not in params:
+            raise ValueError(
+                f"{option}={template!r} of {owner} refers to {{{base}}}, which is not a parameter; "
+                f"its parameters are {list(params)}."
+            )
 
-    def _init_options(
-        self,
-        fn: Callable[..., Any],
-        name: str | None,
-        kind: str,
-        tags: Iterable[str] | None,
-        retries: int | None,
-        retry_delay_seconds: RetryDelay | None,
-        retry_jitter_factor: float | None,
-        timeout_seconds: float | None,
-        log_prints: bool | None,
-        description: str | None,
-    ) -> None:
+
+class _RunOptions:
+    """Options flows and tasks share (declared in ``_CommonOptions``), validated once here."""
+
+    _kind: ClassVar[str]
+    _option_names: ClassVar[frozenset[str]]
+    _options: dict[str, Any]
+
+    def _init_options(self, fn: Callable[..., Any], options: Mapping[str, Any]) -> None:
+        kind = self._kind
+        unknown = set(options) - self._option_names
+        if unknown:
+            raise TypeError(f"@{kind} got unknown options {sorted(unknown)}; valid: {sorted(self._option_names)}.")
+        if isinstance(fn, classmethod | staticmethod):
+            fn = fn.__func__
         if not callable(fn):
             raise TypeError(f"@{kind} must decorate a function, got {type(fn).__name__}.")
+        self._options = dict(options)
         self.fn = fn
-        self.name: str = name or getattr(fn, "__name__", type(fn).__name__)
-        if not isinstance(self.name, str) or not self.name:
-            raise TypeError(f"{kind} name must be a non-empty string, got {self.name!r}.")
+        name = options.get("name")
+        if name is not None and not isinstance(name, str):
+            hint = f" Perhaps you meant to call it? e.g. '@{kind}(name=get_name())'" if callable(name) else ""
+            raise TypeError(f"Expected string for {kind} parameter 'name'; got {type(name).__name__} instead.{hint}")
+        self.name: str = name or self._default_name(fn)
+        tags = options.get("tags")
         if isinstance(tags, str):
             raise TypeError(f"{kind} tags must be a list of strings, not one string: use tags=[{tags!r}].")
         self.tags: set[str] = set(_check_tags(tags or ()))
-        self.retries = int(retries or 0)
-        if self.retries < 0:
-            raise ValueError(f"retries must be >= 0, got {retries}.")
-        self.retry_delay_seconds: RetryDelay = retry_delay_seconds if retry_delay_seconds is not None else 0
-        self.retry_jitter_factor = retry_jitter_factor
-        if timeout_seconds is not None and timeout_seconds <= 0:
-            raise ValueError(f"timeout_seconds must be > 0, got {timeout_seconds}.")
-        self.timeout_seconds = timeout_seconds
-        self.log_prints = bool(log_prints)
-        self.description = description if description is not None else inspect.getdoc(fn)
-        self.isasync = inspect.iscoroutinefunction(fn)
+        retries = options.get("retries")
+        if retries is not None and (not isinstance(retries, int) or isinstance(retries, bool) or retries < 0):
+            raise ValueError(f"retries must be a whole number >= 0, got {retries!r}.")
+        self.retries: int = retries or 0
+        delay = options.get("retry_delay_seconds")
+        if callable(delay):
+            delay = delay(self.retries)  # Prefect evaluates a delay function once, at decoration
+        if delay is not None and not isinstance(delay, int | float | list | tuple):
+            raise TypeError(
+                "Invalid `retry_delay_seconds` provided; must be an int, float, list or callable. "
+                f"Received type {type(delay)}"
+            )
+        if isinstance(delay, list | tuple):
+            if len(delay) > _MAX_RETRY_DELAYS:
+                raise ValueError(f"Can not configure more than {_MAX_RETRY_DELAYS} retry delays per {kind}.")
+            delay = [float(d) for d in delay]
+        self.retry_delay_seconds: float | list[float] = delay if delay is not None else 0
+        timeout = options.get("timeout_seconds")
+        if timeout is not None and (not isinstance(timeout, int | float) or timeout < 0):
+            raise ValueError(f"timeout_seconds must be a number >= 0 (0 or None: no timeout), got {timeout!r}.")
+        self.timeout_seconds: float | None = float(timeout) if timeout else None
+        log_prints = options.get("log_prints")
+        self.log_prints: bool | None = None if log_prints is None else bool(log_prints)
+        description = options.get("description")
+        self.description: str | None = description if description is not None else inspect.getdoc(fn)
+        self.version: str | None = options.get("version")
+        self.isasync: bool = inspect.iscoroutinefunction(fn)
         owner = f"{kind.title()} {self.name!r}"
         self.binder = ParameterBinder(fn, owner)
+        for argument in _RESERVED_ARGUMENTS:
+            if argument in self.binder.signature.parameters:
+                raise ReservedArgumentError(f"{argument!r} is a reserved argument name and cannot be used.")
         self.static_attributes: dict[str, Any] = {semconv.RUN_TYPE: kind, **_code_attributes(fn)}
         functools.update_wrapper(self, fn)  # type: ignore[arg-type]
 
-    def retry_delay_for(self, attempt: int) -> float:
-        """Seconds to wait before retry number ``attempt`` (1-based)."""
-        delay_option = self.retry_delay_seconds
-        if callable(delay_option):
-            delay_option = delay_option(self.retries)
-        if isinstance(delay_option, list | tuple):
-            delay = float(delay_option[min(attempt, len(delay_option)) - 1]) if delay_option else 0.0
+    def _default_name(self, fn: Callable[..., Any]) -> str:
+        return str(getattr(fn, "__name__", type(fn).__name__))
+
+    def retry_delay_for(self, retries_done: int) -> float:
+        """Seconds to wait before the next attempt, after ``retries_done`` retries (Prefect: the last repeats)."""
+        option = self.retry_delay_seconds
+        if isinstance(option, list):
+            delay = option[min(retries_done, len(option) - 1)] if option else 0.0
         else:
-            delay = float(delay_option)
-        if self.retry_jitter_factor:
-            delay += random.uniform(0, delay * self.retry_jitter_factor)
+            delay = float(option)
+        jitter = getattr(self, "retry_jitter_factor", None)
+        if jitter and delay:
+            delay += random.uniform(0, delay * jitter)
         return delay
 
+    def with_options(self, **options: Any) -> Any:
+        """A copy with some options changed; takes exactly the decorator's keywords."""
+        unknown = set(options) - self._option_names
+        if unknown:
+            valid = sorted(self._option_names)
+            raise TypeError(f"with_options() got unknown options {sorted(unknown)}; valid: {valid}.")
+        return type(self)(self.fn, **{**self._options, **options})
+
     def _split_call_options(self, kwargs: dict[str, Any]) -> tuple[bool, Any]:
-        names = self.binder.signature.parameters
-        return_state = kwargs.pop("return_state", False) if "return_state" not in names else False
-        wait_for = kwargs.pop("wait_for", None) if "wait_for" not in names else None
-        return bool(return_state), wait_for
+        return bool(kwargs.pop("return_state", False)), kwargs.pop("wait_for", None)
 
 
 class Task(_RunOptions, Generic[P, R]):
     """A function whose every call is a task run: a span, a run context, retries, a state."""
 
-    def __init__(
-        self,
-        fn: Callable[P, R],
-        name: str | None = None,
-        description: str | None = None,
-        tags: Iterable[str] | None = None,
-        retries: int | None = None,
-        retry_delay_seconds: RetryDelay | None = None,
-        retry_jitter_factor: float | None = None,
-        retry_condition_fn: Callable[..., bool] | None = None,
-        timeout_seconds: float | None = None,
-        log_prints: bool | None = None,
-        task_run_name: str | None = None,
-    ) -> None:
-        self._init_options(
-            fn, name, "task", tags, retries, retry_delay_seconds, retry_jitter_factor, timeout_seconds,
-            log_prints, description,
-        )
+    _kind = "task"
+    _option_names = frozenset(TaskOptions.__annotations__) | frozenset(_CommonOptions.__annotations__)
+
+    def __init__(self, fn: Callable[P, R], **options: Unpack[TaskOptions]) -> None:
+        self._init_options(fn, options)
+        jitter = options.get("retry_jitter_factor")
+        if jitter is not None and jitter < 0:
+            raise ValueError("`retry_jitter_factor` must be >= 0.")
+        self.retry_jitter_factor: float | None = jitter
+        condition = options.get("retry_condition_fn")
+        if condition is not None and not callable(condition):
+            raise TypeError(
+                f"Expected `retry_condition_fn` to be callable, got {type(condition).__name__} instead."
+            )
+        self.retry_condition_fn: RetryCondition | None = condition
+        self.task_run_name: RunNameOption | None = options.get("task_run_name")
+        _check_run_name_template(self.task_run_name, "task_run_name", self.binder.signature, f"task {self.name!r}")
+        self.on_commit_hooks: list[TxnHook] = list(options.get("on_commit") or ())
+        self.on_rollback_hooks: list[TxnHook] = list(options.get("on_rollback") or ())
         self.static_attributes[semconv.TASK_NAME] = self.name
         self.span_name = semconv.task_span_name(self.name)
-        self.retry_condition_fn = retry_condition_fn
-        self.task_run_name = task_run_name
 
-    def with_options(self, **options: Any) -> Task[P, R]:
+    def on_commit(self, fn: TxnHook) -> TxnHook:
+        """Register ``fn(txn)`` to run when the transaction this task ran in commits (Prefect's hook API)."""
+        self.on_commit_hooks.append(fn)
+        return fn
+
+    def on_rollback(self, fn: TxnHook) -> TxnHook:
+        """Register ``fn(txn)`` to run when the transaction this task ran in rolls back (Prefect's hook API)."""
+        self.on_rollback_hooks.append(fn)
+        return fn
+
+    def with_options(self, **options: Unpack[TaskOptions]) -> Task[P, R]:  # type: ignore[override]
         """A copy of this task with some options changed (``name``, ``retries``, ``tags``...)."""
-        current = {
-            "name": self.name, "description": self.description, "tags": self.tags, "retries": self.retries,
-            "retry_delay_seconds": self.retry_delay_seconds, "retry_jitter_factor": self.retry_jitter_factor,
-            "retry_condition_fn": self.retry_condition_fn, "timeout_seconds": self.timeout_seconds,
-            "log_prints": self.log_prints, "task_run_name": self.task_run_name,
-        }
-        unknown = set(options) - set(current)
-        if unknown:
-            raise TypeError(f"with_options() got unknown options {sorted(unknown)}; valid: {sorted(current)}.")
-        return Task(self.fn, **{**current, **options})
+        return cast("Task[P, R]", super().with_options(**options))
 
     @overload
     def __call__(
@@ -180,59 +266,56 @@ class Task(_RunOptions, Generic[P, R]):
             return engine.run_task_async(self, parameters, wait_for=wait_for, return_type=return_type)
         return engine.run_task(self, parameters, wait_for=wait_for, return_type=return_type)
 
-    def submit(self, *args: P.args, **kwargs: P.kwargs) -> TaskRunFuture[R]:
-        """Start a task run on the flow's task runner (a default thread pool outside flows); return its future."""
-        _, wait_for = self._split_call_options(kwargs)
-        parameters = self.binder.bind(args, kwargs)
-        return _task_runner().submit(self, parameters, wait_for)
+    def submit(self, *args: Any, **kwargs: Any) -> Any:
+        """Start a task run on the flow's task runner; return its future (``return_state=True``: its final State).
 
-    def map(self, *args: Any, **kwargs: Any) -> FutureList[R]:
+        As in Prefect, this needs a running flow: outside one it raises ``RuntimeError``.
+        """
+        return_state, wait_for = self._split_call_options(kwargs)
+        parameters = self.binder.bind(args, kwargs)
+        future = _task_runner("submission").submit(self, parameters, wait_for)
+        if return_state:
+            future.wait()
+            return future.state
+        return future
+
+    def map(self, *args: Any, **kwargs: Any) -> Any:
         """One task run per element of the iterable arguments; ``unmapped(x)`` passes ``x`` whole to each.
 
-        Returns the futures as a :class:`~otelflow.futures.FutureList` (``.result()``, ``.wait()``).
+        Returns the futures as a :class:`~otelflow.futures.FutureList` (``return_state=True``: their final
+        States). Defaults of the task's parameters are not mapped over; iterables passed through ``**kwargs``
+        are. A future (or State) passed as the iterable is resolved first and its result mapped over.
         """
-        _, wait_for = self._split_call_options(kwargs)
-        parameters = self.binder.bind(args, kwargs)
-        return _task_runner().map(self, parameters, wait_for)
+        return_state, wait_for = self._split_call_options(kwargs)
+        parameters = self.binder.bind(args, kwargs, apply_defaults=False)
+        futures: FutureList[R] = _task_runner("mapped task runs").map(self, parameters, wait_for)
+        if return_state:
+            states: list[State[R]] = []
+            for future in futures:
+                future.wait()
+                states.append(future.state)
+            return states
+        return futures
 
     def __repr__(self) -> str:
         return f"Task(name={self.name!r})"
 
 
-_default_runner: TaskRunner | None = None
-_default_lock = threading.Lock()
-
-
-def _task_runner() -> TaskRunner:
+def _task_runner(what: str) -> TaskRunner:
     ctx = FlowRunContext.get()
-    if ctx is not None and ctx.task_runner is not None:
-        return ctx.task_runner
-    global _default_runner
-    if _default_runner is None:
-        with _default_lock:
-            if _default_runner is None:
-                from otelflow.task_runners import ThreadPoolTaskRunner
-
-                _default_runner = ThreadPoolTaskRunner()
-    return _default_runner
+    runner = ctx.task_runner if ctx is not None else None
+    if runner is None:
+        raise RuntimeError(
+            f"Unable to determine task runner to use for {what}. Submitting and mapping need a running flow "
+            "(its task runner): call .submit()/.map() inside a @flow, or call the task directly."
+        )
+    return runner
 
 
 @overload
 def task(__fn: Callable[P, R]) -> Task[P, R]: ...
 @overload
-def task(
-    *,
-    name: str | None = None,
-    description: str | None = None,
-    tags: Iterable[str] | None = None,
-    retries: int | None = None,
-    retry_delay_seconds: RetryDelay | None = None,
-    retry_jitter_factor: float | None = None,
-    retry_condition_fn: Callable[..., bool] | None = None,
-    timeout_seconds: float | None = None,
-    log_prints: bool | None = None,
-    task_run_name: str | None = None,
-) -> Callable[[Callable[P, R]], Task[P, R]]: ...
+def task(**options: Unpack[TaskOptions]) -> Callable[[Callable[P, R]], Task[P, R]]: ...
 def task(__fn: Any = None, **options: Any) -> Any:
     """Make a function a task: ``@task`` or ``@task(name=..., retries=..., tags=[...], timeout_seconds=...)``."""
     if __fn is not None:

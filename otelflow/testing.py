@@ -55,8 +55,13 @@ class CapturedTelemetry:
 
     @property
     def spans(self) -> list[ReadableSpan]:
-        """Finished spans, in the order they ended."""
-        return list(self._span_exporter.get_finished_spans())
+        """Finished spans, in the order they ended (pending records of running runs left out: see ``pending_spans``)."""
+        return [s for s in self._span_exporter.get_finished_spans() if not _is_pending(s)]
+
+    @property
+    def pending_spans(self) -> list[ReadableSpan]:
+        """The early zero-duration records exported when long runs start (``otelflow.span.pending``)."""
+        return [s for s in self._span_exporter.get_finished_spans() if _is_pending(s)]
 
     @property
     def logs(self) -> list[Any]:
@@ -94,6 +99,10 @@ class CapturedTelemetry:
         """Forget what was captured so far (metrics are cumulative and are not cleared)."""
         self._span_exporter.clear()
         self._log_exporter.clear()
+
+
+def _is_pending(span: ReadableSpan) -> bool:
+    return bool((span.attributes or {}).get(semconv.SPAN_PENDING))
 
 
 @contextlib.contextmanager

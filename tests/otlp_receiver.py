@@ -240,8 +240,15 @@ class _OTLPStore:
             return list(self._metrics)
 
     # decoded views -----------------------------------------------------------------------------------------
-    def spans(self) -> list[ReceivedSpan]:
-        """Every span received so far, in arrival order."""
+    def spans(self, *, include_pending: bool = False) -> list[ReceivedSpan]:
+        """Every span received so far, in arrival order (pending records of running runs only if asked)."""
+        return [s for s in self._all_spans() if include_pending or not s.attributes.get("otelflow.span.pending")]
+
+    def pending_spans(self) -> list[ReceivedSpan]:
+        """The early zero-duration records of runs that had started (``otelflow.span.pending``)."""
+        return [s for s in self._all_spans() if s.attributes.get("otelflow.span.pending")]
+
+    def _all_spans(self) -> list[ReceivedSpan]:
         result: list[ReceivedSpan] = []
         for request in self.trace_requests:
             for rs in request.resource_spans:

@@ -67,12 +67,12 @@ def test_issue_example_records_correlate_with_their_run_spans(captured):  # type
     assert a["env"] == "production"
     assert a[sc.FLOW_RUN_ID] == flow_run_id
     assert a[sc.FLOW_RUN_NAME] == attrs(flow_span)[sc.RUN_NAME]
-    assert a[sc.FLOW_NAME] == "data_pipeline"
+    assert a[sc.FLOW_NAME] == "data-pipeline"
     assert sc.TASK_RUN_ID not in a
 
     a = attrs(task_log)
     assert a[sc.FLOW_RUN_ID] == flow_run_id
-    assert a[sc.FLOW_NAME] == "data_pipeline"
+    assert a[sc.FLOW_NAME] == "data-pipeline"
     assert a[sc.TASK_RUN_ID] == attrs(task_span)[sc.RUN_ID]
     assert a[sc.TASK_RUN_NAME] == attrs(task_span)[sc.RUN_NAME]
     assert a[sc.TASK_NAME] == "process_data"
@@ -374,7 +374,7 @@ def test_log_prints_sends_prints_of_that_run_to_its_run_logger(captured, capsys)
     print("outside")
     out = capsys.readouterr().out
     assert out == "to a file\nnot a log\noutside\n"
-    (flow_span,) = captured.spans_named("flow printing_flow")
+    (flow_span,) = captured.spans_named("flow printing-flow")
     (task_span,) = captured.task_spans()
     logs = {body(log): log for log in captured.logs}
     assert set(logs) == {"hello world", "from task 2"}
@@ -515,7 +515,7 @@ def test_hydrated_remote_run_correlates_with_the_remote_span(captured):  # type:
     a = attrs(log)
     assert a[sc.FLOW_RUN_ID] == attrs(flow_span)[sc.RUN_ID]
     assert a[sc.FLOW_RUN_NAME] == attrs(flow_span)[sc.RUN_NAME]
-    assert a[sc.FLOW_NAME] == "sending_flow"
+    assert a[sc.FLOW_NAME] == "sending-flow"
     assert a[sc.TASK_RUN_ID] == attrs(task_span)[sc.RUN_ID]
     assert a[sc.TASK_RUN_NAME] == attrs(task_span)[sc.RUN_NAME]
     assert a[sc.TAGS] == ("remote-tag",)

@@ -46,13 +46,13 @@ def test_run_logs_over_otlp_http_correlate_with_their_spans(otlp_receiver, tmp_p
 
     logs = otlp_receiver.wait_for(lambda: len(otlp_receiver.logs()) >= 5 and otlp_receiver.logs())
     spans = otlp_receiver.wait_for(lambda: len(otlp_receiver.spans()) >= 3 and otlp_receiver.spans())
-    (flow_span,) = [s for s in spans if s.name == "flow data_pipeline"]
+    (flow_span,) = [s for s in spans if s.name == "flow data-pipeline"]
     task_spans = {s.attributes[sc.RUN_ID]: s for s in spans if s.name == "task process_data"}
     assert len(logs) == 5  # 3 from the code, 2 lifecycle records from the engine
 
     (begin,) = [log for log in logs if log.body.startswith("Beginning flow run ")]
     (finish,) = [log for log in logs if log.body.startswith("Finished in state ")]
-    assert begin.body.endswith("for flow 'data_pipeline'")
+    assert begin.body.endswith("for flow 'data-pipeline'")
     assert finish.body.startswith("Finished in state Completed") and finish.severity_text == "INFO"
     for engine_log in (begin, finish):
         assert (engine_log.trace_id, engine_log.span_id) == (flow_span.trace_id, flow_span.span_id)
@@ -64,7 +64,7 @@ def test_run_logs_over_otlp_http_correlate_with_their_spans(otlp_receiver, tmp_p
     assert config.attributes["env"] == "production"
     assert config.attributes["ratio"] == 0.5 and config.attributes["ok"] is True
     assert config.attributes[sc.FLOW_RUN_ID] == flow_span.attributes[sc.RUN_ID]
-    assert config.attributes[sc.FLOW_NAME] == "data_pipeline"
+    assert config.attributes[sc.FLOW_NAME] == "data-pipeline"
     assert config.resource["service.name"] == "logging-wire-test"
     assert config.scope_name == "otelflow.flow_runs"
 

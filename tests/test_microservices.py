@@ -79,11 +79,11 @@ def assert_one_trace_across_services(receiver: OTLPReceiver, flow_run_id: str) -
     def complete() -> list[ReceivedSpan] | None:
         spans = receiver.spans()
         service_tasks = [s for s in spans if s.name == "task score_item"]
-        flows = [s for s in spans if s.name == "flow scoring_pipeline"]
+        flows = [s for s in spans if s.name == "flow scoring-pipeline"]
         return spans if len(service_tasks) == N_ITEMS and flows else None
 
     spans = receiver.wait_for(complete, timeout=30)
-    (flow_span,) = [s for s in spans if s.name == "flow scoring_pipeline"]
+    (flow_span,) = [s for s in spans if s.name == "flow scoring-pipeline"]
     assert flow_span.attributes[semconv.RUN_ID] == flow_run_id
     trace_spans = [s for s in spans if s.trace_id == flow_span.trace_id]
     assert {s.resource["service.name"] for s in trace_spans} == {"pipeline", "scoring-service"}

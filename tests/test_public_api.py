@@ -70,7 +70,7 @@ def test_seed_context_examples_run_unchanged(captured, capsys):  # type: ignore[
 
     assert data_workflow() == ["analysis complete"] * 3
     out = capsys.readouterr().out
-    assert "Flow: data_workflow" in out and out.count("Task: analyze_data") == 3
+    assert "Flow: data-workflow" in out and out.count("Task: analyze_data") == 3
     tagged = [dict(s.attributes).get(sc.TAGS) for s in captured.task_spans()]
     assert tagged == [("critical", "production"), ("critical", "production"), None]
 
@@ -90,7 +90,9 @@ def test_seed_mapping_example(captured):  # type: ignore[no-untyped-def]
         multiplier = 2
         return process_item.map(items, unmapped(config), unmapped(multiplier))
 
-    assert mapping_example() == [20, 40, 60, 80, 100]
+    # Prefect 3: futures returned from a flow come back as their final states.
+    states = mapping_example()
+    assert [s.result() for s in states] == [20, 40, 60, 80, 100]
     assert len(captured.task_spans()) == 5
 
 

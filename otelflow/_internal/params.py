@@ -24,20 +24,32 @@ _EMPTY = inspect.Parameter.empty
 class ParameterBinder:
     """Maps ``(args, kwargs)`` of a call to ``{parameter name: value}`` for one function."""
 
-    __slots__ = ("_defaults", "_fast", "_names", "_owner", "_validator", "signature")
+    __slots__ = ("_defaults", "_fast", "_fn", "_names", "_owner", "_validator", "_var_keyword", "signature")
 
     def __init__(self, fn: Callable[..., Any], owner: str) -> None:
         self.signature = inspect.signature(fn)
+        self._fn = fn
         self._owner = owner
         params = list(self.signature.parameters.values())
         self._fast = all(p.kind is _PLAIN for p in params)
         self._names = tuple(p.name for p in params)
         self._defaults = {p.name: p.default for p in params if p.default is not _EMPTY}
+        self._var_keyword = next((p.name for p in params if p.kind is inspect.Parameter.VAR_KEYWORD), None)
         self._validator: Any = None
 
-    def bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
-        """Parameters by name, defaults applied. Raises :class:`ParameterBindError` naming the culprit."""
-        if self._fast and len(args) <= len(self._names):
+    @property
+    def defaults(self) -> dict[str, Any]:
+        """Default values by parameter name."""
+        return self._defaults
+
+    @property
+    def var_keyword(self) -> str | None:
+        """Name of the ``**kwargs`` parameter, if the function has one."""
+        return self._var_keyword
+
+    def bind(self, args: tuple[Any, ...], kwargs: dict[str, Any], *, apply_defaults: bool = True) -> dict[str, Any]:
+        """Parameters by name (defaults applied unless told not to). Raises :class:`ParameterBindError`."""
+        if self._fast and apply_defaults and len(args) <= len(self._names):
             params = dict(zip(self._names, args, strict=False))
             for key, value in kwargs.items():
                 if key not in self._defaults and key not in self._names:
@@ -54,10 +66,12 @@ class ParameterBinder:
                 params = {name: params[name] for name in self._names}
             return params
         try:
-            bound = self.signature.bind(*args, **kwargs)
+            bound = self.signature.bind_partial(*args, **kwargs) if not apply_defaults else (
+                self.signature.bind(*args, **kwargs))
         except TypeError as exc:
             raise ParameterBindError(f"{self._owner}: {exc}.") from None
-        bound.apply_defaults()
+        if apply_defaults:
+            bound.apply_defaults()
         return dict(bound.arguments)
 
     def call_args(self, params: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
@@ -68,9 +82,13 @@ class ParameterBinder:
         return bound.args, bound.kwargs
 
     def validate(self, params: dict[str, Any]) -> dict[str, Any]:
-        """Validate and coerce parameters against the type hints, as Prefect's flows do (pydantic)."""
+        """Validate and coerce parameters against the type hints, as Prefect's flows do (pydantic).
+
+        The error message names each invalid parameter and what is wrong with it, never its value (a
+        wrong-typed ``password`` must not end up in a span status or a log line).
+        """
         if self._validator is None:
-            self._validator = _build_validator(self.signature)
+            self._validator = _build_validator(self._fn, self.signature)
         if self._validator is False:
             return params
         from pydantic import ValidationError
@@ -80,11 +98,10 @@ class ParameterBinder:
                 {k: v for k, v in params.items() if self.signature.parameters[k].kind not in _VARIADIC}
             )
         except ValidationError as exc:
-            problems = "\n".join(
-                f" - {'.'.join(str(p) for p in err['loc']) or '?'}: {err['msg']} (got {err.get('input')!r:.80})"
-                for err in exc.errors()
+            problems = "\n - ".join(
+                f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors(include_input=False)
             )
-            raise ParameterTypeError(f"{self._owner} received invalid parameters:\n{problems}") from None
+            raise ParameterTypeError(f"Flow run received invalid parameters:\n - {problems}") from None
         coerced = dict(params)
         for name in model.model_fields_set:
             coerced[name] = getattr(model, name)
@@ -94,13 +111,27 @@ class ParameterBinder:
 _VARIADIC = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
 
 
-def _build_validator(signature: inspect.Signature) -> Any:
+def _build_validator(fn: Callable[..., Any], signature: inspect.Signature) -> Any:
+    """A pydantic model of the annotated parameters, or False when there is nothing to validate.
+
+    Annotations are resolved in the function's own module (``typing.get_type_hints``), so string annotations
+    (``from __future__ import annotations``) naming the user's own types work.
+    """
+    import typing
+
+    try:
+        hints = typing.get_type_hints(fn, include_extras=True)
+    except Exception:
+        hints = {}
     fields: dict[str, Any] = {}
     for name, param in signature.parameters.items():
         if param.kind in _VARIADIC or param.annotation is _EMPTY:
             continue
+        annotation = hints.get(name, param.annotation)
+        if isinstance(annotation, str):
+            continue  # a forward reference that does not resolve: not validated
         default = param.default if param.default is not _EMPTY else ...
-        fields[name] = (param.annotation, default)
+        fields[name] = (annotation, default)
     if not fields:
         return False
     from pydantic import ConfigDict, create_model
@@ -110,7 +141,7 @@ def _build_validator(signature: inspect.Signature) -> Any:
             "Parameters", __config__=ConfigDict(arbitrary_types_allowed=True), **fields
         )
     except Exception:
-        # Hints pydantic cannot build a schema for (forward refs to unknown names...) are not validated.
+        # Hints pydantic cannot build a schema for are not validated.
         return False
 
 

@@ -173,7 +173,7 @@ class DaskTaskRunner(TaskRunner):
         carrier, context = serialize_context(), contextvars.copy_context()  # the same for every mapped run
         runs = [
             self._new_run(task, call_params, wait_for, index, carrier, context)
-            for index, call_params in enumerate(expand_map_parameters(task.name, parameters))
+            for index, call_params in enumerate(expand_map_parameters(task, parameters))
         ]
         self._schedule(runs)
         return FutureList(run.future for run in runs)

@@ -65,7 +65,11 @@ def build_formatter(fmt: str, colors: bool, max_message_length: int) -> logging.
     if fmt == "json":
         processors += [structlog.processors.format_exc_info, structlog.processors.JSONRenderer(default=str)]
     else:
-        renderer = structlog.dev.ConsoleRenderer(colors=colors, pad_event_to=0)
+        # plain_traceback: with rich installed, structlog would print tracebacks with local variable values
+        # (secrets included) and take milliseconds per record.
+        renderer = structlog.dev.ConsoleRenderer(
+            colors=colors, pad_event_to=0, exception_formatter=structlog.dev.plain_traceback
+        )
         # Prefect's order: time, level, run, message, then key=value extras.
         renderer.columns = sorted(
             renderer.columns, key=lambda c: _CONSOLE_ORDER.index(c.key) if c.key in _CONSOLE_ORDER else 99

@@ -265,12 +265,27 @@ class AutomaticRunInput(BaseRunInput, Generic[T]):
         return sub
 
     @classmethod
+    def save(cls, keyset: Keyset, flow_run_id: uuid.UUID | str | None = None) -> None:
+        """Store the JSON schema of the plain type itself (what a resumer sends is the bare value)."""
+        run_id = ensure_flow_run_id(flow_run_id)
+        adapter = cls._adapter or pydantic.TypeAdapter(cls._type)
+        _write(run_id, keyset["schema"], adapter.json_schema(), f"{SENDER_PREFIX}{run_id}", overwrite=True)
+
+    @classmethod
     def load_from_flow_run_input(cls, flow_run_input: FlowRunInput) -> Self:
         adapter = cls._adapter or pydantic.TypeAdapter(cls._type)
+        raw = flow_run_input.value
         try:
-            value = adapter.validate_python(flow_run_input.value)
+            value = adapter.validate_python(raw)
         except pydantic.ValidationError as exc:
-            raise _invalid(flow_run_input, _type_name(cls._type), exc) from None
+            # Prefect's UI sends plain-type input wrapped as {"value": ...}; accept that spelling too.
+            if isinstance(raw, dict) and set(raw) == {"value"}:
+                try:
+                    value = adapter.validate_python(raw["value"])
+                except pydantic.ValidationError:
+                    raise _invalid(flow_run_input, _type_name(cls._type), exc) from None
+            else:
+                raise _invalid(flow_run_input, _type_name(cls._type), exc) from None
         instance = cls(value=value)
         instance._metadata = _metadata(flow_run_input)
         return instance

@@ -29,6 +29,23 @@ from otelflow.utilities.annotations import allow_failure, quote, unmapped
 
 __version__ = "0.1.0"
 
+# Prefect re-exports these at top level; loaded on first use so that `import otelflow` stays light.
+_LAZY = {
+    "pause_flow_run": "otelflow.flow_runs",
+    "resume_flow_run": "otelflow.flow_runs",
+    "suspend_flow_run": "otelflow.flow_runs",
+}
+
+
+def __getattr__(name: str) -> object:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'otelflow' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(module), name)
+
+
 __all__ = [
     "Flow",
     "FlowRunContext",
@@ -45,7 +62,10 @@ __all__ = [
     "flow",
     "get_run_context",
     "get_run_logger",
+    "pause_flow_run",
     "quote",
+    "resume_flow_run",
+    "suspend_flow_run",
     "tags",
     "task",
     "unmapped",

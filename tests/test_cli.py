@@ -163,6 +163,9 @@ def test_runs_filters(home: Path) -> None:
 def test_runs_on_an_empty_home_says_what_to_do(tmp_path: Path) -> None:
     proc = cli(tmp_path, "runs")
     assert "No flow runs in" in proc.stdout and "Run a flow first" in proc.stdout
+    assert list(tmp_path.iterdir()) == []  # looking creates nothing
+    shown = cli(tmp_path, "show", check=False)
+    assert shown.returncode == 1 and "Run a flow first" in shown.stderr
 
 
 # --- show -----------------------------------------------------------------------------------------------
@@ -233,6 +236,7 @@ def test_show_json(home: Path) -> None:
     assert boom["exception"]["type"] == "ValueError" and "Traceback" in boom["exception"]["stacktrace"]
     after = next(s for s in spans.values() if s["task_name"] == "after")
     assert after["state"] == "NotReady" and after["upstream_failed"] == [f"{boom['run_name']} (Failed)"]
+    assert after["upstream_failed_guessed"] is False  # named by the engine's NotReady message, not guessed
     squares = [s for s in spans.values() if s["task_name"] == "square"]
     assert sorted(s["map_index"] for s in squares) == list(range(6))  # JSON is never collapsed
     assert all(spans[c]["parent_span_id"] == s["span_id"] for s in spans.values() for c in s["children"])

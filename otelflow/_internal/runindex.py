@@ -127,8 +127,12 @@ class RunIndex:
         return db
 
     def _open(self) -> sqlite3.Connection:
+        if not self.spool.is_dir():
+            # Nothing recorded yet: answer from memory rather than create files in a home nobody has used.
+            db = self._connect(":memory:")
+            self._ensure_schema(db)
+            return db
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
             db = self._connect(str(self.path))
             self._ensure_schema(db)
             return db

@@ -16,7 +16,9 @@ from otelflow._internal.spool_read import LogRecord, SpanRecord
 
 __all__ = ["Group", "Node", "build_tree", "group_children", "log_json", "node_json", "subtree"]
 
-_UPSTREAM = re.compile(r"Upstream task run '([^']+)' ended (\w+)")
+# The NotReady message names the upstream run by name or id ("Upstream task run 'x' ended Failed", Prefect 3's
+# "Upstream task run '<id>' did not reach a 'COMPLETED' state.").
+_UPSTREAM = re.compile(r"[Uu]pstream task run '([^']+)' (?:ended|did not reach)")
 _FAILED_STATES = {"Failed", "Crashed", "TimedOut", "Cancelled", "NotReady"}
 
 
@@ -174,11 +176,14 @@ def _upstream(node: Node, by_id: dict[str, Node]) -> tuple[list[str], bool]:
         return found, False
     texts = [node.span.status_message] + [value for _, _, attrs in node.span.events for value in attrs.values()
                                           if isinstance(value, str)] + [log.body for log in node.logs]
-    for text in texts:
-        for name, state in _UPSTREAM.findall(text or ""):
-            found.append(f"{name} ({state})")
-    if found:
-        return list(dict.fromkeys(found)), False
+    named = [name for text in texts for name in _UPSTREAM.findall(text or "")]
+    if named:
+        runs = {key: n for n in by_id.values() for key in (n.run_name, str(n.attrs.get(semconv.RUN_ID, "")))
+                if key}
+        for name in dict.fromkeys(named):
+            upstream = runs.get(name)
+            found.append(f"{upstream.run_name} ({upstream.state})" if upstream is not None else name)
+        return found, False
     # Nothing recorded says which input it was: name the runs of the same flow run that failed before it started.
     if node.parent is not None:
         earlier = [n for n in node.parent.walk()[1:] if n is not node and n.failed and n.state != "NotReady"

@@ -36,7 +36,35 @@ _SINCE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$", re.IGNORECASE)
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+# Command groups built elsewhere, imported only when used (`otelflow runs` does not pay for them):
+# name -> (module, attribute). Registration point for other otelflow CLIs.
+_LAZY_COMMANDS = {"input": ("otelflow.input.cli", "input_group")}
+
+
+class _Main(click.Group):
+    """The top-level group: its own commands plus the lazily imported ones that are installed."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        here = Path(__file__).parent
+        lazy = [name for name, (module, _) in _LAZY_COMMANDS.items()
+                if (here.parent / (module.replace(".", "/") + ".py")).exists()]
+        return sorted({*super().list_commands(ctx), *lazy})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        command = super().get_command(ctx, cmd_name)
+        if command is None and cmd_name in _LAZY_COMMANDS:
+            import importlib
+
+            module, attribute = _LAZY_COMMANDS[cmd_name]
+            try:
+                found = getattr(importlib.import_module(module), attribute)
+            except (ImportError, AttributeError):
+                return None  # not installed in this build: the other commands work without it
+            command = found if isinstance(found, click.Command) else None
+        return command
+
+
+@click.group(cls=_Main, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="otelflow")
 def main() -> None:
     """otelflow: Prefect-style flows on OpenTelemetry. Inspect runs recorded in the local spool."""
@@ -483,12 +511,3 @@ def spool_ship(home: str | None, endpoint: str, protocol: str, header_values: tu
         click.echo(f"{busy} file(s) in use by another process (or another ship) were left for later.")
     if failed:
         _fail(f"Stopped: {failed}. Nothing was lost: run `otelflow spool ship` again to resume from there.")
-
-
-# Registration point for `otelflow input ...` (run input, built in otelflow/input/cli.py).
-try:
-    from otelflow.input.cli import input_group as _input_group  # type: ignore[import-not-found, unused-ignore]
-except ImportError:  # the run-input CLI is not there (yet): the other commands work without it
-    pass
-else:
-    main.add_command(_input_group, "input")

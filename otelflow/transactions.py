@@ -373,14 +373,14 @@ class Transaction(ContextModel):
         self.isolation_level = isolation_level
         self.overwrite = overwrite
         self.write_on_commit = write_on_commit
-        self.logger: logging.Logger | logging.LoggerAdapter[Any] = logger or _default_logger()
+        self._logger = logger
         self.children: list[Transaction] = []
         self.on_commit_hooks: list[Hook] = []
         self.on_rollback_hooks: list[Hook] = []
         self._state = TransactionState.PENDING
         self._stored_values: dict[str, Any] = {}
         self._staged_value: Any = None
-        self._holder = f"{uuid.uuid4()}"
+        self._holder_id: str | None = None
         self._parent: Transaction | None = None
         self._resolved = False  # has the store record been read?
         self._record: dict[str, Any] | None = None
@@ -396,6 +396,25 @@ class Transaction(ContextModel):
         self._span_ended = False
         self._wrote = False  # did our commit write the record (False: the key was committed before)?
         self._closed = False  # finished by commit()/rollback(): no longer the current transaction
+
+    @property
+    def logger(self) -> logging.Logger | logging.LoggerAdapter[Any]:
+        """Where hook runs and failures are logged: the ``logger`` given, else the run logger (looked up once,
+        when first needed: most transactions never log)."""
+        if self._logger is None:
+            self._logger = _default_logger()
+        return self._logger
+
+    @logger.setter
+    def logger(self, value: logging.Logger | logging.LoggerAdapter[Any]) -> None:
+        self._logger = value
+
+    @property
+    def _holder(self) -> str:
+        """This transaction's lock holder id (made when first needed)."""
+        if self._holder_id is None:
+            self._holder_id = f"{uuid.uuid4()}"
+        return self._holder_id
 
     # --- state ------------------------------------------------------------------------------------
     @property
@@ -711,7 +730,7 @@ class Transaction(ContextModel):
         # Not read yet (an empty transaction) and no overwrite: write only if absent -- one round trip that
         # also tells whether the key had been committed before.
         if_absent = not self._resolved and not self.overwrite
-        written = self.store.put(_NAMESPACE, self.key, text, if_absent=if_absent, fence=fence)
+        written = self.store.put(_NAMESPACE, self.key, text, if_absent=if_absent, fence=fence, notify=False)
         if written:
             self._wrote = True
         else:
@@ -775,11 +794,14 @@ class Transaction(ContextModel):
 
     # --- telemetry ------------------------------------------------------------------------------------
     def _event(self, name: str, attributes: dict[str, Any] | None = None) -> None:
+        if self._span.is_recording():
+            self._span.add_event(name, attributes)
+            return
+        # Our span has ended (a child committed or rolled back by its parent): tell the current span, by key.
         attrs: dict[str, Any] = dict(attributes or {})
         if self.key is not None:
             attrs[semconv.TRANSACTION_KEY] = self.key
-        span = self._span if self._span.is_recording() else trace.get_current_span()
-        span.add_event(name, attrs)
+        trace.get_current_span().add_event(name, attrs)
 
     def _fail_span(self, exc: BaseException) -> None:
         if self._span.is_recording():

@@ -116,12 +116,15 @@ class Store(abc.ABC):
         *,
         if_absent: bool = False,
         fence: tuple[str, str] | None = None,
+        notify: bool = True,
     ) -> bool:
-        """Store ``value`` (JSON text) under ``key``; wake :meth:`wait` callers on ``namespace``.
+        """Store ``value`` (JSON text) under ``key``, in one atomic step; returns True when written.
 
         ``if_absent``: write only when ``key`` is not stored yet; return False (and write nothing)
         when it is. ``fence=(lock_name, holder)``: write only while ``holder`` holds that lock, else
-        raise :class:`LockLost`. Returns True when the value was written.
+        raise :class:`LockLost`. ``notify`` (default): wake :meth:`watch` waiters on ``namespace`` and
+        keep the key in :meth:`items` write order; ``notify=False`` is a plain record write (one
+        ``HSET``/``HSETNX`` on Redis) for namespaces nobody watches, listed after the ordered keys.
         """
 
     @abc.abstractmethod

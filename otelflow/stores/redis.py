@@ -152,9 +152,16 @@ class RedisStore(Store):
         *,
         if_absent: bool = False,
         fence: tuple[str, str] | None = None,
+        notify: bool = True,
     ) -> bool:
         _check_names(namespace, key)
         hash_key, order_key, channel = self._keys(namespace)
+        if not notify and fence is None:  # a plain record: one command, as cheap as a SET
+            with self._errors("write"):
+                if if_absent:
+                    return bool(self._client.hsetnx(hash_key, key, value))
+                self._client.hset(hash_key, key, value)
+            return True
         lock_key = f"{_PREFIX}lock:{fence[0]}" if fence else ""
         holder = fence[1] if fence else ""
         with self._errors("write"):
@@ -182,6 +189,8 @@ class RedisStore(Store):
             order, values = pipe.execute()
         by_key = {_text(k): _text(v) for k, v in values.items()}
         keys = [_text(k) for k in order]
+        ordered = set(keys)
+        keys += sorted(k for k in by_key if k not in ordered)  # written with notify=False
         return [StoreItem(k, by_key[k]) for k in keys if k.startswith(prefix) and k in by_key]
 
     def watch(self, namespace: str) -> Watch:

@@ -30,10 +30,15 @@ _BUSY_TIMEOUT_MS = 30_000
 _CHANGE_POLL_S = 0.025
 
 _SCHEMA = (
-    "CREATE TABLE IF NOT EXISTS kv (id INTEGER PRIMARY KEY AUTOINCREMENT, ns TEXT NOT NULL, key TEXT NOT NULL, "
+    # Rowids grow with each insert (a replace is a new row), so ORDER BY id is write order.
+    "CREATE TABLE IF NOT EXISTS kv (id INTEGER PRIMARY KEY, ns TEXT NOT NULL, key TEXT NOT NULL, "
     "value TEXT NOT NULL, UNIQUE (ns, key))",
     "CREATE TABLE IF NOT EXISTS locks (name TEXT PRIMARY KEY, holder TEXT NOT NULL, expires REAL NOT NULL)",
 )
+
+
+_INSERT = "INSERT OR REPLACE INTO kv (ns, key, value) VALUES (?, ?, ?)"
+_INSERT_IF_ABSENT = "INSERT OR IGNORE INTO kv (ns, key, value) VALUES (?, ?, ?)"
 
 
 def sqlite_url(path: str | os.PathLike[str]) -> str:
@@ -112,30 +117,35 @@ class SqliteStore(Store):
         *,
         if_absent: bool = False,
         fence: tuple[str, str] | None = None,
+        notify: bool = True,
     ) -> bool:
         _check_names(namespace, key)
-        verb = "INSERT OR IGNORE" if if_absent else "INSERT OR REPLACE"
-        sql = f"{verb} INTO kv (ns, key, value) VALUES (?, ?, ?)"
+        sql = _INSERT_IF_ABSENT if if_absent else _INSERT
         conn = self._conn()
-        with self._errors("write"):
-            if fence is None:
+        if fence is None:  # the hot path (every transaction commit): no context manager
+            try:
                 written = conn.execute(sql, (namespace, key, value)).rowcount > 0
-            else:
-                conn.execute("BEGIN IMMEDIATE")
-                try:
-                    row = conn.execute("SELECT holder, expires FROM locks WHERE name = ?", (fence[0],)).fetchone()
-                    if row is None or row[0] != fence[1] or row[1] <= time.time():
-                        raise LockLost(
-                            f"Lock {fence[0]!r} is no longer held by {fence[1]} (its lease expired"
-                            f"{' and ' + str(row[0]) + ' took it' if row and row[0] != fence[1] else ''}); "
-                            "nothing was written."
-                        )
-                    written = conn.execute(sql, (namespace, key, value)).rowcount > 0
-                    conn.execute("COMMIT")
-                except BaseException:
-                    conn.execute("ROLLBACK")
-                    raise
-        if written:
+            except sqlite3.Error as exc:
+                raise StoreUnavailable(f"sqlite store {self.path}: write failed: {exc}") from exc
+            if written and notify:
+                self._notify()
+            return written
+        with self._errors("write"):
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                row = conn.execute("SELECT holder, expires FROM locks WHERE name = ?", (fence[0],)).fetchone()
+                if row is None or row[0] != fence[1] or row[1] <= time.time():
+                    raise LockLost(
+                        f"Lock {fence[0]!r} is no longer held by {fence[1]} (its lease expired"
+                        f"{' and ' + str(row[0]) + ' took it' if row and row[0] != fence[1] else ''}); "
+                        "nothing was written."
+                    )
+                written = conn.execute(sql, (namespace, key, value)).rowcount > 0
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        if written and notify:
             self._notify()
         return written
 

@@ -461,7 +461,7 @@ def _hydrate(carrier: Mapping[str, Any] | Iterable[tuple[str, str]] | None) -> l
     # Nothing above changed any state; below, each change is paired with its undo at once. A carrier
     # without a run identity sets the run contexts to None: the caller's local run must not stay current,
     # spans and logs inside belong to the carrier's trace.
-    undo = [functools.partial(otel_context.detach, otel_context.attach(restored))]
+    undo: list[Callable[[], None]] = [functools.partial(otel_context.detach, otel_context.attach(restored))]
     undo.append(functools.partial(FlowRunContext.__var__.reset, FlowRunContext.__var__.set(flow_ctx)))
     undo.append(functools.partial(TaskRunContext.__var__.reset, TaskRunContext.__var__.set(task_ctx)))
     undo.append(functools.partial(TagsContext.__var__.reset, TagsContext.__var__.set(tags_ctx)))

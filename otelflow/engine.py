@@ -219,9 +219,9 @@ class _Run:
                 resolve_inputs(wait_for, links=self.links)
             if self.kind == "task":
                 params = self.parameters
-                for name, value in params.items():
+                for param, value in params.items():
                     if not isinstance(value, str | int | float | bool | type(None)):
-                        params[name] = resolve_inputs(value, links=self.links, parameter_name=name,
+                        params[param] = resolve_inputs(value, links=self.links, parameter_name=param,
                                                       current_task_run=run)
         except UpstreamTaskError as exc:
             self.final = Pending(str(exc), name="NotReady")
@@ -233,7 +233,7 @@ class _Run:
                 message = "Validation of flow parameters failed with error:"
                 self.final = Failed(exc, f"{message} {_format_exception(exc)}")
                 self.raised = exc
-        name = _custom_run_name(
+        name: str | None = _custom_run_name(
             self.obj.flow_run_name if self.kind == "flow" else self.obj.task_run_name,
             self.parameters, f"{self.kind}_run_name",
         )
@@ -302,10 +302,10 @@ class _Run:
             tags_ctx = TagsContext(current_tags.union(run_tags))
             tags_ctx.__enter__()
             undo.append(tags_ctx.__exit__)
-        if _should_log_prints(obj):
-            from otelflow.logging import print_as_log
-
-            capture = print_as_log()
+        log_prints = _should_log_prints(obj)
+        if log_prints is not _print_as_log().active():
+            # On for log_prints=True; explicitly off for a run that opts out under a parent that logs prints.
+            capture = _print_as_log()(log_prints)
             capture.__enter__()
             undo.append(capture.__exit__)
         if kind == "flow":
@@ -378,6 +378,7 @@ class _Run:
                                                               f"{_failure_type(outcome)}: {outcome!r}"))
                 if hasattr(verdict, "__await__"):
                     verdict = yield (_AWAIT, verdict)
+                verdict = bool(verdict)
             except Exception:
                 _run_logger().error(
                     "An error was encountered while running `retry_condition_fn` check '%s' for task %r",
@@ -386,7 +387,7 @@ class _Run:
                 return None
             if not verdict:
                 return None
-        delay = obj.retry_delay_for(retries_done)
+        delay: float = obj.retry_delay_for(retries_done)
         _run_logger().info(
             "%s run failed with %s: %r - Retry %s/%s will start %s", self.kind.title(), _failure_type(outcome),
             outcome, retries_done + 1, obj.retries, f"{delay} second(s) from now" if delay else "immediately",
@@ -546,6 +547,12 @@ def _emit_pending(span: trace.Span, name: str, attrs: dict[str, Any], start_ns: 
     pending.end(end_time=start_ns)
 
 
+def _print_as_log() -> Any:
+    from otelflow.logging.loggers import print_as_log
+
+    return print_as_log
+
+
 def _should_log_prints(obj: Any) -> bool:
     # Prefect: an explicit True/False wins; None inherits the enclosing flow run's setting.
     if obj.log_prints is not None:
@@ -625,7 +632,7 @@ class _ThreadTimeout:
                 ctypes.c_ulong(self._thread_id), ctypes.py_object(self._exc_type)
             )
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> bool:
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> Literal[False]:
         if self._timer is None:
             signal.setitimer(signal.ITIMER_REAL, 0)
             signal.signal(signal.SIGALRM, self._previous)

@@ -108,7 +108,7 @@ class Flow(_RunOptions, Generic[P, R]):
 
         return_state, wait_for = self._split_call_options(kwargs)
         parameters = self.binder.bind(args, kwargs)
-        return_type = "state" if return_state else "result"
+        return_type: engine.ReturnType = "state" if return_state else "result"
         if self.isasync:
             return engine.run_flow_async(self, parameters, wait_for=wait_for, return_type=return_type)
         return engine.run_flow(self, parameters, wait_for=wait_for, return_type=return_type)

@@ -204,7 +204,7 @@ class _RunOptions:
         if unknown:
             valid = sorted(self._option_names)
             raise TypeError(f"with_options() got unknown options {sorted(unknown)}; valid: {valid}.")
-        return type(self)(self.fn, **{**self._options, **options})
+        return cast(Any, type(self))(self.fn, **{**self._options, **options})
 
     def _split_call_options(self, kwargs: dict[str, Any]) -> tuple[bool, Any]:
         return bool(kwargs.pop("return_state", False)), kwargs.pop("wait_for", None)
@@ -261,7 +261,7 @@ class Task(_RunOptions, Generic[P, R]):
 
         return_state, wait_for = self._split_call_options(kwargs)
         parameters = self.binder.bind(args, kwargs)
-        return_type = "state" if return_state else "result"
+        return_type: engine.ReturnType = "state" if return_state else "result"
         if self.isasync:
             return engine.run_task_async(self, parameters, wait_for=wait_for, return_type=return_type)
         return engine.run_task(self, parameters, wait_for=wait_for, return_type=return_type)

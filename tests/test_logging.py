@@ -341,7 +341,8 @@ def test_log_eavesdropper_by_name_and_by_logger(captured):  # type: ignore[no-un
         LogEavesdropper(logging.getLogger("otelflow.task_runs"), level=logging.DEBUG) as tasks_only,
     ):
         f()
-    assert everything.text() == "from the flow\nfrom the task\ndebug line"
+    # Prefect's eavesdropper format.
+    assert everything.text() == "[WARNING]: from the flow\n[INFO]: from the task\n[DEBUG]: debug line"
     assert [r.getMessage() for r in tasks_only.get_logs()] == ["from the task", "debug line"]
     assert all(isinstance(r, logging.LogRecord) for r in everything.get_logs())
     # the level was lowered for the block only

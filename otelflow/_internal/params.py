@@ -78,7 +78,7 @@ class ParameterBinder:
         """``(args, kwargs)`` to call the function with, from parameters by name."""
         if self._fast:
             return (), params
-        bound = inspect.BoundArguments(self.signature, params)  # type: ignore[arg-type]
+        bound = inspect.BoundArguments(self.signature, params)  # type: ignore[arg-type,unused-ignore]
         return bound.args, bound.kwargs
 
     def validate(self, params: dict[str, Any]) -> dict[str, Any]:
@@ -137,7 +137,7 @@ def _build_validator(fn: Callable[..., Any], signature: inspect.Signature) -> An
     from pydantic import ConfigDict, create_model
 
     try:
-        return create_model(  # type: ignore[call-overload]
+        return create_model(  # type: ignore[call-overload,unused-ignore]
             "Parameters", __config__=ConfigDict(arbitrary_types_allowed=True), **fields
         )
     except Exception:

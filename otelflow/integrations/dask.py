@@ -419,5 +419,5 @@ def _encode_state(state: State[Any], attempts: int) -> dict[str, Any]:
 
 def _decode_state(encoded: dict[str, Any]) -> tuple[State[Any], int]:
     """The final State and the number of attempts, from :func:`_encode_state`'s dict."""
-    state = State(StateType(encoded["type"]), encoded["name"], encoded["message"], encoded["data"])
+    state: State[Any] = State(StateType(encoded["type"]), encoded["name"], encoded["message"], encoded["data"])
     return state, int(encoded.get("attempts") or 0)

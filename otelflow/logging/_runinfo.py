@@ -29,7 +29,7 @@ RUN_KEY = "_otelflow_run"
 class RunInfo:
     """One run's log correlation: attributes, span context, hex ids, display name. Immutable once built."""
 
-    __slots__ = ("attributes", "context", "default_adapter", "display", "flow_run_id", "is_task", "run_id",
+    __slots__ = ("attributes", "context", "default_adapter", "display", "extra", "flow_run_id", "is_task", "run_id",
                  "span_context")
 
     def __init__(
@@ -48,6 +48,8 @@ class RunInfo:
         self.run_id = run_id
         self.flow_run_id = flow_run_id
         self.is_task = is_task
+        # Prefect's fields on every run log record (``record.flow_run_id``...), set by run_info_for().
+        self.extra: dict[str, str] = {}
         # get_run_logger() with no arguments returns the same adapter for the whole run (it is stateless).
         self.default_adapter: Any = None
 
@@ -105,7 +107,19 @@ def run_info_for(task_ctx: TaskRunContext | None, flow_ctx: FlowRunContext | Non
         attrs[semconv.TAGS] = tuple(sorted(set(tags)))
     # A remote run identity (hydrated_context) may lack names; an empty attribute says nothing useful.
     attrs = {k: v for k, v in attrs.items() if v != ""}
-    return RunInfo(attrs, span, display, run_id, flow_run_id, task_run is not None)
+    info = RunInfo(attrs, span, display, run_id, flow_run_id, task_run is not None)
+    # Prefect's record fields (flow_run_logger / task_run_logger), "<unknown>" where Prefect says so.
+    extra = {
+        "flow_run_id": str(flow_run_id) if flow_run_id is not None else "<unknown>",
+        "flow_run_name": (flow_run.name if flow_run is not None else "") or "<unknown>",
+        "flow_name": (flow_run.flow_name if flow_run is not None else "") or "<unknown>",
+    }
+    if task_run is not None:
+        extra["task_run_id"] = str(task_run.id)
+        extra["task_run_name"] = task_run.name or "<unknown>"
+        extra["task_name"] = task_run.task_name or "<unknown>"
+    info.extra = extra
+    return info
 
 
 def _belongs_to_outer_flow(task_ctx: TaskRunContext, flow_ctx: FlowRunContext) -> bool:

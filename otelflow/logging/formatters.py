@@ -10,7 +10,7 @@ import datetime
 import logging
 import time
 from collections.abc import Callable
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import structlog
 
@@ -47,9 +47,10 @@ def record_to_event(
             )
             event_dict["level"] = record.levelname.lower()
             event_dict["logger"] = run.display if run is not None else record.name
+        own = run.extra if run is not None else {}
         for key, value in record.__dict__.items():
-            if key in _RECORD_KEYS or key.startswith("_"):
-                continue
+            if key in _RECORD_KEYS or key.startswith("_") or key in own:
+                continue  # Prefect's run fields repeat what the run name / otelflow.* fields say
             if not json and (key.startswith("otelflow.") or key in ("trace_id", "span_id")):
                 continue  # the run name says it; ids are for machines (JSON format)
             event_dict.setdefault(key, value)
@@ -75,4 +76,4 @@ def build_formatter(fmt: str, colors: bool, max_message_length: int) -> logging.
             renderer.columns, key=lambda c: _CONSOLE_ORDER.index(c.key) if c.key in _CONSOLE_ORDER else 99
         )
         processors.append(renderer)
-    return structlog.stdlib.ProcessorFormatter(processors=processors, foreign_pre_chain=pre_chain)
+    return structlog.stdlib.ProcessorFormatter(processors=processors, foreign_pre_chain=cast(Any, pre_chain))

@@ -71,9 +71,8 @@ def get_logger(name: str | None = None) -> logging.Logger:
 
 # --- disabling ------------------------------------------------------------------------------------------
 
-# None: enabled. _ALL: every run logger is disabled (the context-manager form). A frozenset: the ids of the
-# runs (task run ids or flow run ids) whose loggers are disabled; a flow's id disables its task runs too.
-_ALL: Final = frozenset({uuid.UUID(int=0)})
+# None: enabled. A frozenset: the ids of the runs (task run ids or flow run ids) whose loggers were disabled by
+# a plain disable_run_logger() call; a flow's id disables its task runs too.
 _disabled: ContextVar[frozenset[uuid.UUID] | None] = ContextVar("otelflow_disabled_run_loggers", default=None)
 
 
@@ -81,7 +80,11 @@ def _is_disabled(run: RunInfo) -> bool:
     disabled = _disabled.get()
     if disabled is None:
         return False
-    return disabled is _ALL or run.run_id in disabled or run.flow_run_id in disabled
+    return run.run_id in disabled or run.flow_run_id in disabled
+
+
+def _run_loggers() -> tuple[logging.Logger, logging.Logger]:
+    return logging.getLogger(FLOW_RUN_LOGGER_NAME), logging.getLogger(TASK_RUN_LOGGER_NAME)
 
 
 class disable_run_logger:
@@ -89,7 +92,9 @@ class disable_run_logger:
 
     Plain call inside a run: the run's logger (and those of task runs it starts afterwards) emits nothing
     for the rest of that run; the caller of the run and sibling runs are not affected. As a context
-    manager (Prefect's form): every run logger is silent inside the block, and restored on exit.
+    manager (Prefect's form): the ``otelflow.flow_runs`` / ``otelflow.task_runs`` loggers are ``disabled``
+    inside the block and restored on exit; there, ``get_run_logger()`` outside a run returns a disabled
+    logger instead of raising, so a task's ``.fn()`` can be called directly.
 
     Example::
 
@@ -102,26 +107,31 @@ class disable_run_logger:
             my_flow()   # no run logs
     """
 
-    __slots__ = ("_entered", "_token")
+    __slots__ = ("_saved", "_token")
 
     def __init__(self) -> None:
         self._token: Token[frozenset[uuid.UUID] | None] | None = None
-        self._entered: Token[frozenset[uuid.UUID] | None] | None = None
+        self._saved: list[tuple[logging.Logger, bool]] | None = None
         run = current_run_info()
         if run is not None and run.run_id is not None:
-            current = _disabled.get()
-            if current is not _ALL:
-                # The variable lives in the context the run function runs in; keying it by run id (not a
-                # bare flag) keeps it from silencing the caller or sibling runs after this run returns.
-                self._token = _disabled.set((current or frozenset()) | {run.run_id})
+            # The variable lives in the context the run function runs in; keying it by run id (not a bare
+            # flag) keeps it from silencing the caller or sibling runs after this run returns.
+            self._token = _disabled.set((_disabled.get() or frozenset()) | {run.run_id})
 
     def __enter__(self) -> None:
-        self._entered = _disabled.set(_ALL)
+        if self._token is not None:
+            # Used as a block: the plain-call effect is replaced by the block's.
+            _disabled.reset(self._token)
+            self._token = None
+        self._saved = [(logger, logger.disabled) for logger in _run_loggers()]
+        for logger, _ in self._saved:
+            logger.disabled = True
 
     def __exit__(self, *exc_info: object) -> None:
-        if self._entered is not None:
-            _disabled.reset(self._entered)
-            self._entered = None
+        if self._saved is not None:
+            for logger, was_disabled in self._saved:
+                logger.disabled = was_disabled
+            self._saved = None
         if self._token is not None:
             _disabled.reset(self._token)
             self._token = None
@@ -133,38 +143,48 @@ class disable_run_logger:
 class RunLoggerAdapter(logging.LoggerAdapter):  # type: ignore[type-arg]
     """The logger of one flow or task run (Prefect's ``PrefectLogAdapter``).
 
-    ``extra`` given to :func:`get_run_logger` and to each call are merged (the call's win) and exported as
-    OTel log attributes, keeping their types.
+    Every record carries Prefect's run fields (``flow_run_id``, ``flow_run_name``, ``flow_name`` and, for task
+    runs, ``task_run_id``, ``task_run_name``, ``task_name``) on the stdlib record, exported as OTel log
+    attributes next to otelflow's own. ``extra`` given to :func:`get_run_logger` (or to the adapter) and to
+    each call are merged, the call's winning, and exported keeping their types.
     """
 
-    run: RunInfo
+    run: RunInfo | None
 
-    def __init__(self, logger: logging.Logger, extra: Mapping[str, object] | None, run: RunInfo) -> None:
-        extra = dict(extra or {})
-        _check_extra(extra)
-        super().__init__(logger, extra)
+    def __init__(
+        self, logger: logging.Logger, extra: Mapping[str, object] | None = None, run: RunInfo | None = None
+    ) -> None:
+        merged: dict[str, object] = dict(run.extra) if run is not None else {}
+        merged.update(extra or {})
+        _check_extra(merged)
+        super().__init__(logger, merged)
         self.run = run
-        extra[RUN_KEY] = run
+        if run is not None:
+            merged[RUN_KEY] = run
 
     def isEnabledFor(self, level: int) -> bool:
         """False when the level is filtered out or the run logger is disabled."""
-        if _disabled.get() is not None and _is_disabled(self.run):
+        if self.run is not None and _disabled.get() is not None and _is_disabled(self.run):
             return False
-        return self.logger.isEnabledFor(level)
+        return bool(self.logger.isEnabledFor(level))
 
     def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, MutableMapping[str, Any]]:
         """Merge the call's ``extra`` with the adapter's (which carries the run)."""
         extra = kwargs.get("extra")
         if extra:
             _check_extra(extra)
-            kwargs["extra"] = {**self.extra, **extra, RUN_KEY: self.run}  # type: ignore[dict-item]
+            merged = {**self.extra, **extra}  # type: ignore[dict-item]
+            if self.run is not None:
+                merged[RUN_KEY] = self.run
+            kwargs["extra"] = merged
         else:
             kwargs["extra"] = self.extra
         return msg, kwargs
 
     def getChild(self, suffix: str, extra: Mapping[str, object] | None = None) -> RunLoggerAdapter:
         """A run logger for a child logger name, with more ``extra`` (Prefect's API)."""
-        merged = {k: v for k, v in self.extra.items() if k != RUN_KEY}  # type: ignore[union-attr]
+        own = self.run.extra if self.run is not None else {}
+        merged = {k: v for k, v in self.extra.items() if k != RUN_KEY and k not in own}  # type: ignore[union-attr]
         merged.update(extra or {})
         return RunLoggerAdapter(self.logger.getChild(suffix), merged, self.run)
 
@@ -187,14 +207,33 @@ _NO_RUN_MESSAGE: Final = (
 )
 
 
-def get_run_logger(name: str | None = None, **kwargs: object) -> RunLoggerAdapter:
+def _run_info_from(context: object) -> RunInfo | None:
+    from otelflow.context import FlowRunContext, TaskRunContext
+    from otelflow.logging._runinfo import run_info_for
+
+    if isinstance(context, TaskRunContext):
+        return run_info_for(context, FlowRunContext.get())
+    if isinstance(context, FlowRunContext):
+        task_ctx = TaskRunContext.get()
+        flow_run, task_run = context.flow_run, task_ctx.task_run if task_ctx is not None else None
+        if task_run is None or flow_run is None or task_run.flow_run_id != flow_run.id:
+            task_ctx = None  # Prefect: a task run logger only for a task of this flow run
+        return run_info_for(task_ctx, context)
+    raise TypeError(
+        f"Received unexpected type {type(context).__name__!r} for context. "
+        "Expected one of 'None', 'FlowRunContext', or 'TaskRunContext'."
+    )
+
+
+def get_run_logger(context: object = None, **kwargs: object) -> RunLoggerAdapter | logging.Logger:
     """The logger of the current task run (else flow run); its records are correlated with the run's span.
 
-    ``name`` picks a logger under ``otelflow.`` instead of ``otelflow.task_runs``/``otelflow.flow_runs``;
-    ``kwargs`` are added to every record as ``extra`` (exported as attributes).
+    Prefect's signature: ``context`` overrides the run (a ``FlowRunContext`` or ``TaskRunContext``);
+    ``kwargs`` are added to every record as ``extra`` (exported as attributes). A string (or ``name=``)
+    picks a logger under ``otelflow.`` instead of ``otelflow.task_runs``/``otelflow.flow_runs``.
     Raises :class:`~otelflow.context.MissingContextError` outside any run, except inside
     :func:`~otelflow.context.hydrated_context` with a remote run identity, where the records correlate with
-    the remote run's span.
+    the remote run's span, and inside ``with disable_run_logger():``, where it returns a disabled logger.
 
     Example::
 
@@ -204,8 +243,17 @@ def get_run_logger(name: str | None = None, **kwargs: object) -> RunLoggerAdapte
             logger.info("extracted %d rows", 3, extra={"source": "s3"})
     """
     ensure_configured()
-    run = current_run_info()
+    name: str | None = None
+    if isinstance(context, str):
+        name, context = context, None
+    if "name" in kwargs:
+        name = str(kwargs.pop("name"))
+    run = current_run_info() if context is None else _run_info_from(context)
     if run is None:
+        if all(logger.disabled for logger in _run_loggers()):
+            null = logging.getLogger("null")
+            null.disabled = True
+            return null
         raise MissingContextError(_NO_RUN_MESSAGE)
     if not name and not kwargs and run.default_adapter is not None:
         return run.default_adapter  # type: ignore[no-any-return]
@@ -236,7 +284,8 @@ def _print(
         run = current_run_info()
         if run is not None and not _is_disabled(run):
             adapter = get_run_logger()
-            adapter.info((" " if sep is None else sep).join(map(str, args)))
+            # stacklevel=2: the record names the user's function and line, not this hook.
+            adapter.info((" " if sep is None else sep).join(map(str, args)), stacklevel=2)
             return
     _original_print(*args, sep=sep, end=end, file=file, flush=flush)
 
@@ -258,18 +307,26 @@ def _install_print() -> None:
 class print_as_log:
     """While entered, ``print()`` calls made in this context go to the current run logger at INFO.
 
-    The engine enters it around runs with ``log_prints=True``. Prints with an explicit ``file=`` print
-    normally (as in Prefect), and so do prints from other threads or contexts.
+    The engine enters it around runs with ``log_prints=True`` (and ``print_as_log(False)`` around runs that
+    opt out under a parent that logs prints). Prints with an explicit ``file=`` print normally (as in
+    Prefect), and so do prints from other threads or contexts.
     """
 
-    __slots__ = ("_token",)
+    __slots__ = ("_enabled", "_token")
 
-    def __init__(self) -> None:
+    def __init__(self, enabled: bool = True) -> None:
+        self._enabled = enabled
         self._token: Token[bool] | None = None
 
+    @staticmethod
+    def active() -> bool:
+        """Whether prints in this context currently go to the run logger."""
+        return _log_prints.get()
+
     def __enter__(self) -> None:
-        _install_print()
-        self._token = _log_prints.set(True)
+        if self._enabled:
+            _install_print()
+        self._token = _log_prints.set(self._enabled)
 
     def __exit__(self, *exc_info: object) -> None:
         if self._token is not None:
@@ -298,7 +355,8 @@ class LogEavesdropper(logging.Handler):
         self._records: list[logging.LogRecord] = []
         self._target: logging.Logger | None = None
         self._original_level = logging.NOTSET
-        self.setFormatter(logging.Formatter("%(message)s"))
+        # Prefect's minimal format: nothing environmental (file names, versions) leaks into what users show.
+        self.setFormatter(logging.Formatter("[%(levelname)s]: %(message)s"))
 
     def __enter__(self) -> LogEavesdropper:
         if self.eavesdrop_on == ROOT_LOGGER_NAME or self.eavesdrop_on.startswith(ROOT_LOGGER_NAME + "."):
@@ -326,5 +384,5 @@ class LogEavesdropper(logging.Handler):
         return list(self._records)
 
     def text(self) -> str:
-        """The captured records formatted one per line (the message, like Prefect's)."""
+        """The captured records one per line, as ``[LEVEL]: message`` (Prefect's format)."""
         return "\n".join(self.format(record) for record in self._records)

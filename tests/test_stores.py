@@ -207,3 +207,16 @@ def test_default_store_is_a_sqlite_file_under_home(_isolated_home: Path) -> None
         assert (_isolated_home / "store.sqlite3").exists()
     finally:
         reset_stores()
+
+
+def test_plain_record_writes_are_listed_after_ordered_ones_and_write_once_too(store: Store) -> None:
+    space = ns()
+    assert store.put(space, "z-ordered", "1")
+    assert store.put(space, "plain", "2", notify=False, if_absent=True)
+    assert not store.put(space, "plain", "3", notify=False, if_absent=True)
+    assert store.get(space, "plain") == "2"
+    assert [item.key for item in store.items(space)] == ["z-ordered", "plain"]
+    with store.watch(space) as watch:
+        store.put(space, "quiet", "4", notify=False)
+        if store.backend == "redis":
+            assert watch.wait(0.2) is False  # nobody is told about a plain record

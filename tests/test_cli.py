@@ -392,6 +392,11 @@ def test_a_running_flow_shows_as_running_and_logs_follow_it_to_the_end(tmp_path:
             assert line, f"follow ended early: {seen}"
             seen += line
         assert "slow flow started" in seen and follower.poll() is None
+        # the task still running has no span yet: its log shows under the running flow run all the same
+        during = cli(tmp_path, "show").stdout.splitlines()
+        assert "Running…" in during[1]
+        assert any("waiting for go" in line and "wait_for_go-" in line for line in during) or any(
+            "task wait_for_go" in line and "Running" in line for line in during), during
         go.touch()
         rest, err = follower.communicate(timeout=60)  # it ends by itself once the flow run has ended
         assert follower.returncode == 0, err

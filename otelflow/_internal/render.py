@@ -135,6 +135,11 @@ def log_line(log: LogRecord, *, prefix: str = "", who: str | None = None, traceb
     return text
 
 
+def _who(log: LogRecord) -> str:
+    attrs = log.attributes
+    return str(attrs.get(semconv.TASK_RUN_NAME) or attrs.get(semconv.FLOW_RUN_NAME) or "?")
+
+
 # --- the trace waterfall ------------------------------------------------------------------------------
 
 
@@ -203,7 +208,9 @@ class _Waterfall:
         self.run_line(prefix + branch, label, node.span.start, end, STATE_STYLES.get(state, ""))
         self.explain(node, child_prefix)
         for log in node.logs:
-            self.emit(log_line(log, prefix=child_prefix + "  ", traceback=self.traceback))
+            # A record of a run with no span yet (still running) sits under its flow run, named.
+            who = None if log.span_id == node.span.span_id else _who(log)
+            self.emit(log_line(log, prefix=child_prefix + "  ", who=who, traceback=self.traceback))
         if self.depth is not None and level >= self.depth:
             hidden = len(node.walk()) - 1
             if hidden:

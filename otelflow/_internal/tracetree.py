@@ -141,8 +141,13 @@ def build_tree(spans: list[SpanRecord], logs: list[LogRecord]) -> list[Node]:
             links=[], resource=record.resource,
         )
         real[real_id] = Node(stand_in, running=True)
+    flows = {str(n.attrs.get(semconv.RUN_ID)): n for n in real.values()
+             if n.attrs.get(semconv.RUN_TYPE) == semconv.RUN_TYPE_FLOW}
     for log in logs:
         node = real.get(log.span_id or "")
+        if node is None:
+            # A run still in flight has no span yet: its records go under its flow run (named by the renderer).
+            node = flows.get(str(log.attributes.get(semconv.FLOW_RUN_ID)))
         if node is not None:
             node.logs.append(log)
     roots: list[Node] = []

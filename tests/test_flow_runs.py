@@ -238,10 +238,9 @@ def test_cli_send_list_and_resume(store_url: str) -> None:
 def test_cli_as_a_real_process(store_url: str) -> None:
     run_id = str(uuid.uuid4())
     env = subprocess_env(OTELFLOW_STORE_URL=store_url)
-    code = "from otelflow.input.cli import input_group; input_group()"
-    sent = subprocess.run([PYTHON, "-c", code, "send", run_id, "--key-prefix", "approval", '{"decision": "ok"}'],
+    otelflow = [PYTHON, "-m", "otelflow", "input"]
+    sent = subprocess.run([*otelflow, "send", run_id, "--key-prefix", "approval", '{"decision": "ok"}'],
                           capture_output=True, text=True, env=env, timeout=60)
     assert sent.returncode == 0, sent.stderr
-    listed = subprocess.run([PYTHON, "-c", code, "list", run_id], capture_output=True, text=True, env=env,
-                            timeout=60)
-    assert sent.stdout.strip() in listed.stdout
+    listed = subprocess.run([*otelflow, "list", run_id], capture_output=True, text=True, env=env, timeout=60)
+    assert sent.stdout.strip() in listed.stdout and '{"decision":"ok"}' in listed.stdout

@@ -414,6 +414,45 @@ def test_a_running_flow_shows_as_running_and_logs_follow_it_to_the_end(tmp_path:
                 proc.wait()
 
 
+KILLED = textwrap.dedent(
+    """
+    import os, signal, time
+    from otelflow import flow, get_run_logger
+    from otelflow.settings import get_settings
+
+    @flow
+    def doomed() -> None:
+        get_run_logger().info("about to be killed")
+        spool = get_settings().spool_dir
+        deadline = time.monotonic() + 30
+        # the engine's pending record of this run, and the log record, reach the spool; then SIGKILL
+        while time.monotonic() < deadline:
+            traces = "".join(p.read_text() for p in spool.glob("traces-*.jsonl"))
+            logs = "".join(p.read_text() for p in spool.glob("logs-*.jsonl"))
+            if "otelflow.span.pending" in traces and "about to be killed" in logs:
+                break
+            time.sleep(0.02)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    doomed()
+    """
+)
+
+
+def test_a_killed_run_can_still_be_found(tmp_path: Path) -> None:
+    script = tmp_path / "doomed.py"
+    script.write_text(KILLED)
+    env = subprocess_env(OTELFLOW_HOME=str(tmp_path), OTELFLOW_LOGGING_TO_CONSOLE="false",
+                         OTEL_BSP_SCHEDULE_DELAY="20", OTEL_BLRP_SCHEDULE_DELAY="20")
+    proc = subprocess.run([PYTHON, str(script)], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == -9, proc.stderr
+    (run,) = runs_json(tmp_path)
+    assert run["flow"] == "doomed" and run["state"] == "Running" and run["running"] is True
+    shown = cli(tmp_path, "show", run["flow_run_name"]).stdout
+    assert f"flow doomed  {run['flow_run_name']}  Running…" in shown and "about to be killed" in shown
+    assert "about to be killed" in cli(tmp_path, "logs", run["flow_run_id"][:8]).stdout
+
+
 # --- a damaged spool ------------------------------------------------------------------------------------
 
 

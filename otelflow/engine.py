@@ -136,9 +136,11 @@ class _Run:
 
     __slots__ = (
         "final",
+        "attrs",
         "kind",
         "links",
         "obj",
+        "pending_sent",
         "parameters",
         "raised",
         "reraise",
@@ -175,6 +177,8 @@ class _Run:
         self.span: trace.Span = trace.INVALID_SPAN
         self.start_ns = 0
         self.txn: Any = None
+        self.attrs: dict[str, Any] = {}
+        self.pending_sent = False
 
     # the state machine -----------------------------------------------------------------------------------
     def lifecycle(self) -> Generator[Step, Any, State[Any]]:
@@ -279,6 +283,12 @@ class _Run:
         links = [Link(ctx, link_attrs) for ctx, link_attrs in self.links] if self.links else None
         span = telemetry.get_tracer().start_span(obj.span_name, attributes=attrs, links=links)
         self.span = span
+        self.attrs = attrs
+        _open_runs[id(self)] = self
+        if kind == "task":
+            _watch_long_tasks()
+        elif not _signals_installed:
+            _install_signal_handlers()
         token = otel_context.attach(trace.set_span_in_context(span))
         undo.append(lambda: otel_context.detach(token))
         if kind == "task":
@@ -309,6 +319,7 @@ class _Run:
             capture.__enter__()
             undo.append(capture.__exit__)
         if kind == "flow":
+            self.pending_sent = True
             _emit_pending(span, obj.span_name, attrs, self.start_ns)
         if self.txn is not None and self.final is None:
             hit, value = self.txn.task_begin(obj, run)
@@ -436,6 +447,11 @@ class _Run:
         self.reraise = exc
         if self.span.is_recording():
             _run_logger().error("Crash detected! %s", message)
+        if isinstance(exc, TerminationSignal):
+            # The process is being stopped: end every other open run now (their threads may never get to),
+            # and do not wait for task runs still in flight.
+            self.runner_open = False
+            _terminate_open_runs(exc, message, self)
 
     def _end(self, undo: list[Callable[[], object]]) -> None:
         """Record the final state on the span, leave the contexts (every undo step runs), end the span."""
@@ -451,7 +467,10 @@ class _Run:
         span = self.span
         final._span_context = span.get_span_context() if span.is_recording() else None
         self.run.state = final
-        if span.is_recording():
+        # Claiming the run (atomic under the GIL) decides who ends its span: this thread, or a termination
+        # signal that already ended it Crashed from the main thread.
+        owned = _open_runs.pop(id(self), None) is not None
+        if owned and span.is_recording():
             span.set_attributes({semconv.RUN_STATE: final.name, semconv.RUN_ATTEMPT: max(1, self.run.run_count)})
             if not final.is_completed():
                 _record_failure(span, final)
@@ -461,7 +480,8 @@ class _Run:
                 step()
             except BaseException as exc:  # every step runs; the first failure is raised after
                 error = error or exc
-        span.end()
+        if owned:
+            span.end()
         if error is not None and self.reraise is None:
             self.reraise = error
 
@@ -524,6 +544,70 @@ def _record_failure(span: trace.Span, final: State[Any]) -> None:
         return
     span.set_status(Status(StatusCode.ERROR, truncate_text(final.message or final.name, limits.exception_message)))
     span.add_event(final.name)
+
+
+# Runs whose span is open, by id(run): what a termination signal must end, what the pending watcher looks at.
+_open_runs: dict[int, _Run] = {}
+_signals_installed = False
+_watcher: threading.Thread | None = None
+
+
+def _install_signal_handlers() -> None:
+    global _signals_installed
+    _signals_installed = True
+    from otelflow._internal import signals
+
+    signals.install(lambda: bool(_open_runs))
+
+
+def _terminate_open_runs(exc: TerminationSignal, message: str, current: _Run) -> None:
+    """End every open run but ``current`` Crashed, from the main thread, while the process is being stopped."""
+    for key in list(_open_runs):
+        run = _open_runs.get(key)
+        if run is None or run is current or _open_runs.pop(key, None) is None:
+            continue
+        state = Crashed(exc, message)
+        run.run.state = state
+        span = run.span
+        if span.is_recording():
+            span.set_attributes({semconv.RUN_STATE: state.name, semconv.RUN_ATTEMPT: max(1, run.run.run_count)})
+            _record_failure(span, state)
+            span.end()
+
+
+def _watch_long_tasks() -> None:
+    """Start (once per process) the thread that exports pending records of task runs that run long."""
+    global _watcher
+    if _watcher is not None and _watcher.is_alive():
+        return
+    with _watcher_lock:
+        if _watcher is None or not _watcher.is_alive():
+            _watcher = threading.Thread(target=_watch_pending, name="otelflow-pending", daemon=True)
+            _watcher.start()
+
+
+_watcher_lock = threading.Lock()
+if hasattr(os, "register_at_fork"):
+    # A forked child has none of its parent's runs open (and no watcher thread).
+    os.register_at_fork(after_in_child=_open_runs.clear)
+
+
+def _watch_pending() -> None:
+    while True:
+        after = get_settings().pending_span_after_seconds
+        now = time.time_ns()
+        wait = after
+        for run in list(_open_runs.values()):
+            if run.pending_sent:
+                continue
+            age = (now - run.start_ns) / 1e9
+            if age < after:
+                wait = min(wait, after - age)
+                continue
+            run.pending_sent = True
+            if id(run) in _open_runs:
+                _emit_pending(run.span, run.obj.span_name, run.attrs, run.start_ns)
+        time.sleep(max(0.05, wait))
 
 
 def _emit_pending(span: trace.Span, name: str, attrs: dict[str, Any], start_ns: int) -> None:

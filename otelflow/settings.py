@@ -46,6 +46,17 @@ class Settings(BaseSettings):
     shutdown_timeout_seconds: float = Field(
         default=5.0, ge=0, description="Upper bound on the telemetry flush when the process exits."
     )
+    handle_signals: bool = Field(
+        default=True,
+        description="On SIGTERM/SIGHUP, end every open run Crashed, flush telemetry (bounded by "
+        "shutdown_timeout_seconds), then let the signal take its usual effect (chaining the application's "
+        "handler). Installed from the main thread only, when the first flow run starts.",
+    )
+    pending_span_after_seconds: float = Field(
+        default=5.0, gt=0,
+        description="A task run still running after this many seconds exports a pending record of its span "
+        "(flow runs export one when they start), so long or killed runs are visible while they run.",
+    )
     attribute_value_max_length: int | None = Field(
         default=None, ge=32,
         description="Longest exported attribute value / log `extra` value (characters), truncated with a visible "

@@ -40,8 +40,8 @@ from otelflow._internal.spool_read import (
 __all__ = ["PENDING_ATTR", "PENDING_PARENT_ATTR", "RunIndex", "RunRow", "index_path_for"]
 
 # Written by the engine on an early zero-duration record of a run's span (see DESIGN: pending spans).
-PENDING_ATTR = f"{semconv.NAMESPACE}.span.pending"
-PENDING_PARENT_ATTR = f"{semconv.NAMESPACE}.pending.parent_span_id"
+PENDING_ATTR = semconv.SPAN_PENDING
+PENDING_PARENT_ATTR = semconv.PENDING_PARENT_SPAN_ID
 
 _SCHEMA_VERSION = "3"
 _SCHEMA = """

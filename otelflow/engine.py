@@ -135,13 +135,13 @@ class _Run:
     """One flow or task run: prepare -> begin -> attempts -> end, recorded as one span."""
 
     __slots__ = (
-        "final",
         "attrs",
+        "final",
         "kind",
         "links",
         "obj",
-        "pending_sent",
         "parameters",
+        "pending_sent",
         "raised",
         "reraise",
         "return_value",

@@ -146,3 +146,152 @@ def test_a_stalled_exporter_costs_one_bounded_wait_then_drops():  # type: ignore
     assert processor.stats.dropped >= 180
     release.set()
     processor.shutdown(2)
+
+
+# --- with the outage buffer (the OTLP path) ------------------------------------------------------------------
+
+def _make_spans(count: int) -> list:  # type: ignore[type-arg]
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(shutdown_on_exit=False)
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = provider.get_tracer("otelflow")
+    for i in range(count):
+        tracer.start_span("task t", attributes={"i": i}).end()
+    return list(exporter.get_finished_spans())
+
+
+def _buffered(tmp_path, export, **options):  # type: ignore[no-untyped-def]
+    from otelflow._internal.buffer import OutageBuffer
+    from otelflow._internal.spool import encode_spans
+
+    buffer = OutageBuffer(tmp_path, "traces", encode_spans, max_bytes=options.pop("max_bytes", 1 << 30))
+    return BatchProcessor(export, lambda: None, signal="traces", buffer=buffer, schedule_delay_seconds=0.02,
+                          retry_initial_seconds=0.05, max_queue_size=options.pop("max_queue_size", 2048),
+                          max_export_batch_size=options.pop("max_export_batch_size", 256), **options)
+
+
+def _ids(spans) -> list[int]:  # type: ignore[no-untyped-def]
+    return [s.attributes["i"] for s in spans]
+
+
+def test_a_dead_collector_never_blocks_and_everything_lands_on_disk_then_ships(tmp_path):  # type: ignore[no-untyped-def]
+    from otelflow._internal.batching import ExportError
+    from otelflow._internal.ship import ship_directory
+
+    spans = _make_spans(5_000)
+    attempts = []
+
+    def dead(batch):  # type: ignore[no-untyped-def]
+        attempts.append(len(batch))
+        raise ExportError("connection refused")
+
+    processor = _buffered(tmp_path, dead, max_block_seconds=30)
+    started = time.monotonic()
+    for span in spans:
+        processor.emit(span)
+    assert time.monotonic() - started < 5  # a 30 s max_block would show; the worker writes to disk instead
+    processor.shutdown(5)
+    s = processor.stats
+    assert (s.exported, s.dropped, processor.on_disk, s.buffered) == (0, 0, 5_000, 5_000)
+    assert s.first_error == "connection refused" and s.drop_cause is None
+    received: list = []  # type: ignore[type-arg]
+    result = ship_directory(tmp_path, "traces", lambda batch: received.extend(batch) or True, delete_shipped=True)
+    assert result.items_sent == 5_000 and _ids(received) == list(range(5_000))  # every item, in order
+    assert not list(tmp_path.glob("*.jsonl"))
+
+
+def test_the_collector_comes_back_and_the_buffer_is_resent_in_order(tmp_path):  # type: ignore[no-untyped-def]
+    from otelflow._internal.batching import ExportError
+
+    spans = _make_spans(3_000)
+    down = threading.Event()
+    down.set()
+    received: list = []  # type: ignore[type-arg]
+
+    def flaky(batch):  # type: ignore[no-untyped-def]
+        if down.is_set():
+            raise ExportError("connection refused")
+        received.extend(batch)
+        return True
+
+    processor = _buffered(tmp_path, flaky)
+    for span in spans[:2_000]:
+        processor.emit(span)
+    assert not processor.force_flush(5)  # not delivered: on disk
+    assert processor.on_disk == 2_000
+    down.clear()  # the collector is back
+    for span in spans[2_000:]:
+        processor.emit(span)
+    deadline = time.monotonic() + 10
+    while len(received) < 3_000 and time.monotonic() < deadline:
+        processor.force_flush(1)
+    processor.shutdown(5)
+    assert _ids(received) == list(range(3_000))  # once each, in order
+    assert processor.stats.resent >= 2_000 and processor.on_disk == 0 and processor.stats.dropped == 0
+    assert not list(tmp_path.glob("*.jsonl"))
+
+
+def test_a_stalled_collector_costs_producers_nothing_and_shutdown_keeps_the_batch_in_flight(tmp_path):  # type: ignore[no-untyped-def]
+    release = threading.Event()
+
+    def stalled(batch):  # type: ignore[no-untyped-def]
+        release.wait(30)  # accepts the connection, never answers
+        return True
+
+    processor = _buffered(tmp_path, stalled, max_queue_size=512, max_export_batch_size=128, max_block_seconds=30)
+    spans = _make_spans(4_000)
+    started = time.monotonic()
+    for span in spans:
+        processor.emit(span)
+    assert time.monotonic() - started < 5
+    started = time.monotonic()
+    processor.shutdown(1.0)
+    assert time.monotonic() - started < 2.5
+    s = processor.stats
+    assert s.dropped == 0 and s.exported == 0
+    assert processor.on_disk == 4_000  # the batch in flight is kept too: its fate is unknown
+    release.set()
+
+
+def test_a_request_too_large_is_halved_until_it_fits(tmp_path):  # type: ignore[no-untyped-def]
+    from otelflow._internal.batching import ExportError
+
+    received: list = []  # type: ignore[type-arg]
+
+    def picky(batch):  # type: ignore[no-untyped-def]
+        if len(batch) > 10:
+            raise ExportError("message too large", too_large=True)
+        received.extend(batch)
+        return True
+
+    processor = _buffered(tmp_path, picky)
+    for span in _make_spans(300):
+        processor.emit(span)
+    assert processor.force_flush(10)
+    processor.shutdown(5)
+    assert _ids(received) == list(range(300))
+    assert processor.stats.dropped == 0 and processor.stats.failed_exports == 0
+
+
+def test_the_buffer_bound_drops_oldest_first_and_counts_once(tmp_path):  # type: ignore[no-untyped-def]
+    from otelflow._internal.batching import ExportError
+
+    def dead(batch):  # type: ignore[no-untyped-def]
+        raise ExportError("connection refused")
+
+    processor = _buffered(tmp_path, dead, max_bytes=100_000, max_export_batch_size=50)
+    for span in _make_spans(2_000):
+        processor.emit(span)
+    processor.shutdown(5)
+    s = processor.stats
+    assert s.dropped > 0 and s.drop_cause is not None and "outage buffer full" in s.drop_cause
+    assert s.dropped + processor.on_disk == 2_000
+    from otelflow._internal.ship import ship_directory
+
+    received: list = []  # type: ignore[type-arg]
+    ship_directory(tmp_path, "traces", lambda batch: received.extend(batch) or True)
+    assert _ids(received) == list(range(s.dropped, 2_000))  # the newest are kept

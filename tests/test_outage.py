@@ -79,7 +79,7 @@ def unique(items: list, key: str) -> int:  # type: ignore[type-arg]
 
 def test_a_collector_that_starts_20_s_late_loses_nothing(tmp_path):  # type: ignore[no-untyped-def]
     port = free_port()
-    n, delay = 60, 0.4  # a ~25 s flow: 61 spans, 62 logs
+    n, delay = 60, 0.4  # a ~25 s flow: 61 spans (and the flow's pending record), 62 logs
     proc = subprocess.Popen(
         [PYTHON, "-c", FLOW, str(n), str(delay)],
         cwd=REPO_ROOT,
@@ -98,6 +98,7 @@ def test_a_collector_that_starts_20_s_late_loses_nothing(tmp_path):  # type: ign
         spans = receiver.wait_for(lambda: len(receiver.spans()) >= n + 1 and receiver.spans(), timeout=30)
         logs = receiver.wait_for(lambda: len(receiver.logs()) >= n + 2 and receiver.logs(), timeout=30)
         assert len(spans) == n + 1 and unique(spans, "span_id") == n + 1
+        assert len(receiver.pending_spans()) == 1
         assert len(logs) == n + 2
         assert sorted(r.body for r in logs) == sorted(["begin", "end"] + [f"step {i}" for i in range(n)])
         # Told once that the collector was not taking telemetry; nothing left behind, nothing dropped.
@@ -118,7 +119,8 @@ def test_collector_down_for_good_then_the_next_process_sends_everything_once(tmp
     lines = [line for line in first.stderr.splitlines() if "kept on disk" in line]
     assert len(lines) == 2, first.stderr  # one per signal
     traces_line = next(line for line in lines if line.startswith("otelflow: traces:"))
-    assert "31 item(s) kept on disk" in traces_line and str(tmp_path / "buffer") in traces_line
+    assert "32 item(s) kept on disk" in traces_line  # 31 runs and the flow's pending record
+    assert str(tmp_path / "buffer") in traces_line
     assert "connection refused" in traces_line
     logs_line = next(line for line in lines if line.startswith("otelflow: logs:"))
     assert "32 item(s) kept on disk" in logs_line
@@ -130,6 +132,7 @@ def test_collector_down_for_good_then_the_next_process_sends_everything_once(tmp
         run_flow(tmp_path, receiver.endpoint, 2)  # the next process: its own 3 spans + the 31 left behind
         spans = receiver.wait_for(lambda: len(receiver.spans()) >= 34 and receiver.spans(), timeout=30)
         assert len(spans) == 34 and unique(spans, "span_id") == 34
+        assert len(receiver.pending_spans()) == 2
         logs = receiver.wait_for(lambda: len(receiver.logs()) >= 36 and receiver.logs(), timeout=30)
         assert len(logs) == 36
         assert not list((tmp_path / "buffer").glob("*.jsonl"))  # fully shipped files are deleted
@@ -154,7 +157,7 @@ def test_drops_are_counted_once_with_the_real_cause(tmp_path):  # type: ignore[n
         OTEL_LOGS_EXPORTER="none",
     )
     (line,) = [x for x in proc.stderr.splitlines() if x.startswith("otelflow: traces:")]
-    assert "3001 item(s) could not be exported and were dropped (connection refused)" in line, proc.stderr
+    assert "3002 item(s) could not be exported and were dropped (connection refused)" in line, proc.stderr
     # With a small buffer: what does not fit is dropped (oldest first), the rest is on disk; never both.
     proc = run_flow(
         tmp_path,
@@ -169,7 +172,7 @@ def test_drops_are_counted_once_with_the_real_cause(tmp_path):  # type: ignore[n
     (line,) = [x for x in proc.stderr.splitlines() if x.startswith("otelflow: traces:")]
     kept = int(line.split(" item(s) kept on disk")[0].rsplit(" ", 1)[1])
     dropped = int(line.split(" item(s) could not be exported")[0].rsplit(" ", 1)[1])
-    assert kept + dropped == 3001, line
+    assert kept + dropped == 3002, line
     assert dropped > 0 and "outage buffer full" in line
     assert stats["exported"] == 0
 

@@ -78,7 +78,7 @@ def test_a_real_process_killed_mid_spool_then_restarted_loses_nothing_readable(t
     files = sorted((tmp_path / "spool").glob("traces-*.jsonl"))
     assert len(files) == 2
     spans = [item for _, item in iter_spool(tmp_path / "spool", "traces")]
-    assert len(spans) == 12  # 2 runs x (1 flow + 5 tasks): the second run's first batch is intact
+    assert len(spans) == 14  # 2 runs x (1 flow + its pending record + 5 tasks): the second run's first batch intact
     runs = subprocess.run([PYTHON, "-m", "otelflow", "runs", "--json"], env=env, capture_output=True, text=True,
                           timeout=60, cwd=REPO_ROOT)
     assert runs.returncode == 0 and len(runs.stdout.splitlines()) == 2, runs.stderr

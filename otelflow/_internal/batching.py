@@ -362,9 +362,29 @@ class BatchProcessor(Generic[T]):
             self._inflight = _Job(items, from_buffer)
             self._cond.notify_all()
 
+    def _park_inflight(self) -> None:
+        """Write the live batch in flight to disk ahead of anything spilled after it, to keep the order.
+
+        It becomes the buffer's oldest line: delivered, it is committed (not sent again); failed, it is already
+        where it belongs.
+        """
+        job = self._inflight
+        if job is None or job.from_buffer:
+            return
+        try:
+            self._buffer.append(job.items)
+        except Exception as exc:
+            # Left live: on failure it is dropped with this cause rather than re-sent.
+            self._failed(f"outage buffer not writable: {type(exc).__name__}: {exc}")
+            return
+        job.from_buffer = True
+        with self._cond:
+            self.stats.buffered += len(job.items)
+
     def _spill(self, batch: list[T]) -> None:
         """Write a batch to the outage buffer (the worker, never a producer, pays for the disk)."""
         buffer = self._buffer
+        self._park_inflight()
         for piece in self._pieces(batch):
             try:
                 dropped = buffer.append(piece, in_flight=self._inflight is not None and self._inflight.from_buffer)
@@ -384,20 +404,26 @@ class BatchProcessor(Generic[T]):
             self._inflight = None
         buffer = self._buffer
         if job.ok:
+            undrop = job.from_buffer and buffer.head_dropped  # dropped from disk meanwhile, but delivered
+            if job.from_buffer:
+                buffer.commit()
             with self._cond:
                 self.stats.exported += len(job.items)
                 self._healthy = True
                 self._backoff = self._retry_initial
                 if job.from_buffer:
                     self.stats.resent += len(job.items)
-            if job.from_buffer:
-                buffer.commit()
+                if undrop:
+                    self.stats.dropped -= len(job.items)
             return
         error = job.error or "exporter reported failure"
         if job.too_large and len(job.items) > 1:
             half = len(job.items) // 2
             if job.from_buffer:
                 # Re-write the line as two smaller ones at the end of the buffer (order is kept per span).
+                if buffer.head_dropped:
+                    buffer.commit()
+                    return  # dropped meanwhile, and counted
                 buffer.commit()
                 self._spill(job.items[:half])
                 self._spill(job.items[half:])
@@ -410,6 +436,9 @@ class BatchProcessor(Generic[T]):
             self._failed(error)
         if job.too_large:
             # One record a receiver refuses even alone: sending it again can never work.
+            if job.from_buffer and buffer.head_dropped:
+                buffer.commit()
+                return  # dropped meanwhile, and counted
             if job.from_buffer:
                 buffer.commit()
             self._drop(len(job.items), error)
@@ -419,7 +448,11 @@ class BatchProcessor(Generic[T]):
             self._next_probe = time.monotonic() + self._backoff
             self._backoff = min(self._retry_max, self._backoff * 2)
         if not job.from_buffer:
-            self._spill(job.items)
+            with self._cond:
+                self._inflight = job  # parked at the head of the buffer, where it belongs
+            self._park_inflight()
+            with self._cond:
+                self._inflight = None
         if not self._reported_unhealthy and self._on_unhealthy is not None:
             self._reported_unhealthy = True
             with contextlib.suppress(Exception):
@@ -484,13 +517,11 @@ class BatchProcessor(Generic[T]):
             while self._queue or self._front:
                 self._spill(self._take_batch())
         job = self._inflight
-        if job is not None and not job.done and not job.from_buffer:
-            # Its fate is unknown (the collector may still take it): keep a copy; at worst it is sent twice.
-            self._spill(job.items)
-            with self._cond:
-                self._inflight = None
-        elif job is not None and job.done:
+        if job is not None and job.done:
             self._collect()
+        elif job is not None:
+            # Its fate is unknown (the collector may still take it): keep it on disk; at worst it is sent twice.
+            self._park_inflight()
         with contextlib.suppress(Exception):
             self._buffer.close()
 

@@ -59,6 +59,7 @@ class OutageBuffer:
         self.pending_items = 0
         self.pending_bytes = 0
         self.dropped_items = 0  # oldest lines dropped to stay under max_bytes
+        self.head_dropped = False  # the line being re-sent was dropped meanwhile (see commit)
         self.written_items = 0
 
     @property
@@ -81,17 +82,21 @@ class OutageBuffer:
         self.pending_bytes += size
         self.written_items += len(batch)
         dropped = 0
-        # Progress is one offset per file, so only the oldest line can be dropped; while it is being re-sent,
-        # the bound waits for the next append.
-        while not in_flight and self.pending_bytes > self.max_bytes and len(self._lines) > 1:
+        # Progress is one offset per file, so lines go oldest first. The oldest may be being re-sent right now
+        # (``in_flight``): it is dropped all the same, and :meth:`commit` then reports that it was.
+        while self.pending_bytes > self.max_bytes and len(self._lines) > 1:
             line = self._lines[0]
             self._pop(line)
             dropped += line.count
+            if in_flight:
+                self.head_dropped = True
+                in_flight = False
         self.dropped_items += dropped
         return dropped
 
     def peek(self) -> list[Any] | None:
         """The oldest batch on disk, decoded (``None`` when empty). Unreadable lines are skipped and counted."""
+        self.head_dropped = False
         while self._lines:
             line = self._lines[0]
             try:
@@ -105,7 +110,13 @@ class OutageBuffer:
         return None
 
     def commit(self) -> int:
-        """The oldest batch was delivered: forget it (durably). Returns its item count."""
+        """The batch last peeked was delivered: forget it (durably). Returns its item count.
+
+        Returns 0 when that line had already been dropped to stay in bounds (``head_dropped``).
+        """
+        if self.head_dropped:
+            self.head_dropped = False
+            return 0
         if not self._lines:
             return 0
         line = self._lines[0]

@@ -284,8 +284,12 @@ def _load(index: RunIndex, row: RunRow, with_logs: bool = True) -> tuple[list[No
 @click.option("--traceback", is_flag=True, help="Print stored stack traces of failures.")
 @click.option("--depth", type=click.IntRange(min=0), default=None, help="Show N levels of runs below the top.")
 @click.option("--expand", is_flag=True, help="Show every mapped run instead of one summary line per mapped task.")
+@click.option("--state", "states", metavar="STATE", multiple=True,
+              help="Only runs in this state (failed, notready, running...) and the runs they sit in; repeat or "
+                   "comma-separate.")
+@click.option("--task", "task", metavar="NAME", help="Only runs of this task (task name or task run name).")
 def show(home: str | None, ident: str | None, as_json: bool, traceback: bool, depth: int | None,
-         expand: bool) -> None:
+         expand: bool, states: tuple[str, ...], task: str | None) -> None:
     """Show a flow run as a waterfall: its runs as a tree with start offsets, durations and logs.
 
     IDENT is a flow run id (or prefix), a flow run name, a trace id (or prefix) or `latest` (the default).
@@ -297,10 +301,18 @@ def show(home: str | None, ident: str | None, as_json: bool, traceback: bool, de
         now = _now()
         if not shown:
             _fail(f"The spans of flow run {row.run_name!r} (trace {row.trace_id}) are no longer in the spool.")
+        keep = None
+        wanted = {v.strip().lower() for value in states for v in value.split(",") if v.strip()}
+        if wanted or task is not None:
+            from otelflow._internal.tracetree import matching
+
+            keep = matching(shown, wanted, task)
+            if not keep:
+                _fail(f"No run in flow run {row.run_name!r} matches these filters.")
         if as_json:
             from otelflow._internal.tracetree import node_json
 
-            spans = [node_json(n, now) for top in shown for n in top.walk()]
+            spans = [node_json(n, now) for top in shown for n in top.walk() if keep is None or id(n) in keep]
             click.echo(json.dumps({"trace_id": row.trace_id, "flow_run_id": row.run_id,
                                    "flow_run_name": row.run_name, "spans": spans}, default=str))
             return
@@ -308,7 +320,7 @@ def show(home: str | None, ident: str | None, as_json: bool, traceback: bool, de
 
         service = str(shown[0].span.resource.get("service.name", "?"))
         render_trace(make_console(), shown, trace_id=row.trace_id, service=service, span_count=count, now=now,
-                     expand=expand, traceback=traceback, depth=depth)
+                     expand=expand, traceback=traceback, depth=depth, keep=keep)
 
 
 # --- logs ---------------------------------------------------------------------------------------------

@@ -177,6 +177,7 @@ def test_show_etl_waterfall_with_logs_retries_and_collapsed_mapped_runs(home: Pa
     assert lines[0].startswith(f"trace {etl['trace_id']}")
     assert lines[1].startswith(f"flow etl  {etl['flow_run_name']}  Completed") and lines[1].endswith("+0.000s")
     assert any("Starting ETL" in line and "batch_size=5" in line for line in lines)
+    assert not any("flow_run_id=" in line for line in lines)  # run identity is the tree's, not repeated per line
     extract = next(i for i, line in enumerate(lines) if "task extract" in line)
     assert "Extracted 5 rows" in lines[extract + 1]  # a run's logs sit right under it
     (transform,) = [line for line in lines if "task transform" in line]
@@ -218,6 +219,15 @@ def test_show_failure_traceback_notready_and_subflow(home: Path) -> None:
     assert sub[1].startswith(f"flow child  {child['flow_run_name']}  Completed")
     assert not any("task boom" in line or "flow failing" in line for line in sub)
     assert any("child running 7" in line for line in sub)
+
+    # filters keep the matching runs and the runs they sit in
+    failed = cli(home, "show", failing["flow_run_id"], "--state", "failed,notready").stdout
+    assert "task boom" in failed and "task after" in failed and "[map 3]  Failed" in failed
+    assert "flow child" not in failed and "Completed" not in failed
+    squares = cli(home, "show", failing["flow_run_id"], "--task", "square", "--state", "completed").stdout
+    assert "5 mapped runs  [map 0..5]  Completed 5" in squares and "task boom" not in squares
+    none = cli(home, "show", failing["flow_run_id"], "--task", "no-such-task", check=False)
+    assert none.returncode == 1 and "matches these filters" in none.stderr
 
     shallow = cli(home, "show", failing["flow_run_id"], "--depth", "0").stdout.splitlines()
     assert not any("task " in line for line in shallow) and any("run(s) below" in line for line in shallow)

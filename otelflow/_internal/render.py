@@ -37,6 +37,9 @@ STATE_STYLES = {
 _LEVEL_STYLES = {"TRACE": "dim", "DEBUG": "blue", "INFO": "green", "WARN": "yellow", "WARNING": "yellow",
                  "ERROR": "red", "CRITICAL": "bold red", "FATAL": "bold red"}
 _HIDDEN_LOG_PREFIXES = (f"{semconv.NAMESPACE}.", "code.", "exception.")
+# Run identity shown elsewhere on the line (Prefect-style record extras some handlers copy into attributes).
+_HIDDEN_LOG_KEYS = frozenset({"flow_run_id", "flow_run_name", "flow_name", "task_run_id", "task_run_name",
+                              "task_name"})
 
 
 def make_console(file: IO[str] | None = None) -> Console:
@@ -121,7 +124,8 @@ def log_line(log: LogRecord, *, prefix: str = "", who: str | None = None, traceb
         text.append(who, style="cyan")
         text.append(" | ", style="dim")
     text.append(log.body)
-    extras = " ".join(f"{k}={v}" for k, v in log.attributes.items() if not k.startswith(_HIDDEN_LOG_PREFIXES))
+    extras = " ".join(f"{k}={v}" for k, v in log.attributes.items()
+                      if not k.startswith(_HIDDEN_LOG_PREFIXES) and k not in _HIDDEN_LOG_KEYS)
     if extras:
         text.append("  " + extras, style="dim")
     exc_type = log.attributes.get(semconv.EXCEPTION_TYPE)
@@ -147,12 +151,12 @@ class _Waterfall:
     """Lays out one line per run: tree + label on the left, start offset and a duration bar on the right."""
 
     def __init__(self, console: Console, t0: int, t1: int, now: int, *, expand: bool, traceback: bool,
-                 depth: int | None) -> None:
+                 depth: int | None, keep: set[int] | None) -> None:
         self.console = console
         self.tty = console.is_terminal
         self.t0, self.now = t0, now
         self.total = max(1, t1 - t0)
-        self.expand, self.traceback, self.depth = expand, traceback, depth
+        self.expand, self.traceback, self.depth, self.keep = expand, traceback, depth, keep
         width = console.width if self.tty else 0
         self.bar = max(10, min(40, width // 4)) if self.tty and width >= 70 else 0
         self.left = (width - self.bar - 12) if self.bar else width
@@ -212,11 +216,12 @@ class _Waterfall:
             who = None if log.span_id == node.span.span_id else _who(log)
             self.emit(log_line(log, prefix=child_prefix + "  ", who=who, traceback=self.traceback))
         if self.depth is not None and level >= self.depth:
-            hidden = len(node.walk()) - 1
+            hidden = sum(1 for n in node.walk()[1:] if self.keep is None or id(n) in self.keep)
             if hidden:
                 self.detail(child_prefix, f"… {hidden} run(s) below (raise --depth to see them)", "dim")
             return
-        items = group_children(node, self.expand)
+        children = node.children if self.keep is None else [c for c in node.children if id(c) in self.keep]
+        items = group_children(children, self.expand)
         for i, item in enumerate(items):
             last = i == len(items) - 1
             branch_ = "└── " if last else "├── "
@@ -310,11 +315,15 @@ def render_trace(
     expand: bool = False,
     traceback: bool = False,
     depth: int | None = None,
+    keep: set[int] | None = None,
 ) -> None:
-    """Print a waterfall of ``shown`` (trace roots, or one subflow) with logs under each run."""
+    """Print a waterfall of ``shown`` (trace roots, or one subflow) with logs under each run.
+
+    With ``keep`` (``id()`` of nodes, see ``tracetree.matching``), only those runs are drawn.
+    """
     t0 = min(n.span.start for n in shown)
     t1 = max(max(now if d.running else d.span.end for d in n.walk()) for n in shown)
-    fall = _Waterfall(console, t0, t1, now, expand=expand, traceback=traceback, depth=depth)
+    fall = _Waterfall(console, t0, t1, now, expand=expand, traceback=traceback, depth=depth, keep=keep)
     header = Text()
     header.append(f"trace {trace_id}", style="bold")
     header.append(f"  service={service}  spans={span_count}  started {_local(t0, '%Y-%m-%d %H:%M:%S')}")
@@ -322,7 +331,8 @@ def render_trace(
         header.truncate(console.width, overflow="ellipsis")
     fall.emit(header)
     for root in shown:
-        fall.node(root, "", "", "", 0)
+        if keep is None or id(root) in keep:
+            fall.node(root, "", "", "", 0)
     if fall.hidden_tracebacks:
         fall.emit(Text("(stack traces stored: --traceback shows them)", style="dim"))
     print_lines(console, fall.out)

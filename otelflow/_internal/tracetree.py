@@ -14,7 +14,7 @@ from otelflow import semconv
 from otelflow._internal.runindex import PENDING_ATTR, PENDING_PARENT_ATTR
 from otelflow._internal.spool_read import LogRecord, SpanRecord
 
-__all__ = ["Group", "Node", "build_tree", "group_children", "log_json", "node_json", "subtree"]
+__all__ = ["Group", "Node", "build_tree", "group_children", "log_json", "matching", "node_json", "subtree"]
 
 # The NotReady message names the upstream run by name or id ("Upstream task run 'x' ended Failed", Prefect 3's
 # "Upstream task run '<id>' did not reach a 'COMPLETED' state.").
@@ -208,17 +208,34 @@ def subtree(roots: list[Node], span_id: str) -> Node | None:
     return None
 
 
-def group_children(node: Node, expand: bool, threshold: int = 2) -> list[Node | Group]:
-    """Children of ``node``, with mapped runs of one task folded into one :class:`Group` unless ``expand``."""
+def matching(roots: list[Node], states: set[str], task: str | None) -> set[int]:
+    """``id()`` of the runs in a state of ``states`` (lower case; any if empty) of task ``task`` (any if None),
+    and of their ancestors, so a filtered tree still shows where each match sits."""
+    keep: set[int] = set()
+    for root in roots:
+        for node in root.walk():
+            if states and node.state.lower() not in states:
+                continue
+            if task is not None and task not in (node.attrs.get(semconv.TASK_NAME), node.run_name):
+                continue
+            current: Node | None = node
+            while current is not None and id(current) not in keep:
+                keep.add(id(current))
+                current = current.parent
+    return keep
+
+
+def group_children(children: list[Node], expand: bool, threshold: int = 2) -> list[Node | Group]:
+    """``children`` of a run, with mapped runs of one task folded into one :class:`Group` unless ``expand``."""
     if expand:
-        return list(node.children)
+        return list(children)
     mapped: dict[str, list[Node]] = {}
-    for child in node.children:
+    for child in children:
         if child.map_index is not None:
             mapped.setdefault(child.span.name, []).append(child)
     out: list[Node | Group] = []
     placed: set[str] = set()
-    for child in node.children:
+    for child in children:
         members = mapped.get(child.span.name) if child.map_index is not None else None
         if members is None or len(members) < threshold:
             out.append(child)

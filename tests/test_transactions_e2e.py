@@ -262,3 +262,51 @@ def test_redis_stopped_mid_transaction_rolls_back_and_writes_nothing(redis_serve
             reset_stores()
             server.terminate()
             server.wait(10)
+
+
+@task
+def square(x: int) -> int:
+    log.append(f"square {x}")
+    return x * x
+
+
+@square.on_rollback
+def undo_square(txn: Transaction) -> None:
+    log.append("undo square")
+
+
+def test_mapped_tasks_in_a_transaction_replay_by_map_index(store_url: str) -> None:
+    key = f"mapped-{uuid.uuid4().hex[:8]}"
+
+    @flow
+    def squares() -> list[int]:
+        with Transaction(key=key):
+            return [f.result() for f in square.map([1, 2, 3, 4])]
+
+    assert squares() == [1, 4, 9, 16]
+    assert sorted(log) == ["square 1", "square 2", "square 3", "square 4"]
+    log.clear()
+    assert squares() == [1, 4, 9, 16]
+    assert log == []
+
+
+def test_timeout_in_a_flow_rolls_back_completed_tasks(store_url: str) -> None:
+    key = f"slow-{uuid.uuid4().hex[:8]}"
+    from otelflow.transactions import TransactionTimeout
+
+    @task
+    def slow(x: int) -> int:
+        time.sleep(0.2)  # the work itself overruns the transaction's timeout
+        return x
+
+    @flow
+    def overruns() -> None:
+        with Transaction(key=key, timeout=0.1):
+            square(2)
+            slow(1)
+            square(3)  # never starts: the timeout is checked when a task starts
+
+    with pytest.raises(TransactionTimeout, match=r"timeout of 0\.1s"):
+        overruns()
+    assert log == ["square 2", "undo square"]
+    assert get_store(store_url).get("txn", key) is None

@@ -5,6 +5,7 @@ Built from the span and log records of one trace (see ``runindex``); rendered by
 
 from __future__ import annotations
 
+import bisect
 import re
 import statistics
 from dataclasses import dataclass, field
@@ -159,13 +160,43 @@ def build_tree(spans: list[SpanRecord], logs: list[LogRecord]) -> list[Node]:
             parent.children.append(node)
         else:
             roots.append(node)
+    runs = _Runs(real)
     for node in real.values():
         if node.state == "NotReady":
-            node.upstream, node.upstream_guessed = _upstream(node, real)
+            node.upstream, node.upstream_guessed = _upstream(node, real, runs)
     return roots
 
 
-def _upstream(node: Node, by_id: dict[str, Node]) -> tuple[list[str], bool]:
+class _Runs:
+    """Look-ups for explaining NotReady runs, built once per trace (a 10k-run map may be all NotReady)."""
+
+    def __init__(self, by_id: dict[str, Node]) -> None:
+        self.by_id = by_id
+        self._by_key: dict[str, Node] | None = None
+        self._failed_under: dict[int, tuple[list[int], list[Node]]] = {}
+
+    def by_key(self, key: str) -> Node | None:
+        """The run with this run name or run id."""
+        if self._by_key is None:
+            self._by_key = {}
+            for n in self.by_id.values():
+                for k in (n.run_name, str(n.attrs.get(semconv.RUN_ID, "") or "")):
+                    if k:
+                        self._by_key[k] = n
+        return self._by_key.get(key)
+
+    def failed_before(self, parent: Node, start: int) -> list[Node]:
+        """Runs under ``parent`` that failed (not merely NotReady) and ended by ``start``, earliest first."""
+        cached = self._failed_under.get(id(parent))
+        if cached is None:
+            failed = sorted((n for n in parent.walk()[1:] if n.failed and n.state != "NotReady"),
+                            key=lambda n: n.span.end)
+            cached = self._failed_under[id(parent)] = ([n.span.end for n in failed], failed)
+        ends, failed = cached
+        return failed[: bisect.bisect_right(ends, start)]
+
+
+def _upstream(node: Node, by_id: dict[str, Node], runs: _Runs) -> tuple[list[str], bool]:
     """Which upstream runs failed, for a NotReady run, and whether that is a guess.
 
     From its links (to the runs that produced its inputs) or the "Upstream task run 'x' ended Failed" message
@@ -183,16 +214,13 @@ def _upstream(node: Node, by_id: dict[str, Node]) -> tuple[list[str], bool]:
                                           if isinstance(value, str)] + [log.body for log in node.logs]
     named = [name for text in texts for name in _UPSTREAM.findall(text or "")]
     if named:
-        runs = {key: n for n in by_id.values() for key in (n.run_name, str(n.attrs.get(semconv.RUN_ID, "")))
-                if key}
         for name in dict.fromkeys(named):
-            upstream = runs.get(name)
+            upstream = runs.by_key(name)
             found.append(f"{upstream.run_name} ({upstream.state})" if upstream is not None else name)
         return found, False
     # Nothing recorded says which input it was: name the runs of the same flow run that failed before it started.
     if node.parent is not None:
-        earlier = [n for n in node.parent.walk()[1:] if n is not node and n.failed and n.state != "NotReady"
-                   and n.span.end <= node.span.start]
+        earlier = runs.failed_before(node.parent, node.span.start)
         if earlier:
             return [f"{n.run_name} ({n.state})" for n in earlier[:5]] + (
                 [f"... {len(earlier) - 5} more"] if len(earlier) > 5 else []), True

@@ -269,10 +269,10 @@ def test_input_values_are_recorded_only_when_opted_in_and_redacted(store_url: st
     settings_env(RECORD_PARAMETER_VALUES="true")
 
     @flow
-    def receiver() -> Any:
+    def receiver() -> str:
         run_id = FlowRunContext.get().flow_run.id  # type: ignore[union-attr]
         send_input({"decision": "ok", "api_token": "t0p-secret"}, run_id, key_prefix="approval")
-        return receive_input(dict, timeout=5, key_prefix="approval").get("decision")
+        return str(receive_input(dict, timeout=5, key_prefix="approval").get("decision"))
 
     assert receiver() == "ok"
     (span,) = captured.flow_spans()

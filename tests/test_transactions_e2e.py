@@ -109,7 +109,8 @@ def test_async_flow_with_async_transaction(store_url: str) -> None:
             update_database("x")
             return str(txn.key)
 
-    assert asyncio.run(async_workflow()) == key
+    result: Any = asyncio.run(async_workflow())
+    assert result == key
     assert get_store(store_url).get("txn", key) is not None
 
 

@@ -1,7 +1,7 @@
 """The ``otelflow`` command: look at runs recorded in the local spool (the embedded telemetry default).
 
     otelflow runs [--flow NAME] [--state failed] [--since 1h] [--limit N] [--json]
-    otelflow show [RUN_ID|RUN_NAME|TRACE_ID|latest] [--json] [--traceback] [--depth N] [--expand]
+    otelflow show [RUN_ID|RUN_NAME|TRACE_ID|latest] [--json] [--traceback] [--depth N] [--expand] [--state S] [--task T]
     otelflow logs [RUN_ID|RUN_NAME|TRACE_ID|latest] [--level warning] [--task NAME] [--follow] [--json]
     otelflow spool path | prune --older-than DAYS | ship --endpoint URL
 

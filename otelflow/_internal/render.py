@@ -123,7 +123,8 @@ def log_line(log: LogRecord, *, prefix: str = "", who: str | None = None, traceb
     if who:
         text.append(who, style="cyan")
         text.append(" | ", style="dim")
-    text.append(log.body)
+    # continuation lines of a multi-line message stay under the message, inside the tree
+    text.append(log.body.rstrip("\n").replace("\n", "\n" + prefix + " " * 21))
     extras = " ".join(f"{k}={v}" for k, v in log.attributes.items()
                       if not k.startswith(_HIDDEN_LOG_PREFIXES) and k not in _HIDDEN_LOG_KEYS)
     if extras:

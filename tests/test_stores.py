@@ -220,3 +220,61 @@ def test_plain_record_writes_are_listed_after_ordered_ones_and_write_once_too(st
         store.put(space, "quiet", "4", notify=False)
         if store.backend == "redis":
             assert watch.wait(0.2) is False  # nobody is told about a plain record
+
+
+def _tls_redis(workdir: Path) -> tuple[subprocess.Popen[bytes], int, Path]:
+    """A real redis-server speaking only TLS, with a password; a throwaway CA signs its certificate."""
+    import shutil
+
+    from redis_server import _free_port
+
+    binary = shutil.which("redis-server")
+    assert binary is not None
+    ca_key, ca, key, csr, cert = (workdir / n for n in ("ca.key", "ca.crt", "server.key", "server.csr", "server.crt"))
+    ext = workdir / "san.ext"
+    ext.write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    for command in (
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", ca_key, "-out", ca, "-days", "1",
+         "-subj", "/CN=otelflow-test-ca"],
+        ["openssl", "req", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", csr, "-subj", "/CN=127.0.0.1"],
+        ["openssl", "x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial", "-out", cert,
+         "-days", "1", "-extfile", ext],
+    ):
+        subprocess.run([str(c) for c in command], check=True, capture_output=True, timeout=60)
+    port = _free_port()
+    process = subprocess.Popen(
+        [binary, "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1", "--tls-cert-file", str(cert),
+         "--tls-key-file", str(key), "--tls-ca-cert-file", str(ca), "--tls-auth-clients", "no",
+         "--requirepass", "tls-s3cret", "--save", "", "--appendonly", "no", "--dir", str(workdir)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    return process, port, ca
+
+
+def test_rediss_with_a_password(tmp_path: Path, redis_server: str) -> None:
+    process, port, ca = _tls_redis(tmp_path)
+    url = f"rediss://:tls-s3cret@127.0.0.1:{port}/0?ssl_ca_certs={ca}"
+    try:
+        store = get_store(url)
+        assert "tls-s3cret" not in store.display_url and "***" in store.display_url
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                assert store.put("tls", "k", '"over TLS"')
+                break
+            except StoreUnavailable:
+                assert process.poll() is None and time.monotonic() < deadline, "TLS redis-server did not start"
+                time.sleep(0.05)  # bounded by the deadline above
+        assert store.get("tls", "k") == '"over TLS"'
+        plain = get_store(f"redis://:tls-s3cret@127.0.0.1:{port}/0")  # no TLS: refused, password not shown
+        with pytest.raises(StoreError) as info:
+            plain.get("tls", "k")
+        assert "tls-s3cret" not in str(info.value)
+        wrong = get_store(f"rediss://:not-the-password@127.0.0.1:{port}/0?ssl_ca_certs={ca}")
+        with pytest.raises(StoreError) as info:
+            wrong.get("tls", "k")
+        assert "not-the-password" not in str(info.value)
+    finally:
+        reset_stores()
+        process.terminate()
+        process.wait(10)

@@ -362,6 +362,8 @@ def _otlp_export(exporter: Any) -> Any:
         finally:
             messages = capture.stop()
         if getattr(result, "name", "") == "SUCCESS":
+            if messages:
+                capture.recent.clear()  # it recovered: earlier transient errors are no cause of anything now
             return True
         cause = _cause(messages)
         raise ExportError(cause, too_large=cause == "message too large")
@@ -686,9 +688,11 @@ def shutdown(timeout_seconds: float | None = None) -> None:
     else:
         for processor in state.processors:
             processor.shutdown(max(0.0, deadline - time.monotonic()))
+    collector_down = any(not p.healthy for p in state.processors)
     for reshipper in state.reshippers:
-        # Earlier processes' buffers: let a re-send under way finish within the same bound.
-        reshipper.finish(max(0.0, deadline - time.monotonic()))
+        # Earlier processes' buffers: a re-send under way may finish within the same bound, unless the collector
+        # is down (then it is only waiting out its exporter's retries; the next process resumes it).
+        reshipper.finish(0.05 if collector_down else max(0.0, deadline - time.monotonic()))
     for item in (p.describe() for p in state.processors):
         line = _exit_report(item)
         if line:
@@ -702,7 +706,7 @@ def _exit_report(item: dict[str, Any]) -> str | None:
     if item["on_disk"]:
         parts.append(
             f"{item['on_disk']} item(s) kept on disk in {item['buffer']} ({cause or 'collector not reached'}); "
-            "the next otelflow process exporting over OTLP re-sends them (or run `otelflow spool ship`)"
+            "the next otelflow process exporting over OTLP re-sends them"
         )
     if item["dropped"]:
         parts.append(f"{item['dropped']} item(s) could not be exported and were dropped ({item['drop_cause']})")

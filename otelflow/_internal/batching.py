@@ -145,6 +145,7 @@ class BatchProcessor(Generic[T]):
         self._inflight: _Job[T] | None = None
         self._books_closed = False
         self._final_probe_done = False
+        self._final_probe: _Job[T] | None = None
         self._backoff = self._retry_initial
         self._next_probe = 0.0
         self._reported_unhealthy = False
@@ -272,10 +273,11 @@ class BatchProcessor(Generic[T]):
         if self._shutdown:
             inflight = self._inflight
             if self._buffer is not None and inflight is not None and not inflight.done:
-                # Stopping: wait for the sender, but not past the time kept for writing the rest to disk.
+                # Stopping: wait for the sender, but not past the time kept for writing the rest to disk, and
+                # in short slices, to notice an export stuck in its exporter's retries (see _step_async).
                 remaining = (self._spill_at or 0.0) - time.monotonic()
                 if remaining > 0:
-                    self._cond.wait(remaining)
+                    self._cond.wait(min(remaining, 0.05))
             return
         if self._flush_requests != self._flushed:
             return
@@ -464,6 +466,12 @@ class BatchProcessor(Generic[T]):
         buffer = self._buffer
         now = time.monotonic()
         past_spill = self._spill_at is not None and now >= self._spill_at
+        inflight = self._inflight
+        if stopping and self._healthy and inflight is not None and not inflight.done and self._failing_now():
+            # The export under way already logged a failure and is in the exporter's own retry loop: exiting
+            # should not wait that out (up to its timeout); what it carries is kept on disk.
+            self._healthy = False
+            self._final_probe_done = True
         if stopping and not self._healthy and not self._final_probe_done and not past_spill:
             # Exiting while the collector looked down: one last try (it may be back) before writing to disk.
             self._final_probe_done = True
@@ -475,9 +483,8 @@ class BatchProcessor(Generic[T]):
                         self._submit(items, from_buffer=True)
                 elif self._queue or self._front:
                     self._submit(self._take_batch(), from_buffer=False)
-        probing = stopping and self._inflight is not None and not past_spill and not self._healthy and (
-            self._final_probe_done
-        )
+                self._final_probe = self._inflight
+        probing = stopping and not past_spill and self._inflight is not None and self._inflight is self._final_probe
         spill_all = stopping and not probing and (not self._healthy or past_spill)
         while self._queue or self._front:
             inflight = self._inflight
@@ -581,6 +588,15 @@ class BatchProcessor(Generic[T]):
             unsettled = s.queued - s.exported - s.dropped
             self._drop_locked(unsettled, self._known_cause("shutdown deadline reached (collector not answering)"))
 
+    def _failing_now(self) -> bool:
+        """True if the exporter logged a failure for the export under way (see ``cause_hint``)."""
+        if self._cause_hint is None:
+            return False
+        try:
+            return self._cause_hint() is not None
+        except Exception:
+            return False
+
     def _known_cause(self, fallback: str) -> str:
         if self.stats.first_error is not None:
             return self.stats.first_error
@@ -603,6 +619,11 @@ class BatchProcessor(Generic[T]):
         thread = threading.Thread(target=stop, name=f"otelflow-exporter-shutdown-{self._signal}", daemon=True)
         thread.start()
         thread.join(max(0.05, timeout))
+
+    @property
+    def healthy(self) -> bool:
+        """False once an export failed, until one succeeds again."""
+        return self._healthy
 
     @property
     def on_disk(self) -> int:

@@ -9,7 +9,7 @@ the count into one warning. Nothing here raises on file contents.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,7 +49,7 @@ class Skipped:
 
 
 def _decode_value(value: Any) -> Any:
-    if not isinstance(value, Mapping):
+    if not isinstance(value, dict):
         return None
     try:
         if "stringValue" in value:
@@ -89,6 +89,10 @@ def decode_attributes(attrs: Any) -> dict[str, Any]:
             text = value.get("stringValue")
             if type(text) is str:
                 out[key] = text
+                continue
+            number = value.get("intValue")
+            if type(number) is str and number.isdigit():
+                out[key] = int(number)
                 continue
         out[key] = _decode_value(value)
     return out
@@ -137,28 +141,41 @@ class SpanRecord:
     resource: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass(slots=True)
 class LogRecord:
-    """One log record of the spool, decoded."""
+    """One log record of the spool, decoded (its attributes on first use: `show` only counts most records)."""
 
-    time: int
-    severity_number: int
-    severity_text: str
-    body: str
-    attributes: dict[str, Any]
-    trace_id: str | None
-    span_id: str | None
-    resource: dict[str, Any] = field(default_factory=dict)
+    __slots__ = ("_attributes", "_raw_attributes", "body", "resource", "severity_number", "severity_text",
+                 "span_id", "time", "trace_id")
+
+    def __init__(self, *, time: int, severity_number: int, severity_text: str, body: str, raw_attributes: Any,
+                 trace_id: str | None, span_id: str | None, resource: dict[str, Any] | None = None) -> None:
+        self.time = time
+        self.severity_number = severity_number
+        self.severity_text = severity_text
+        self.body = body
+        self._raw_attributes = raw_attributes
+        self._attributes: dict[str, Any] | None = None
+        self.trace_id = trace_id
+        self.span_id = span_id
+        self.resource = resource if resource is not None else {}
+
+    @property
+    def attributes(self) -> dict[str, Any]:
+        """The record's attributes as a plain dict."""
+        if self._attributes is None:
+            self._attributes = decode_attributes(self._raw_attributes)
+            self._raw_attributes = None
+        return self._attributes
 
 
 def _span(item: Any, resource: dict[str, Any]) -> SpanRecord:
     parent = item.get("parentSpanId") or None
     status = item.get("status") or {}
-    if not isinstance(status, Mapping):
+    if not isinstance(status, dict):
         status = {}
     events = []
     for event in item.get("events") or []:
-        if isinstance(event, Mapping):
+        if isinstance(event, dict):
             try:
                 when = _nanos(event.get("timeUnixNano", 0))
             except (TypeError, ValueError):
@@ -166,7 +183,7 @@ def _span(item: Any, resource: dict[str, Any]) -> SpanRecord:
             events.append((str(event.get("name", "")), when, decode_attributes(event.get("attributes"))))
     links = []
     for link in item.get("links") or []:
-        if isinstance(link, Mapping):
+        if isinstance(link, dict):
             links.append((str(link.get("traceId", "")), str(link.get("spanId", "")),
                           decode_attributes(link.get("attributes"))))
     code = status.get("code", 0)
@@ -189,7 +206,7 @@ def _span(item: Any, resource: dict[str, Any]) -> SpanRecord:
 def _log(item: Any, resource: dict[str, Any]) -> LogRecord:
     time = _nanos(item.get("timeUnixNano") or item.get("observedTimeUnixNano") or 0)
     body = item.get("body")
-    if isinstance(body, Mapping) and "stringValue" in body:
+    if isinstance(body, dict) and "stringValue" in body:
         text = str(body["stringValue"])
     else:
         decoded = _decode_value(body)
@@ -202,7 +219,7 @@ def _log(item: Any, resource: dict[str, Any]) -> LogRecord:
         severity_number=number if isinstance(number, int) and not isinstance(number, bool) else 0,
         severity_text=str(item.get("severityText", "") or ""),
         body=text,
-        attributes=decode_attributes(item.get("attributes")),
+        raw_attributes=item.get("attributes"),
         trace_id=_hex_id(trace_id, 32) if trace_id is not None else None,
         span_id=_hex_id(span_id, 16) if span_id is not None else None,
         resource=resource,
@@ -223,7 +240,7 @@ def _items(line: bytes | str, signal: str) -> Iterator[tuple[dict[str, Any], Any
             if not isinstance(items, list):
                 raise TypeError(f"{leaf} is not a list")
             for item in items:
-                if not isinstance(item, Mapping):
+                if not isinstance(item, dict):
                     raise TypeError(f"a {leaf} item is not an object")
                 yield resource, item
 
@@ -316,13 +333,3 @@ def read_spool(directory: Path, signal: str) -> list[tuple[dict[str, Any], dict[
     """All items of a signal in the spool (see :func:`iter_spool`)."""
     return list(iter_spool(directory, signal))
 
-
-def decode_span_items(items: Sequence[tuple[dict[str, Any], Mapping[str, Any]]]) -> list[SpanRecord]:
-    """Decode ``(resource, span dict)`` pairs as :func:`iter_spool` yields them, dropping malformed ones."""
-    out = []
-    for resource, item in items:
-        try:
-            out.append(_span(item, resource))
-        except _BAD:
-            continue
-    return out

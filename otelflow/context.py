@@ -90,6 +90,12 @@ class FlowRun:
     state: State[Any] | None = None
     parent_task_run_id: uuid.UUID | None = None
     remote: bool = False
+    # str(id), computed once: every task run of the flow carries it.
+    id_str: str = dataclasses.field(default="", repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if not self.id_str:
+            self.id_str = str(self.id)
 
     @property
     def state_name(self) -> str | None:
@@ -110,6 +116,9 @@ class TaskRun:
     run_count: int = 0
     state: State[Any] | None = None
     remote: bool = False
+    # What the engine knew when it created the run (the flow run's id as a string and its flow's name).
+    flow_run_id_str: str = dataclasses.field(default="", repr=False, compare=False)
+    flow_name: str = dataclasses.field(default="", repr=False, compare=False)
 
     @property
     def state_name(self) -> str | None:

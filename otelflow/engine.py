@@ -42,9 +42,24 @@ from otelflow._internal.params import parameter_attributes
 from otelflow.context import FlowRun, FlowRunContext, TagsContext, TaskRun, TaskRunContext
 from otelflow.exceptions import FlowRunTimeoutError, TaskRunTimeoutError, TerminationSignal, UpstreamTaskError
 from otelflow.futures import Link as InputLink
-from otelflow.futures import blocking_wait, collect_futures, resolve_futures_to_states, resolve_inputs
+from otelflow.futures import (
+    blocking_wait,
+    collect_futures,
+    contains_futures,
+    resolve_futures_to_states,
+    resolve_inputs,
+)
 from otelflow.settings import get_settings
-from otelflow.states import Crashed, Failed, Pending, Retrying, Running, State, return_value_to_state
+from otelflow.states import (
+    Crashed,
+    Failed,
+    Pending,
+    Retrying,
+    Running,
+    State,
+    StateType,
+    return_value_to_state,
+)
 
 if TYPE_CHECKING:
     from otelflow.flows import Flow
@@ -66,7 +81,11 @@ _UUID4_BITS = 0x4000 << 64 | 0x8000 << 48
 
 
 def _run_id() -> uuid.UUID:
-    return uuid.UUID(int=_rng.getrandbits(128) & _UUID4_MASK | _UUID4_BITS)
+    # uuid.UUID(int=...) validates its argument on every call; this value is a valid version-4 id by construction.
+    run_id = object.__new__(uuid.UUID)
+    object.__setattr__(run_id, "int", _rng.getrandbits(128) & _UUID4_MASK | _UUID4_BITS)
+    object.__setattr__(run_id, "is_safe", uuid.SafeUUID.unknown)
+    return run_id
 
 
 def _flow_run_name() -> str:
@@ -79,12 +98,13 @@ def _flow_run_name() -> str:
 def new_task_run(task: Task[..., Any], map_index: int | None = None) -> TaskRun:
     """A fresh task run record (id, default name, map index) before the run starts."""
     flow_ctx = FlowRunContext.get()
+    flow_run = flow_ctx.flow_run if flow_ctx is not None else None
+    if flow_run is None:
+        return TaskRun(id=_run_id(), name=f"{task.name}-{_rng.getrandbits(12):03x}", task_name=task.name,
+                       map_index=map_index)
     return TaskRun(
-        id=_run_id(),
-        name=f"{task.name}-{_rng.getrandbits(12):03x}",
-        task_name=task.name,
-        flow_run_id=flow_ctx.flow_run.id if flow_ctx is not None and flow_ctx.flow_run is not None else None,
-        map_index=map_index,
+        id=_run_id(), name=f"{task.name}-{_rng.getrandbits(12):03x}", task_name=task.name,
+        flow_run_id=flow_run.id, map_index=map_index, flow_run_id_str=flow_run.id_str, flow_name=flow_run.flow_name,
     )
 
 
@@ -93,10 +113,8 @@ def new_flow_run(flow: Flow[..., Any], parameters: dict[str, Any]) -> FlowRun:
     return FlowRun(id=_run_id(), name="", flow_name=flow.name, parameters=parameters)
 
 
-def _custom_run_name(option: Any, parameters: dict[str, Any], what: str) -> str | None:
+def _custom_run_name(option: Any, parameters: dict[str, Any], what: str) -> str:
     """``flow_run_name`` / ``task_run_name``: a template over the parameters, or a callable (Prefect's rules)."""
-    if option is None:
-        return None
     if callable(option):
         import inspect
 
@@ -116,8 +134,12 @@ def _custom_run_name(option: Any, parameters: dict[str, Any], what: str) -> str 
 # --- steps the lifecycle asks its driver to perform -------------------------------------------------------
 _CALL, _WAIT, _SLEEP, _BLOCKING, _AWAIT = range(5)
 Step = tuple[int, Any]
+_CALL_STEP: Step = (_CALL, None)
+_RUNNING = Running()  # shared: a run's state while its first attempt runs (replaced when it ends)
 
 _NOTSET: Any = object()
+_SCALARS = frozenset({str, int, float, bool, type(None), bytes})
+_NO_TAGS: frozenset[str] = frozenset()
 
 _CRASH_MESSAGES: tuple[tuple[type[BaseException], str], ...] = (
     (KeyboardInterrupt, "Execution was aborted by an interrupt signal."),
@@ -184,7 +206,10 @@ class _Run:
     def lifecycle(self) -> Generator[Step, Any, State[Any]]:
         undo: list[Callable[[], object]] = []
         try:
-            yield from self._prepare()
+            inputs = self._inputs()
+            if inputs is not None:
+                yield from self._resolve(inputs)
+            self._settle()
             self._begin(undo)
             if self.final is None:
                 yield from self._attempts()
@@ -198,51 +223,54 @@ class _Run:
         assert self.final is not None
         return self.final
 
-    def _prepare(self) -> Generator[Step, Any, None]:
+    def _inputs(self) -> list[str] | None:
+        """Names of the arguments holding futures, states or annotations; None when nothing needs resolving.
+
+        Only those are resolved (and copied): a big plain list argument costs one scan, not a copy per run.
+        """
+        params = self.parameters
+        inputs = [name for name, value in params.items() if type(value) not in _SCALARS and contains_futures(value)]
+        return inputs if inputs or self.wait_for else None
+
+    def _resolve(self, inputs: list[str]) -> Generator[Step, Any, None]:
         """Wait for upstream futures (outside the span: it measures the run, not the queue) and resolve them."""
-        run, wait_for = self.run, self.wait_for
+        run, wait_for, params = self.run, self.wait_for, self.parameters
         futures = collect_futures(wait_for) if wait_for else []
-        if self.kind == "task":
-            for value in self.parameters.values():
-                if not isinstance(value, str | int | float | bool | type(None)):
-                    futures.extend(collect_futures(value))
-            if any(f.task_run.id == run.id for f in futures):
-                self.final = Failed(
-                    ValueError(
-                        "Discovered a task depending on itself. Raising to avoid a deadlock. Please inspect the "
-                        f"inputs and dependencies of {self.obj.name}."
-                    )
-                )
-                self.final.message = _failure_message("task", self.final.data)
-                self.raised = self.final.data
-                return
+        for name in inputs:
+            futures.extend(collect_futures(params[name]))
+        if self.kind == "task" and any(f.task_run.id == run.id for f in futures):
+            error = ValueError(
+                "Discovered a task depending on itself. Raising to avoid a deadlock. Please inspect the "
+                f"inputs and dependencies of {self.obj.name}."
+            )
+            self.final = Failed(error, _failure_message("task", error))
+            self.raised = error
+            return
         if futures:
             yield (_WAIT, futures)
+        current = run if self.kind == "task" else None
         try:
             if wait_for:
                 resolve_inputs(wait_for, links=self.links)
-            if self.kind == "task":
-                params = self.parameters
-                for param, value in params.items():
-                    if not isinstance(value, str | int | float | bool | type(None)):
-                        params[param] = resolve_inputs(value, links=self.links, parameter_name=param,
-                                                      current_task_run=run)
+            for name in inputs:
+                params[name] = resolve_inputs(params[name], links=self.links, parameter_name=name,
+                                              current_task_run=current)
         except UpstreamTaskError as exc:
             self.final = Pending(str(exc), name="NotReady")
-            return
-        if self.kind == "flow" and self.obj.validate_parameters:
+
+    def _settle(self) -> None:
+        """Validate a flow's parameters and resolve the run's name, before its span starts."""
+        run = self.run
+        if self.kind == "flow" and self.final is None and self.obj.validate_parameters:
             try:
                 self.parameters = run.parameters = self.obj.validate_parameters_of(self.parameters)
             except Exception as exc:
                 message = "Validation of flow parameters failed with error:"
                 self.final = Failed(exc, f"{message} {_format_exception(exc)}")
                 self.raised = exc
-        name: str | None = _custom_run_name(
-            self.obj.flow_run_name if self.kind == "flow" else self.obj.task_run_name,
-            self.parameters, f"{self.kind}_run_name",
-        )
-        if name is not None:
-            run.name = name
+        option = self.obj.flow_run_name if self.kind == "flow" else self.obj.task_run_name
+        if option is not None:
+            run.name = _custom_run_name(option, self.parameters, f"{self.kind}_run_name")
         elif not run.name:
             run.name = _flow_run_name()
 
@@ -250,18 +278,18 @@ class _Run:
         """Start the span and enter the run's contexts, pairing every change with its undo step."""
         obj, run, kind = self.obj, self.run, self.kind
         self.start_ns = time.time_ns()
-        current_tags = TagsContext.get().current_tags
+        tags_ctx = TagsContext.__var__.get(None)  # not TagsContext.get(): no empty context object per run
+        current_tags = tags_ctx.current_tags if tags_ctx is not None else _NO_TAGS
         run_tags = sorted(current_tags.union(obj.tags)) if (current_tags or obj.tags) else []
         run.tags = run_tags
-        flow_ctx = FlowRunContext.get()
         attrs = dict(obj.static_attributes)
         attrs[semconv.RUN_ID] = str(run.id)
         attrs[semconv.RUN_NAME] = run.name
         if kind == "task":
             if run.flow_run_id is not None:
-                attrs[semconv.FLOW_RUN_ID] = str(run.flow_run_id)
-                if flow_ctx is not None and flow_ctx.flow_run is not None:
-                    attrs[semconv.FLOW_NAME] = flow_ctx.flow_run.flow_name
+                attrs[semconv.FLOW_RUN_ID] = run.flow_run_id_str or str(run.flow_run_id)
+                if run.flow_name:
+                    attrs[semconv.FLOW_NAME] = run.flow_name
             if run.map_index is not None:
                 attrs[semconv.TASK_MAP_INDEX] = run.map_index
             txn_module = sys.modules.get("otelflow.transactions")
@@ -286,7 +314,8 @@ class _Run:
         self.attrs = attrs
         _open_runs[id(self)] = self
         if kind == "task":
-            _watch_long_tasks()
+            if _watcher is None:
+                _watch_long_tasks()
         elif not _signals_installed:
             _install_signal_handlers()
         token = otel_context.attach(trace.set_span_in_context(span))
@@ -313,7 +342,7 @@ class _Run:
             tags_ctx.__enter__()
             undo.append(tags_ctx.__exit__)
         log_prints = _should_log_prints(obj)
-        if log_prints is not _print_as_log().active():
+        if log_prints is not _log_prints_active():
             # On for log_prints=True; explicitly off for a run that opts out under a parent that logs prints.
             capture = _print_as_log()(log_prints)
             capture.__enter__()
@@ -343,12 +372,19 @@ class _Run:
         run = self.run
         while True:
             run.run_count += 1
-            run.state = Running() if run.run_count == 1 else Retrying()
+            run.state = _RUNNING if run.run_count == 1 else Retrying()
             try:
-                result = yield (_CALL, None)
+                result = yield _CALL_STEP
             except Exception as exc:
                 outcome: Any = exc
             else:
+                if type(result) in _SCALARS:
+                    # The common case, fast: a plain value is a Completed state (nothing to resolve or aggregate).
+                    self.return_value = result
+                    self.final = State(StateType.COMPLETED, data=result)
+                    if self.txn is not None:
+                        self.txn.task_completed(self.obj, self.run, result)
+                    return
                 if self.kind == "task" and isinstance(result, State) and result.is_failed():
                     outcome = result  # Prefect retries a task that *returns* a failed state, too
                 else:
@@ -424,7 +460,7 @@ class _Run:
         self.raised = outcome
         exc_info = (type(outcome), outcome, outcome.__traceback__)
         if isinstance(outcome, TimeoutError):
-            if isinstance(outcome, TaskRunTimeoutError | FlowRunTimeoutError):
+            if isinstance(outcome, (TaskRunTimeoutError, FlowRunTimeoutError)):
                 message = f"{kind.title()} run exceeded timeout of {self.obj.timeout_seconds} second(s)"
             else:
                 message = f"{kind.title()} run failed due to timeout: {outcome!r}"
@@ -578,18 +614,24 @@ def _terminate_open_runs(exc: TerminationSignal, message: str, current: _Run) ->
 def _watch_long_tasks() -> None:
     """Start (once per process) the thread that exports pending records of task runs that run long."""
     global _watcher
-    if _watcher is not None and _watcher.is_alive():
-        return
     with _watcher_lock:
-        if _watcher is None or not _watcher.is_alive():
+        if _watcher is None:
             _watcher = threading.Thread(target=_watch_pending, name="otelflow-pending", daemon=True)
             _watcher.start()
 
 
 _watcher_lock = threading.Lock()
+
+
+def _after_fork_in_child() -> None:
+    # A forked child has none of its parent's runs open, and no watcher thread.
+    global _watcher
+    _open_runs.clear()
+    _watcher = None
+
+
 if hasattr(os, "register_at_fork"):
-    # A forked child has none of its parent's runs open (and no watcher thread).
-    os.register_at_fork(after_in_child=_open_runs.clear)
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _watch_pending() -> None:
@@ -635,6 +677,11 @@ def _print_as_log() -> Any:
     from otelflow.logging.loggers import print_as_log
 
     return print_as_log
+
+
+def _log_prints_active() -> bool:
+    module = sys.modules.get("otelflow.logging.loggers")
+    return module is not None and bool(module._log_prints.get())
 
 
 def _should_log_prints(obj: Any) -> bool:

@@ -147,6 +147,8 @@ def as_completed(futures: Iterable[TaskRunFuture[R]], timeout: float | None = No
 
 
 _LEAF_TYPES = (str, bytes, int, float, bool, type(None))
+# Tuples, not ``A | B`` unions: a union in an expression builds a new object on every call of a hot path.
+_RESOLVABLE = (TaskRunFuture, State, BaseAnnotation)
 _MAX_DEPTH = 32
 
 
@@ -154,7 +156,7 @@ def _visit(value: Any, fn: Callable[[Any], Any], depth: int = 0) -> Any:
     """Apply ``fn`` to futures/states/annotations found in lists, tuples, sets and dict values."""
     if isinstance(value, _LEAF_TYPES):
         return value
-    if isinstance(value, TaskRunFuture | State | BaseAnnotation):
+    if isinstance(value, _RESOLVABLE):
         return fn(value)
     if depth > _MAX_DEPTH:
         return value
@@ -163,7 +165,7 @@ def _visit(value: Any, fn: Callable[[Any], Any], depth: int = 0) -> Any:
     if isinstance(value, tuple):
         items = [_visit(v, fn, depth + 1) for v in value]
         return type(value)(*items) if hasattr(value, "_fields") else tuple(items)
-    if isinstance(value, set | frozenset):
+    if isinstance(value, (set, frozenset)):
         return type(value)(_visit(v, fn, depth + 1) for v in value)
     if isinstance(value, dict):
         return {k: _visit(v, fn, depth + 1) for k, v in value.items()}
@@ -174,11 +176,11 @@ def contains_futures(value: Any, depth: int = 0) -> bool:
     """True if ``value`` holds a future, state or annotation the engine must resolve (cheap for leaves)."""
     if isinstance(value, _LEAF_TYPES):
         return False
-    if isinstance(value, TaskRunFuture | State | BaseAnnotation):
+    if isinstance(value, _RESOLVABLE):
         return True
     if depth > _MAX_DEPTH:
         return False
-    if isinstance(value, list | tuple | set | frozenset):
+    if isinstance(value, (list, tuple, set, frozenset)):
         return any(contains_futures(v, depth + 1) for v in value)
     if isinstance(value, dict):
         return any(contains_futures(v, depth + 1) for v in value.values())
@@ -229,7 +231,7 @@ def resolve_inputs(
             return item.unwrap()
         if isinstance(item, opaque):
             inner = item.unwrap()
-            return resolve(inner, allowed) if isinstance(inner, TaskRunFuture | State) else inner
+            return resolve(inner, allowed) if isinstance(inner, (TaskRunFuture, State)) else inner
         if isinstance(item, allow_failure):
             return _visit(item.unwrap(), lambda inner: resolve(inner, True))
         if isinstance(item, BaseAnnotation):

@@ -85,7 +85,7 @@ class State(Generic[R]):
     or (for an aggregate) the states it was derived from.
     """
 
-    __slots__ = ("_span_context", "data", "message", "name", "state_details", "timestamp", "type")
+    __slots__ = ("_details", "_span_context", "data", "message", "name", "timestamp", "type")
 
     def __init__(
         self, type: StateType, name: str | None = None, message: str | None = None, data: Any = None
@@ -95,9 +95,17 @@ class State(Generic[R]):
         self.message = message
         self.data = data
         self.timestamp = time.time()
-        self.state_details = StateDetails()
+        self._details: StateDetails | None = None  # made on first use: most states never need one
         # The span of the run that produced this state: downstream runs link to it.
         self._span_context: Any = None
+
+    @property
+    def state_details(self) -> StateDetails:
+        """Which run this state belongs to (both ids ``None`` for a state built by hand)."""
+        details = self._details
+        if details is None:
+            details = self._details = StateDetails()
+        return details
 
     def is_pending(self) -> bool:
         """True for Pending-type states (``Pending``, ``NotReady``, ``AwaitingRetry``)."""
@@ -241,7 +249,7 @@ def get_state_exception(state: State[Any]) -> BaseException:
 
 def is_state_iterable(obj: Any) -> TypeGuard[Iterable[State[Any]]]:
     """True for a non-empty list, tuple or set whose items are all States (other iterables never count)."""
-    if isinstance(obj, list | tuple | set) and obj:
+    if obj and isinstance(obj, (list, tuple, set)):
         return all(isinstance(item, State) for item in obj)
     return False
 
@@ -273,7 +281,9 @@ class StateGroup:
 
 
 def _is_manual(state: State[Any]) -> bool:
-    details = state.state_details
+    details = state._details
+    if details is None:
+        return True
     return details.flow_run_id is None and details.task_run_id is None
 
 

@@ -72,7 +72,7 @@ def _is_iterable(value: Any) -> bool:
         iter(value)
     except TypeError:
         return False
-    return not isinstance(value, str | bytes | io.IOBase)
+    return not isinstance(value, (str, bytes, io.IOBase))
 
 
 def expand_map_parameters(task: Task[..., Any], parameters: dict[str, Any]) -> list[dict[str, Any]]:
@@ -86,8 +86,8 @@ def expand_map_parameters(task: Task[..., Any], parameters: dict[str, Any]) -> l
     binder = task.binder
     resolved: dict[str, Any] = {}
     for name, value in parameters.items():
-        inner = value.unwrap() if isinstance(value, allow_failure | opaque) else value
-        if isinstance(inner, TaskRunFuture | State):
+        inner = value.unwrap() if isinstance(value, (allow_failure, opaque)) else value
+        if isinstance(inner, (TaskRunFuture, State)):
             # Only the top level: nested futures are resolved in each mapped run, which links to them.
             for future in collect_futures(inner):
                 future.wait()
@@ -101,7 +101,7 @@ def expand_map_parameters(task: Task[..., Any], parameters: dict[str, Any]) -> l
     static: dict[str, Any] = {}
     annotations: dict[str, BaseAnnotation[Any]] = {}
     for name, value in resolved.items():
-        if isinstance(value, allow_failure | opaque | quote):
+        if isinstance(value, (allow_failure, opaque, quote)):
             annotations[name] = value
             value = value.unwrap()
         if isinstance(value, unmapped):

@@ -26,7 +26,19 @@ import inspect
 import random
 import string
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
-from typing import TYPE_CHECKING, Any, ClassVar, Generic, ParamSpec, TypedDict, TypeVar, Unpack, cast, overload
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    ClassVar,
+    Generic,
+    Literal,
+    ParamSpec,
+    TypedDict,
+    TypeVar,
+    Unpack,
+    cast,
+    overload,
+)
 
 from otelflow import semconv
 from otelflow._internal.params import ParameterBinder
@@ -257,11 +269,10 @@ class Task(_RunOptions, Generic[P, R]):
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R: ...
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         """Run the task now, in this thread; return its value (``return_state=True``: its final State)."""
-        from otelflow import engine
-
-        return_state, wait_for = self._split_call_options(kwargs)
+        engine = _engine()
+        return_state, wait_for = self._split_call_options(kwargs) if kwargs else (False, None)
         parameters = self.binder.bind(args, kwargs)
-        return_type: engine.ReturnType = "state" if return_state else "result"
+        return_type: Literal["result", "state"] = "state" if return_state else "result"
         if self.isasync:
             return engine.run_task_async(self, parameters, wait_for=wait_for, return_type=return_type)
         return engine.run_task(self, parameters, wait_for=wait_for, return_type=return_type)
@@ -299,6 +310,19 @@ class Task(_RunOptions, Generic[P, R]):
 
     def __repr__(self) -> str:
         return f"Task(name={self.name!r})"
+
+
+def _engine() -> Any:
+    # The engine imports this module: bound on first use, then a global lookup per call.
+    global _engine_module
+    if _engine_module is None:
+        from otelflow import engine
+
+        _engine_module = engine
+    return _engine_module
+
+
+_engine_module: Any = None
 
 
 def _task_runner(what: str) -> TaskRunner:

@@ -44,7 +44,7 @@ from otelflow.input.run_input import (
     keyset_from_base_key,
     run_input_subclass_from_type,
 )
-from otelflow.stores import get_store
+from otelflow.stores import get_store, wait_for
 
 __all__ = [
     "FlowPauseTimeout",
@@ -135,20 +135,18 @@ def _pause(wait_for_input: Any, timeout: float | None, poll_interval: float, key
         logger = get_run_logger()
         logger.info("Pausing flow, execution will continue when this flow run is resumed.")
         paused = _Paused(flow_run_id, {semconv.PAUSE_KEY: pause_key}, timeout, message="Paused")
-        store = get_store()
-        deadline = time.time() + timeout if timeout is not None else None
+
+        def resumed() -> bool | None:
+            record = _read_record(flow_run_id) or {}
+            return True if record.get("pause_key") == pause_key and record.get("state") == _RESUMED else None
+
         try:
-            with store.watch(_namespace(flow_run_id)) as watch:
-                paused.pause()
-                while True:
-                    record = _read_record(flow_run_id) or {}
-                    if record.get("pause_key") == pause_key and record.get("state") == _RESUMED:
-                        break
-                    remaining = None if deadline is None else deadline - time.time()
-                    if remaining is not None and remaining <= 0:
-                        _write_record(flow_run_id, {**record, "state": _TIMED_OUT})
-                        raise FlowPauseTimeout("Flow run was paused and never resumed.")
-                    watch.wait(poll_interval if remaining is None else min(poll_interval, remaining))
+            paused.pause()
+            if wait_for(get_store(), _namespace(flow_run_id), resumed, timeout, poll_interval) is None:
+                record = _read_record(flow_run_id) or {}
+                if not (record.get("pause_key") == pause_key and record.get("state") == _RESUMED):
+                    _write_record(flow_run_id, {**record, "state": _TIMED_OUT})
+                    raise FlowPauseTimeout("Flow run was paused and never resumed.")
         finally:
             paused.resume()
         logger.info("Resuming flow run execution!")

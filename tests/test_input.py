@@ -297,3 +297,67 @@ def test_keyset_is_a_set_of_keys_with_roles() -> None:
     plain = Keyset({"a", "b"})
     assert "a" in plain and plain.keys == {"a", "b"}
     assert isinstance(receive_input(dict, timeout=0, flow_run_id=uuid.uuid4()), GetInputHandler)
+
+
+def _redis_on(port: int, workdir: str) -> subprocess.Popen[bytes]:
+    import shutil
+
+    import redis
+
+    binary = shutil.which("redis-server")
+    assert binary is not None
+    proc = subprocess.Popen([binary, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no",
+                             "--dir", workdir], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    client = redis.Redis(host="127.0.0.1", port=port, socket_connect_timeout=0.5)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            if client.ping():
+                client.close()
+                return proc
+        except redis.exceptions.ConnectionError:
+            pass
+        assert proc.poll() is None and time.monotonic() < deadline, "redis-server did not start"
+        time.sleep(0.05)  # bounded by the deadline above
+
+
+def test_a_waiting_receiver_survives_a_redis_restart(redis_server: str, settings_env: Any, tmp_path: Path) -> None:
+    from redis_server import _free_port
+
+    port = _free_port()
+    url = f"redis://127.0.0.1:{port}/0"
+    settings_env(STORE_URL=url)
+    run_id = uuid.uuid4()
+    server = _redis_on(port, str(tmp_path))
+    results: list[Any] = []
+    try:
+        handler = receive_input(dict, timeout=30, poll_interval=1, key_prefix="approval", flow_run_id=run_id)
+        waiter = threading.Thread(target=lambda: results.append(handler.get("decision")))
+        waiter.start()
+        time.sleep(0.3)  # the receiver is in its wait
+        server.terminate()
+        server.wait(10)
+        time.sleep(0.5)  # an outage while it waits
+        server = _redis_on(port, str(tmp_path))
+        send_input({"decision": "approved"}, run_id, key_prefix="approval")
+        waiter.join(30)
+        assert results == ["approved"]
+    finally:
+        reset_stores()
+        server.terminate()
+        server.wait(10)
+
+
+def test_an_unreachable_store_fails_the_wait_at_once(redis_server: str, settings_env: Any) -> None:
+    from redis_server import _free_port
+
+    from otelflow.stores import StoreUnavailable
+
+    settings_env(STORE_URL=f"redis://:pw-secret@127.0.0.1:{_free_port()}/0")
+    started = time.monotonic()
+    try:
+        with pytest.raises(StoreUnavailable) as info:
+            receive_input(dict, timeout=30, flow_run_id=uuid.uuid4()).get("x")
+        assert time.monotonic() - started < 10 and "pw-secret" not in str(info.value)
+    finally:
+        reset_stores()

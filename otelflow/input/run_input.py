@@ -40,7 +40,6 @@ import asyncio
 import datetime as _dt
 import inspect
 import json
-import time
 import uuid
 from collections.abc import Generator, Iterable, Mapping
 from typing import Any, ClassVar, Generic, Self, TypeVar, cast
@@ -60,7 +59,7 @@ from otelflow.input.actions import (
     filter_flow_run_input,
     input_namespace,
 )
-from otelflow.stores import get_store
+from otelflow.stores import get_store, wait_for
 
 __all__ = [
     "AutomaticRunInput",
@@ -531,22 +530,12 @@ class GetInputHandler(Generic[T]):
 
     def _wait(self) -> FlowRunInput | None:
         """The next stored input, waiting up to ``timeout``; ``None`` on timeout. Pauses the run meanwhile."""
-        record = self._take()
         paused = _Paused(self.flow_run_id, {semconv.RUN_INPUT_KEY_PREFIX: self.key_prefix}, self.timeout)
-        if record is None:
-            deadline = None if self.timeout is None else time.monotonic() + self.timeout
-            store = get_store()
-            try:
-                with store.watch(input_namespace(self.flow_run_id)) as watch:
-                    while (record := self._take()) is None:
-                        remaining = None if deadline is None else deadline - time.monotonic()
-                        if remaining is not None and remaining <= 0:
-                            break
-                        paused.pause()
-                        step = self.poll_interval if remaining is None else min(remaining, self.poll_interval)
-                        watch.wait(step)
-            finally:
-                paused.resume()
+        try:
+            record = wait_for(get_store(), input_namespace(self.flow_run_id), self._take, self.timeout,
+                              self.poll_interval, before_wait=paused.pause)
+        finally:
+            paused.resume()
         if record is not None:
             _received_event(paused.span(), record)
         return record

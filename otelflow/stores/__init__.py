@@ -24,9 +24,12 @@ Example::
 from __future__ import annotations
 
 import abc
+import logging
 import threading
+import time
 import urllib.parse
-from typing import NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple, TypeVar
 
 __all__ = [
     "LockLost",
@@ -39,6 +42,7 @@ __all__ = [
     "get_store",
     "redact_url",
     "reset_stores",
+    "wait_for",
 ]
 
 
@@ -215,6 +219,55 @@ class Watch(abc.ABC):
     def close(self) -> None:  # noqa: B027 - optional for watches without resources
         """Stop watching."""
 
+
+T = TypeVar("T")
+
+_log = logging.getLogger("otelflow.stores")
+
+
+def wait_for(
+    store: Store,
+    namespace: str,
+    check: Callable[[], T | None],
+    timeout: float | None,
+    poll_interval: float,
+    before_wait: Callable[[], None] | None = None,
+) -> T | None:
+    """Call ``check()`` until it returns something (returned) or ``timeout`` seconds pass (``None``).
+
+    Between checks, wait for a write to ``namespace`` (pushed by Redis, noticed within 25 ms by sqlite), at most
+    ``poll_interval`` seconds. ``before_wait`` runs before each wait (the input API marks the run Paused there).
+    A wait that has reached the store once survives an outage (a Redis restart): it logs a warning and keeps
+    trying until the timeout; a store that is unreachable from the start raises :class:`StoreUnavailable` at once.
+    """
+    deadline = None if timeout is None else time.monotonic() + timeout
+    reached = False
+    warned = False
+    while True:
+        try:
+            with store.watch(namespace) as watch:
+                while True:
+                    found = check()
+                    reached = True
+                    if found is not None:
+                        return found
+                    remaining = None if deadline is None else deadline - time.monotonic()
+                    if remaining is not None and remaining <= 0:
+                        return None
+                    if before_wait is not None:
+                        before_wait()
+                    watch.wait(poll_interval if remaining is None else min(poll_interval, remaining))
+        except StoreUnavailable as exc:
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if not reached or (remaining is not None and remaining <= 0):
+                raise
+            if not warned:
+                _log.warning("Store unreachable while waiting (%s); retrying until the wait times out.", exc)
+                warned = True
+            time.sleep(_OUTAGE_RETRY_S if remaining is None else min(_OUTAGE_RETRY_S, remaining))
+
+
+_OUTAGE_RETRY_S = 0.5
 
 _stores: dict[str, Store] = {}
 _stores_lock = threading.Lock()

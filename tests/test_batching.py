@@ -295,3 +295,34 @@ def test_the_buffer_bound_drops_oldest_first_and_counts_once(tmp_path):  # type:
     received: list = []  # type: ignore[type-arg]
     ship_directory(tmp_path, "traces", lambda batch: received.extend(batch) or True)
     assert _ids(received) == list(range(s.dropped, 2_000))  # the newest are kept
+
+
+def test_a_forked_child_never_resends_or_deletes_the_parents_buffer(tmp_path):  # type: ignore[no-untyped-def]
+    from otelflow._internal.batching import ExportError
+
+    def dead(batch):  # type: ignore[no-untyped-def]
+        raise ExportError("connection refused")
+
+    processor = _buffered(tmp_path, dead)
+    spans = _make_spans(101)
+    for span in spans[:100]:
+        processor.emit(span)
+    processor.force_flush(5)
+    assert processor.on_disk == 100
+    parent_files = sorted(tmp_path.glob("traces-*.jsonl"))
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: a fresh, empty buffer in a file of its own
+        try:
+            processor.emit(spans[100])
+            processor.force_flush(5)
+            ok = processor.on_disk == 1 and all(p.exists() for p in parent_files)
+            processor.shutdown(2)
+            os.write(write_fd, b"ok" if ok else b"no")
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
+    assert os.read(read_fd, 2) == b"ok"
+    processor.shutdown(2)
+    assert processor.on_disk == 100 and all(p.exists() for p in parent_files)
+    assert len(list(tmp_path.glob("traces-*.jsonl"))) == len(parent_files) + 1

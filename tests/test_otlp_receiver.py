@@ -228,7 +228,7 @@ def test_grpc_receiver_refuses_requests_over_4_mib_like_a_collector(otlp_grpc_re
     from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcSpanExporter
 
     exporter = GrpcSpanExporter(endpoint=otlp_grpc_receiver.endpoint, insecure=True, timeout=5)
-    provider = TracerProvider(resource=RESOURCE)
+    provider = TracerProvider(resource=RESOURCE, shutdown_on_exit=False)
     spans = []
 
     class Keep(SimpleSpanProcessor):

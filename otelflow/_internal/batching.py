@@ -134,6 +134,8 @@ class BatchProcessor(Generic[T]):
 
     def _init_thread_state(self) -> None:
         # After fork the parent's queue belongs to the parent (it exports it); the child starts empty.
+        if self._buffer is not None and getattr(self, "_pid", os.getpid()) != os.getpid():
+            self._buffer.after_fork()
         self.stats = ProcessorStats(self._signal)
         self._queue: collections.deque[T] = collections.deque()
         self._front: collections.deque[list[T]] = collections.deque()  # halves of a too-large batch, first

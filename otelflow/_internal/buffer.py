@@ -147,6 +147,20 @@ class OutageBuffer:
         path.unlink(missing_ok=True)
         (path.parent / (path.name + ship.PROGRESS_SUFFIX)).unlink(missing_ok=True)
 
+    def after_fork(self) -> None:
+        """In a forked child: the parent's lines and file are the parent's; start empty, in a file of our own."""
+        writer = self._writer
+        if writer._file is not None:
+            with contextlib.suppress(Exception):
+                writer._file.close()  # this process's descriptor only: the parent keeps its file and lock
+        writer._file = None
+        writer._key = None
+        writer.path = None
+        self._lines.clear()
+        self._closed_files.clear()
+        self.pending_items = self.pending_bytes = self.dropped_items = self.written_items = 0
+        self.head_dropped = False
+
     def close(self) -> None:
         """Close the file; delete it if everything in it was delivered (the rest stays for the next process)."""
         current = self._writer.path

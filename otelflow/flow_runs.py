@@ -3,7 +3,7 @@
 otelflow has no orchestration server: the pause is a record in the shared store (``run:<flow-run-id>``)
 that :func:`resume_flow_run` -- from any process that shares ``OTELFLOW_STORE_URL`` -- flips to resumed.
 While it waits, the run is Paused (``flow_run.state`` and a ``Paused`` event on the flow span, then
-``Running``), exactly like :func:`otelflow.input.receive_input`.
+``Resumed``, state ``Running``), exactly like :func:`otelflow.input.receive_input`.
 
 Example::
 

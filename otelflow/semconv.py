@@ -140,7 +140,7 @@ TRANSACTION_HOOK_KIND: Final = _k("transaction.hook.kind")  # "commit" | "rollba
 # --- flow run input and pauses (otelflow.input, otelflow.flow_runs) -----------------------------------
 # A run waiting for input is Paused: state events on the flow span, named after the states.
 EVENT_PAUSED: Final = "Paused"
-EVENT_RESUMED: Final = "Running"
+EVENT_RESUMED: Final = "Resumed"  # the run is Running again; named so that it reads as the end of the pause
 EVENT_INPUT_RECEIVED: Final = "run_input.received"  # key and sender; the value only when parameter values are on
 RUN_INPUT_KEY: Final = _k("run_input.key")
 RUN_INPUT_KEY_PREFIX: Final = _k("run_input.key_prefix")

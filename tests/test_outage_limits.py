@@ -77,3 +77,32 @@ def test_run_logs_truncate_extra_values_and_exception_texts(captured):  # type: 
     assert len(failed["exception.message"]) <= get_limits().exception_message
     assert len(failed["exception.stacktrace"]) <= get_limits().stacktrace
     assert "...[truncated" in failed["exception.stacktrace"]
+
+
+def test_a_5_mb_exception_no_longer_grows_the_spool_by_megabytes(tmp_path):  # type: ignore[no-untyped-def]
+    """Was: the message rode on the span three times and the spool grew 25 MB."""
+    import subprocess
+    import textwrap
+
+    from conftest import PYTHON, REPO_ROOT, subprocess_env
+
+    code = textwrap.dedent(
+        """
+        from otelflow import flow, task
+
+        @task
+        def explode() -> None:
+            raise ValueError("E" * 5_000_000)
+
+        @flow
+        def big_error() -> str:
+            return explode(return_state=True).name
+
+        print(big_error())
+        """
+    )
+    proc = subprocess.run([PYTHON, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
+                          env=subprocess_env(OTELFLOW_HOME=str(tmp_path)))
+    assert proc.returncode == 0, proc.stderr
+    size = sum(p.stat().st_size for p in (tmp_path / "spool").glob("*.jsonl"))
+    assert 0 < size < 1_000_000, size

@@ -200,6 +200,23 @@ def _safe_span_multi() -> type:
     return SafeMultiSpanProcessor
 
 
+def _safe_concurrent_span_multi() -> type:
+    from opentelemetry.sdk.trace import ConcurrentMultiSpanProcessor
+
+    class SafeConcurrentMultiSpanProcessor(ConcurrentMultiSpanProcessor):
+        """The SDK's thread-pool multi-processor, but one processor raising never reaches the run."""
+
+        def _submit_and_await(self, func: Any, *args: Any, **kwargs: Any) -> None:
+            futures = [(sp, self._executor.submit(func(sp), *args, **kwargs)) for sp in self._span_processors]
+            for sp, future in futures:
+                try:
+                    future.result()
+                except Exception as exc:
+                    _processor_failed(sp, getattr(func(sp), "__name__", "call"), exc)
+
+    return SafeConcurrentMultiSpanProcessor
+
+
 def _safe_log_multi() -> type:
     from opentelemetry.sdk._logs._internal import SynchronousMultiLogRecordProcessor
 
@@ -227,16 +244,18 @@ def _safe_log_multi() -> type:
 def _protect(provider: Any) -> None:
     """Make a provider's multi-processor catch per-processor exceptions (in place: tracers already made keep it).
 
-    Only the SDK's sequential multi-processors are swapped (their subclass adds behaviour, no state); a custom
-    or concurrent one is left alone.
+    Only the SDK's own multi-processors are swapped (their subclasses add behaviour, no state); a custom one is
+    left alone.
     """
     with contextlib.suppress(Exception):
         from opentelemetry.sdk._logs._internal import SynchronousMultiLogRecordProcessor
-        from opentelemetry.sdk.trace import SynchronousMultiSpanProcessor
+        from opentelemetry.sdk.trace import ConcurrentMultiSpanProcessor, SynchronousMultiSpanProcessor
 
         span_multi = getattr(provider, "_active_span_processor", None)
         if type(span_multi) is SynchronousMultiSpanProcessor:
             span_multi.__class__ = _SAFE_CLASSES.setdefault("span", _safe_span_multi())
+        elif type(span_multi) is ConcurrentMultiSpanProcessor:
+            span_multi.__class__ = _SAFE_CLASSES.setdefault("concurrent", _safe_concurrent_span_multi())
         log_multi = getattr(provider, "_multi_log_record_processor", None)
         if type(log_multi) is SynchronousMultiLogRecordProcessor:
             log_multi.__class__ = _SAFE_CLASSES.setdefault("log", _safe_log_multi())

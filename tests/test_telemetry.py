@@ -337,3 +337,29 @@ def test_a_raising_log_processor_never_breaks_the_run(tmp_path):  # type: ignore
     proc = check(run_script(code, OTELFLOW_HOME=str(tmp_path)))
     assert proc.stdout.strip() == "1"
     assert proc.stderr.count("raised in on_emit (ValueError: log bug)") == 1, proc.stderr
+
+
+def test_a_concurrent_multi_processor_is_protected_too():  # type: ignore[no-untyped-def]
+    from opentelemetry.sdk.trace import ConcurrentMultiSpanProcessor, SpanProcessor, TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from otelflow import flow, telemetry
+
+    class Broken(SpanProcessor):
+        def on_end(self, span):  # type: ignore[no-untyped-def]
+            raise KeyError("concurrent bug")
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(active_span_processor=ConcurrentMultiSpanProcessor(2), shutdown_on_exit=False)
+    provider.add_span_processor(Broken())
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+
+    @flow
+    def f() -> int:
+        return 42
+
+    with telemetry.use_providers(provider):
+        assert f() == 42
+    assert "flow f" in {s.name for s in exporter.get_finished_spans()}
+    assert any(e["method"] == "on_end" and "concurrent bug" in e["first_error"] for e in telemetry.processor_errors())

@@ -1,4 +1,4 @@
-"""Telemetry setup: the tracer, logger and meter providers otelflow emits through.
+"""Telemetry setup: the tracer and logger providers otelflow emits through.
 
 Rules, in order:
 
@@ -6,7 +6,7 @@ Rules, in order:
 2. If the application already set global OTel providers, otelflow uses them and replaces nothing.
 3. Otherwise otelflow builds SDK providers from the standard ``OTEL_*`` variables (``OTEL_SERVICE_NAME``,
    ``OTEL_RESOURCE_ATTRIBUTES``, ``OTEL_TRACES_SAMPLER``, ``OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT``,
-   ``OTEL_EXPORTER_OTLP_*``, ``OTEL_{TRACES,LOGS,METRICS}_EXPORTER``...) and sets them as the globals,
+   ``OTEL_EXPORTER_OTLP_*``, ``OTEL_{TRACES,LOGS}_EXPORTER``...) and sets them as the globals,
    so the user's own OTel instrumentation lands in the same traces.
    - an OTLP endpoint configured (or ``OTEL_*_EXPORTER=otlp``): OTLP, over HTTP/protobuf by default,
      gRPC with ``OTEL_EXPORTER_OTLP_PROTOCOL=grpc``. Batches the collector cannot take go to the outage

@@ -1,15 +1,21 @@
-"""Engine benchmarks (issue 2). Not a test: prints figures and ratios measured in one run.
+"""Engine benchmarks. Not a test: prints figures and ratios measured in one run.
 
     python bench/bench_engine.py                 # everything
-    python bench/bench_engine.py --only task     # per-task overhead vs the raw OTel SDK
+    python bench/bench_engine.py --only task     # per task run vs the raw OTel SDK
     python bench/bench_engine.py --only map      # .map throughput
+    python bench/bench_engine.py --only console  # console rendering cost per run log record
     python bench/bench_engine.py --only import   # import time
     python bench/bench_engine.py --only soak     # 100k task runs: RSS and export completeness
 
-Fairness: for ``task`` and ``map`` both sides emit through the *same* SDK TracerProvider, processor and
-exporter (a BatchSpanProcessor feeding an exporter that discards); otelflow adopts the application's
-provider, so only the engine differs. The raw side emits the same span: same name, same attributes
-(run ids, names, tags, code location, parameter types), the same two state events and final attributes.
+Fairness: ``task`` and ``map`` set the application's global SDK ``TracerProvider`` with a ``BatchSpanProcessor``
+feeding an exporter that discards *before otelflow is imported*; otelflow adopts it, so both sides pay the
+same SDK. Each baseline does exactly what a careful hand-instrumenter would with the raw SDK, nothing more:
+
+- ``bare``: the current span with one attribute around the function call;
+- ``same content``: the span otelflow emits for a task run (same name, the same ~12 attributes, run id made
+  the way otelflow makes it), still nothing else.
+
+Rounds are interleaved (drift hits every side alike) and the median is reported.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import argparse
 import gc
 import json
 import os
+import random
 import statistics
 import subprocess
 import sys
@@ -32,6 +39,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def _null_provider():  # type: ignore[no-untyped-def]
+    """The application's provider, set globally before otelflow is imported."""
+    from opentelemetry import trace
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
@@ -46,37 +55,15 @@ def _null_provider():  # type: ignore[no-untyped-def]
     exporter = Discard()
     provider = TracerProvider()
     provider.add_span_processor(BatchSpanProcessor(exporter, max_queue_size=1 << 16))
+    trace.set_tracer_provider(provider)
     return provider, exporter
 
 
-def _raw_task_span(tracer: Any, fn: Any, i: int, flow_run_id: str, extra: dict[str, Any]) -> Any:
-    """What one otelflow task run emits, written by hand with the raw SDK: the baseline of the ratios."""
-    from otelflow import semconv
-
-    code = fn.__code__
-    name = fn.__name__
-    attrs = {
-        semconv.RUN_TYPE: "task", semconv.CODE_FUNCTION_NAME: name, semconv.CODE_FILE_PATH: code.co_filename,
-        semconv.CODE_LINE_NUMBER: code.co_firstlineno, semconv.TASK_NAME: name, semconv.RUN_ID: str(uuid.uuid4()),
-        semconv.RUN_NAME: f"{name}-{i % 4096:03x}", semconv.FLOW_RUN_ID: flow_run_id, semconv.FLOW_NAME: "raw",
-        semconv.PARAMETER_PREFIX + "x": type(i).__name__, **extra,
-    }
-    with tracer.start_as_current_span(f"task {name}", attributes=attrs) as span:
-        span.add_event("Running")
-        result = fn(i)
-        span.set_attributes({semconv.RUN_STATE: "Completed", semconv.RUN_ATTEMPT: 1})
-        span.add_event("Completed")
-    return result
-
-
 def bench_task(n: int, repeats: int) -> dict[str, float]:
-    """Sequential task calls inside a flow vs raw spans doing the same."""
-    from opentelemetry import trace
-
+    """Sequential task calls inside a flow vs raw spans around the same function."""
     provider, _ = _null_provider()
-    trace.set_tracer_provider(provider)
 
-    from otelflow import flow, semconv, tags, task
+    from otelflow import flow, semconv, task
 
     @task
     def work(x: int) -> int:
@@ -85,19 +72,39 @@ def bench_task(n: int, repeats: int) -> dict[str, float]:
     @flow
     def sequential(count: int) -> int:
         total = 0
-        with tags("bench"):
-            for i in range(count):
-                total += work(i)
+        for i in range(count):
+            total += work(i)
         return total
 
     tracer = provider.get_tracer("raw")
-    flow_run_id = str(uuid.uuid4())
+    fn = work.fn
+    bare_attrs = {semconv.TASK_NAME: "work"}
 
-    def raw(count: int) -> int:
+    def bare(count: int) -> int:
         total = 0
         with tracer.start_as_current_span("flow raw"):
             for i in range(count):
-                total += _raw_task_span(tracer, work.fn, i, flow_run_id, {semconv.TAGS: ["bench"]})
+                with tracer.start_as_current_span("task work", attributes=bare_attrs):
+                    total += fn(i)
+        return total
+
+    static = dict(work.static_attributes)
+    rng = random.Random(7)
+
+    def same_content(count: int) -> int:
+        total = 0
+        with tracer.start_as_current_span("flow raw"):
+            flow_run_id = str(uuid.UUID(int=rng.getrandbits(128)))
+            for i in range(count):
+                attrs = dict(static)
+                attrs[semconv.RUN_ID] = str(uuid.UUID(int=rng.getrandbits(128)))
+                attrs[semconv.RUN_NAME] = f"work-{i & 4095:03x}"
+                attrs[semconv.FLOW_RUN_ID] = flow_run_id
+                attrs[semconv.FLOW_NAME] = "raw"
+                attrs[semconv.PARAMETER_PREFIX + "x"] = "int"
+                with tracer.start_as_current_span("task work", attributes=attrs) as span:
+                    total += fn(i)
+                    span.set_attributes({semconv.RUN_STATE: "Completed", semconv.RUN_ATTEMPT: 1})
         return total
 
     def timed(fn, count):  # type: ignore[no-untyped-def]
@@ -108,14 +115,19 @@ def bench_task(n: int, repeats: int) -> dict[str, float]:
         provider.force_flush()
         return elapsed / count * 1e6
 
-    sequential(200)
-    raw(200)  # warm up
-    raw_us, of_us = [], []
-    for _ in range(repeats):  # interleaved, so drift affects both sides alike
-        raw_us.append(timed(raw, n))
-        of_us.append(timed(sequential, n))
-    r, o = statistics.median(raw_us), statistics.median(of_us)
-    return {"raw_us_per_span": r, "otelflow_us_per_task_run": o, "ratio": o / r}
+    sides = {"bare": bare, "same_content": same_content, "otelflow": sequential}
+    for side in sides.values():  # warm up
+        side(500)
+    samples: dict[str, list[float]] = {name: [] for name in sides}
+    for _ in range(repeats):
+        for name, side in sides.items():
+            samples[name].append(timed(side, n))
+    med = {name: statistics.median(values) for name, values in samples.items()}
+    return {
+        "bare_span_us": med["bare"], "same_content_span_us": med["same_content"],
+        "otelflow_task_run_us": med["otelflow"],
+        "ratio_vs_bare": med["otelflow"] / med["bare"], "ratio_vs_same_content": med["otelflow"] / med["same_content"],
+    }
 
 
 def _mapped_flow() -> tuple[Any, Any]:
@@ -142,11 +154,8 @@ def _rate(fn: Any, n: int) -> float:
 
 
 def bench_map(n: int, repeats: int) -> dict[str, float]:
-    """``task.map`` over n items in a flow (thread pool), task runs per second."""
-    from opentelemetry import trace
-
+    """``task.map`` over n items in a flow vs a thread pool running the function under a bare span."""
     provider, _ = _null_provider()
-    trace.set_tracer_provider(provider)
     inc, mapped = _mapped_flow()
 
     import concurrent.futures
@@ -155,28 +164,30 @@ def bench_map(n: int, repeats: int) -> dict[str, float]:
     from otelflow import semconv
 
     tracer = provider.get_tracer("raw")
-    workers = min(32, (os.cpu_count() or 1) + 4)
+    workers = min(32, (os.cpu_count() or 1) + 4)  # the same default as otelflow's pool
+    fn = inc.fn
+    bare_attrs = {semconv.TASK_NAME: "inc"}
 
-    def raw_task(i: int, flow_run_id: str) -> int:
-        return _raw_task_span(tracer, inc.fn, i, flow_run_id, {semconv.TASK_MAP_INDEX: i})
+    def raw_task(i: int) -> int:
+        with tracer.start_as_current_span("task inc", attributes=bare_attrs):
+            return fn(i)
 
     def raw_mapped(count: int) -> int:
-        # The hand-written equivalent: a thread pool, the context copied into each job, the same spans.
+        # The hand-written equivalent: a thread pool, the context copied into each job, a bare span each.
         with tracer.start_as_current_span("flow raw"), concurrent.futures.ThreadPoolExecutor(workers) as pool:
-            flow_run_id = str(uuid.uuid4())
-            futures = [pool.submit(contextvars.copy_context().run, raw_task, i, flow_run_id) for i in range(count)]
+            futures = [pool.submit(contextvars.copy_context().run, raw_task, i) for i in range(count)]
             return len([f.result() for f in futures])
 
     mapped(500)
     raw_mapped(500)
     rates, raw_rates = [], []
     for _ in range(repeats):
-        for fn, out in ((raw_mapped, raw_rates), (mapped, rates)):
-            out.append(_rate(fn, n))
+        for side, out in ((raw_mapped, raw_rates), (mapped, rates)):
+            out.append(_rate(side, n))
             provider.force_flush()
     r, o = statistics.median(raw_rates), statistics.median(rates)
-    return {"raw_threadpool_spans_per_s": r, "otelflow_task_runs_per_s": o, "best": max(rates),
-            "ratio_raw_over_otelflow": r / o, "items": n}
+    return {"threadpool_bare_spans_per_s": r, "otelflow_task_runs_per_s": o, "ratio_otelflow_over_raw": o / r,
+            "items": n}
 
 
 def bench_map_engine_only(n: int, repeats: int) -> dict[str, float]:
@@ -186,6 +197,47 @@ def bench_map_engine_only(n: int, repeats: int) -> dict[str, float]:
     mapped(500)
     rates = [_rate(mapped, n) for _ in range(repeats)]
     return {"task_runs_per_s": statistics.median(rates), "items": n}
+
+
+CONSOLE = textwrap.dedent(
+    """
+    import io, json, sys, time
+    from otelflow import flow, get_run_logger, task
+
+    @task
+    def chatty(count):
+        logger = get_run_logger()
+        start = time.perf_counter()
+        for i in range(count):
+            logger.info("processing item %s", i)
+        return (time.perf_counter() - start) / count * 1e6
+
+    @flow
+    def f(count, repeats):
+        return min(chatty(count) for _ in range(repeats))
+
+    sink = io.StringIO()
+    real, sys.stderr = sys.stderr, sink  # the console's output, kept off the terminal
+    try:
+        us = f(int(sys.argv[1]), int(sys.argv[2]))
+    finally:
+        sys.stderr = real
+    print(json.dumps(us))
+    """
+)
+
+
+def bench_console(repeats: int, count: int = 3000) -> dict[str, float]:
+    """One run log record with the console on (the default) vs off; OTel export off on both sides."""
+    out = {}
+    for console in ("true", "false"):
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "OTELFLOW_"))}
+        env.update(OTELFLOW_LOGGING_TO_CONSOLE=console, OTEL_SDK_DISABLED="true", PYTHONPATH=str(ROOT))
+        proc = subprocess.run([sys.executable, "-c", CONSOLE, str(count), str(repeats)], env=env,
+                              capture_output=True, text=True, check=True, cwd=ROOT)
+        out[console] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return {"record_console_on_us": out["true"], "record_console_off_us": out["false"],
+            "console_rendering_us": out["true"] - out["false"]}
 
 
 def bench_import(repeats: int) -> dict[str, float]:
@@ -255,11 +307,11 @@ def bench_soak(n: int) -> dict[str, object]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", choices=["task", "map", "import", "soak"])
+    parser.add_argument("--only", choices=["task", "map", "console", "import", "soak"])
     parser.add_argument("--tasks", type=int, default=20_000, help="sequential task runs per repeat")
     parser.add_argument("--map-items", type=int, default=10_000)
     parser.add_argument("--soak-runs", type=int, default=100_000)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     os.environ.setdefault("OTELFLOW_LOGGING_TO_CONSOLE", "false")
     results: dict[str, object] = {}
@@ -271,6 +323,8 @@ def main() -> None:
                  str(args.repeats)], capture_output=True, text=True, check=True, cwd=ROOT,
             )
             results[name] = json.loads(proc.stdout.strip().splitlines()[-1])
+    if args.only in (None, "console"):
+        results["console"] = bench_console(args.repeats)
     if args.only in (None, "import"):
         results["import"] = bench_import(args.repeats * 2)
     if args.only in (None, "soak"):

@@ -13,8 +13,8 @@ Waiting semantics (pinned down here, used by every entry point):
   fields. On timeout without ``raise_timeout_error``: ``get`` returns its default, ``keys()`` is empty,
   ``[key]`` raises ``KeyError``; with ``raise_timeout_error=True`` the first access raises ``TimeoutError``.
 - While it blocks inside the flow run it waits for, the run is Paused: ``flow_run.state`` is ``Paused``
-  and the flow span gets a ``Paused`` event, then ``Resumed`` (state ``Running``) when the wait ends. Each received input
-  adds a ``run_input.received`` event (key and sender; the value only with
+  and the flow span gets a ``Paused`` event, then ``Resumed`` (state ``Running``) when the wait ends. Each
+  received input adds a ``run_input.received`` event (key and sender; the value only with
   ``OTELFLOW_RECORD_PARAMETER_VALUES=true``).
 - Wake-up: Redis pushes new inputs to the waiter at once; sqlite notices them within 25 ms.
   ``poll_interval`` caps the time between two reads of the store (a safety net, not the latency).

@@ -21,7 +21,7 @@ import logging
 import sys
 from collections.abc import Mapping
 from time import time_ns
-from typing import Any, Final, TextIO
+from typing import Any, Final, TextIO, cast
 
 from opentelemetry._logs import LogRecord
 from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, get_current, get_value
@@ -98,7 +98,7 @@ class OTelRunLogHandler(LoggingHandler):
         # (provider, {logger name: OTel logger}): swapped as a whole when the provider changes.
         self._otel_loggers: tuple[Any, dict[str, Any]] = (None, {})
 
-    def handle(self, record: logging.LogRecord) -> bool:  # type: ignore[override]
+    def handle(self, record: logging.LogRecord) -> bool:
         """Filter and emit without the handler lock (the OTel pipeline is thread-safe)."""
         if self.filters and not self.filter(record):
             return False
@@ -135,7 +135,7 @@ class OTelRunLogHandler(LoggingHandler):
 
     def _translate(self, record: logging.LogRecord) -> LogRecord:
         attributes, event_name = self._get_attributes(record)
-        run: RunInfo | None = attributes.pop(RUN_KEY, None)
+        run = cast("RunInfo | None", attributes.pop(RUN_KEY, None))
         limits = get_limits()
         for key, value in attributes.items():
             kind = type(value)
@@ -184,7 +184,7 @@ class ConsoleHandler(logging.StreamHandler):  # type: ignore[type-arg]
         self._fmt = fmt
         self._max_message_length = max_message_length
 
-    @property  # type: ignore[override]
+    @property
     def stream(self) -> TextIO:
         return sys.stderr
 

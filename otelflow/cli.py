@@ -192,6 +192,7 @@ def _run_json(row: RunRow, parent: RunRow | None, now: int) -> dict[str, Any]:
         "trace_id": row.trace_id, "span_id": row.span_id,
         "parent_flow_run_id": parent.run_id if parent is not None else None,
         "tags": row.tags, "service": row.service,
+        "task_runs": row.task_runs, "task_runs_not_completed": row.task_runs_not_completed,
     }
 
 

@@ -138,11 +138,15 @@ def test_runs_lists_every_flow_run_newest_first_with_subflows_linked(home: Path)
     assert child["parent_flow_run_id"] == failing["flow_run_id"] and failing["parent_flow_run_id"] is None
     assert child["trace_id"] == failing["trace_id"]
     assert (failing["state"], child["state"], by_flow(runs, "etl")["state"]) == ("Failed", "Completed", "Completed")
+    # task runs per flow run: boom (Failed), after (NotReady), 6 squares (one Failed); etl: 1 + 5 + 5 + 1
+    assert (failing["task_runs"], failing["task_runs_not_completed"]) == (8, 3)
+    assert (by_flow(runs, "etl")["task_runs"], by_flow(runs, "etl")["task_runs_not_completed"]) == (12, 0)
 
     table = cli(home, "runs").stdout.splitlines()
     assert table[0].split()[:5] == ["START", "FLOW", "RUN", "NAME", "STATE"]
     row = next(i for i, line in enumerate(table) if failing["flow_run_id"] in line)
     assert child["flow_run_name"] in table[row + 1] and "└ " in table[row + 1]  # the subflow right under it
+    assert "8 (3 not completed)" in table[row]
     assert "\x1b[" not in "\n".join(table)  # piped: plain text
 
 
@@ -507,6 +511,8 @@ def test_index_is_rebuilt_when_missing_corrupt_or_its_files_change(own_home: Pat
     assert index.exists()
     with sqlite3.connect(index) as db:
         assert db.execute("SELECT COUNT(*) FROM files").fetchone()[0] == len(list((own_home / "spool").iterdir()))
+        db.execute("UPDATE meta SET value = 'an older schema' WHERE key = 'schema'")
+    assert runs_json(own_home) == before  # an index of another schema version is rebuilt
     for suffix in ("-wal", "-shm"):
         Path(f"{index}{suffix}").unlink(missing_ok=True)
     index.write_bytes(b"this is not a sqlite database" * 100)

@@ -107,11 +107,17 @@ def test_no_color_is_honoured_on_a_terminal(home: Path) -> None:
 def test_runs_table_on_a_terminal(home: Path) -> None:
     raw = on_tty(home, "runs", columns=100)
     lines = screen(raw)
-    assert lines[0].split()[:2] == ["START", "FLOW"] and "TRACE ID" not in lines[0]  # narrow: no trace column
-    assert all(len(line) <= 100 for line in lines)
+    assert lines[0].split() == ["START", "FLOW", "RUN", "NAME", "STATE", "DURATION", "TASKS", "RUN", "ID"]
+    assert all(len(line) <= 100 for line in lines)  # narrow: no trace id, run ids cut to a usable prefix
+    failing = failing_run(home)
+    (row,) = [line for line in lines if failing["flow_run_name"] in line]
+    assert failing["flow_run_id"][:8] in row and failing["flow_run_id"] not in row and "(3 not ok)" in row
     assert "\x1b[1m" in raw and _COLOUR.search(raw)  # bold header, coloured states
+    narrow = screen(on_tty(home, "runs", columns=60))  # columns go before run ids are cut
+    assert narrow[0].split() == ["FLOW", "RUN", "NAME", "STATE", "RUN", "ID"] and all(len(x) <= 60 for x in narrow)
+    assert any(failing["flow_run_id"][:8] in line for line in narrow)
     wide = screen(on_tty(home, "runs", columns=200))
-    assert "TRACE ID" in wide[0]
+    assert "TRACE ID" in wide[0] and any(failing["flow_run_id"] in line for line in wide)
 
 
 def test_piped_output_is_plain_text(home: Path) -> None:

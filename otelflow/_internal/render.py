@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as _dt
 import sys
 from collections.abc import Sequence
-from typing import IO, Any
+from typing import IO
 
 from rich.console import Console
 from rich.table import Table
@@ -81,32 +81,61 @@ def _state(state: str, suffix: str = "") -> Text:
 
 
 def render_runs(console: Console, rows: Sequence[tuple[RunRow, int, str | None]], now: int) -> None:
-    """The runs table. ``rows``: (run, nesting level, name of its parent run when not listed above it)."""
+    """The runs table. ``rows``: (run, nesting level, name of its parent run when not listed above it).
+
+    Piped: every column, whole. On a terminal narrower than 150 columns: no trace id, the run id's first 8
+    characters (a prefix `show` and `logs` accept), a shorter start time; narrower still, the trace ids, the
+    task counts, the durations, then the start times go, before run names are cut.
+    """
     tty = console.is_terminal
-    table = Table(box=None, show_edge=False, pad_edge=False, header_style="bold", show_header=True,
-                  padding=(0, 2, 0, 0))
-    table.add_column("START", no_wrap=True)
-    table.add_column("FLOW", no_wrap=True, overflow="ellipsis", max_width=30 if tty else None)
-    table.add_column("RUN NAME", no_wrap=True, overflow="ellipsis")
-    table.add_column("STATE", no_wrap=True)
-    table.add_column("DURATION", no_wrap=True, justify="right")
-    table.add_column("RUN ID", no_wrap=True, overflow="ellipsis", min_width=8)
     wide = not tty or console.width >= 150
+    columns: list[tuple[str, list[Text], str]] = [  # header, cells, justify
+        ("START", [], "left"), ("FLOW", [], "left"), ("RUN NAME", [], "left"), ("STATE", [], "left"),
+        ("DURATION", [], "right"), ("TASKS", [], "right"), ("RUN ID", [], "left"),
+    ]
     if wide:
-        table.add_column("TRACE ID", no_wrap=True, overflow="ellipsis", min_width=8)
+        columns.append(("TRACE ID", [], "left"))
     for run, level, orphan_of in rows:
         name = Text("  " * max(0, level - 1) + ("└ " if level else "")) + Text(run.run_name)
         if orphan_of:
             name.append(f" (in {orphan_of})", style="dim")
         duration = format_duration((now if run.running else run.end) - run.start)
-        cells: list[Any] = [
-            _local(run.start, "%Y-%m-%d %H:%M:%S"), run.flow_name, name, _state(run.state),
-            duration + ("…" if run.running else ""), run.run_id,
+        cells = [
+            Text(_local(run.start, "%Y-%m-%d %H:%M:%S" if wide else "%m-%d %H:%M:%S")), Text(run.flow_name), name,
+            _state(run.state), Text(duration + ("…" if run.running else "")), _tasks(run, wide),
+            Text(run.run_id if wide else run.run_id[:8]),
         ]
         if wide:
-            cells.append(run.trace_id)
-        table.add_row(*cells)
+            cells.append(Text(run.trace_id))
+        for (_, column, _), cell in zip(columns, cells, strict=True):
+            column.append(cell)
+    if tty:
+        def natural() -> int:
+            return sum(max([len(h), *(c.cell_len for c in cells)]) for h, cells, _ in columns) + 2 * (len(columns) - 1)
+
+        for droppable in ("TRACE ID", "TASKS", "DURATION", "START"):
+            if natural() <= console.width:
+                break
+            columns = [c for c in columns if c[0] != droppable]
+    table = Table(box=None, show_edge=False, pad_edge=False, header_style="bold", show_header=True,
+                  padding=(0, 2, 0, 0))
+    for header, _, justify in columns:
+        squeezable = header in ("FLOW", "RUN NAME")
+        table.add_column(header, no_wrap=True, justify=justify,  # type: ignore[arg-type]
+                         overflow="ellipsis" if squeezable else "crop", min_width=8 if squeezable else None,
+                         max_width=30 if tty and header == "FLOW" else None)
+    for i in range(len(rows)):
+        table.add_row(*(cells[i] for _, cells, _ in columns))
     console.print(table, soft_wrap=not tty)
+
+
+def _tasks(run: RunRow, wide: bool) -> Text:
+    """``12`` task runs, or ``12 (3 not completed)`` (``12 (3 not ok)`` when narrow)."""
+    text = Text(str(run.task_runs))
+    if run.task_runs_not_completed:
+        what = "not completed" if wide else "not ok"
+        text.append(f" ({run.task_runs_not_completed} {what})", style="red")
+    return text
 
 
 # --- logs ---------------------------------------------------------------------------------------------

@@ -12,7 +12,8 @@ Several writers appending while several CLI processes read is normal: each file'
 twice, and a line still being written (no newline yet) is left for the next call.
 
 Tables: ``runs`` holds one row per flow-run span (and per pending flow-run record), ``lines`` one row per
-(spool line, trace) with the line's offset and length, so a trace is read back from only its own lines.
+(spool line, trace) with the line's offset and length, so a trace is read back from only its own lines, and
+``task_counts`` how many task runs each flow run had (and how many did not complete), per spool file.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ __all__ = ["PENDING_ATTR", "PENDING_PARENT_ATTR", "RunIndex", "RunRow", "index_p
 PENDING_ATTR = semconv.SPAN_PENDING
 PENDING_PARENT_ATTR = semconv.PENDING_PARENT_SPAN_ID
 
-_SCHEMA_VERSION = "3"
+_SCHEMA_VERSION = "4"
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
 CREATE TABLE IF NOT EXISTS files (
@@ -62,6 +63,10 @@ CREATE TABLE IF NOT EXISTS lines (
     items INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS lines_trace ON lines (trace_id);
 CREATE INDEX IF NOT EXISTS lines_file ON lines (file_id);
+CREATE TABLE IF NOT EXISTS task_counts (
+    flow_run_id TEXT NOT NULL, file_id INTEGER NOT NULL, tasks INTEGER NOT NULL, not_completed INTEGER NOT NULL,
+    PRIMARY KEY (flow_run_id, file_id));
+CREATE INDEX IF NOT EXISTS task_counts_file ON task_counts (file_id);
 """
 _HEAD = 64  # bytes of a file's start remembered to notice a file replaced under the same name and inode
 _BATCH = 2000
@@ -89,10 +94,18 @@ class RunRow:
     tags: list[str]
     service: str
     running: bool
+    task_runs: int = 0
+    task_runs_not_completed: int = 0
 
 
-_RUN_COLUMNS = "trace_id, span_id, parent_id, flow_name, run_id, run_name, state, start, end, status_code, tags, " \
-               "service, pending"
+_RUN_SELECT = (
+    "SELECT r.trace_id, r.span_id, r.parent_id, r.flow_name, r.run_id, r.run_name, r.state, r.start, r.end,"
+    " r.status_code, r.tags, r.service, r.pending,"
+    " (SELECT COALESCE(SUM(t.tasks), 0) FROM task_counts t WHERE t.flow_run_id = r.run_id),"
+    " (SELECT COALESCE(SUM(t.not_completed), 0) FROM task_counts t WHERE t.flow_run_id = r.run_id)"
+    " FROM runs r"
+)
+_NOT_COMPLETED = frozenset({"Failed", "Crashed", "TimedOut", "Cancelled", "NotReady"})
 
 
 def _row(values: Sequence[Any]) -> RunRow:
@@ -104,7 +117,8 @@ def _row(values: Sequence[Any]) -> RunRow:
         trace_id=values[0], span_id=values[1], parent_id=values[2], flow_name=values[3] or "",
         run_id=values[4] or "", run_name=values[5] or "", state=values[6] or "", start=values[7], end=values[8],
         status_code=values[9] or 0, tags=[str(t) for t in tags] if isinstance(tags, list) else [],
-        service=values[11] or "", running=bool(values[12]),
+        service=values[11] or "", running=bool(values[12]), task_runs=values[13] or 0,
+        task_runs_not_completed=values[14] or 0,
     )
 
 
@@ -160,7 +174,7 @@ class RunIndex:
             db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
             found = db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
             if found is None or found[0] != _SCHEMA_VERSION:
-                for table in ("files", "runs", "lines"):
+                for table in ("files", "runs", "lines", "task_counts"):
                     db.execute(f"DROP TABLE IF EXISTS {table}")
                 for statement in _SCHEMA.split(";"):
                     if statement.strip():
@@ -214,7 +228,7 @@ class RunIndex:
         self._db.execute("COMMIT")
 
     def _forget(self, fid: int) -> None:
-        for table in ("lines", "runs"):
+        for table in ("lines", "runs", "task_counts"):
             self._db.execute(f"DELETE FROM {table} WHERE file_id = ?", (fid,))
         self._db.execute("DELETE FROM files WHERE id = ?", (fid,))
 
@@ -249,6 +263,7 @@ class RunIndex:
     def _scan(self, handle: Any, name: str, signal: str, fid: int, start: int, size: int) -> int:
         lines: list[tuple[str, int, int, int, int]] = []
         runs: list[tuple[Any, ...]] = []
+        tasks: dict[str, list[int]] = {}  # flow run id -> [task runs, not completed]
         end = start
         for offset, line in iter_complete_lines(handle, start, size):
             end = offset + len(line) + 1
@@ -259,8 +274,15 @@ class RunIndex:
             if signal == "traces":
                 for span in parse_span_line(line, self.skipped, where):
                     counts[span.trace_id] = counts.get(span.trace_id, 0) + 1
-                    if span.attributes.get(semconv.RUN_TYPE) == semconv.RUN_TYPE_FLOW:
+                    kind = span.attributes.get(semconv.RUN_TYPE)
+                    if kind == semconv.RUN_TYPE_FLOW:
                         runs.append(self._run_values(span, fid))
+                    elif kind == semconv.RUN_TYPE_TASK and span.attributes.get(PENDING_ATTR) is not True:
+                        flow_run = span.attributes.get(semconv.FLOW_RUN_ID)
+                        if isinstance(flow_run, str):
+                            tally = tasks.setdefault(flow_run, [0, 0])
+                            tally[0] += 1
+                            tally[1] += span.attributes.get(semconv.RUN_STATE) in _NOT_COMPLETED
             else:
                 for record in parse_log_line(line, self.skipped, where):
                     if record.trace_id:
@@ -269,6 +291,12 @@ class RunIndex:
             if len(lines) >= _BATCH or len(runs) >= _BATCH:
                 self._flush(lines, runs)
         self._flush(lines, runs)
+        self._db.executemany(
+            "INSERT INTO task_counts (flow_run_id, file_id, tasks, not_completed) VALUES (?,?,?,?) ON CONFLICT"
+            " (flow_run_id, file_id) DO UPDATE SET tasks = tasks + excluded.tasks,"
+            " not_completed = not_completed + excluded.not_completed",
+            [(flow_run, fid, n, bad) for flow_run, (n, bad) in tasks.items()],
+        )
         return end
 
     def _flush(self, lines: list[tuple[str, int, int, int, int]], runs: list[tuple[Any, ...]]) -> None:
@@ -326,7 +354,7 @@ class RunIndex:
         if since is not None:
             where.append("r.start >= ?")
             params.append(since)
-        sql = f"SELECT {_RUN_COLUMNS} FROM runs r WHERE {' AND '.join(where)} ORDER BY r.start DESC"
+        sql = f"{_RUN_SELECT} WHERE {' AND '.join(where)} ORDER BY r.start DESC"
         if limit is not None:
             sql += " LIMIT ?"
             params.append(limit)
@@ -338,7 +366,7 @@ class RunIndex:
 
     def trace_runs(self, trace_id: str) -> list[RunRow]:
         """The flow runs of one trace (real and pending records), oldest first."""
-        sql = f"SELECT {_RUN_COLUMNS} FROM runs r WHERE trace_id = ? ORDER BY start"
+        sql = f"{_RUN_SELECT} WHERE r.trace_id = ? ORDER BY r.start"
         return [_row(v) for v in self._db.execute(sql, (trace_id,))]
 
     def find(self, ident: str) -> list[RunRow]:
@@ -351,8 +379,8 @@ class RunIndex:
             return []
         like = ident.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
         rows = self._db.execute(
-            f"SELECT {_RUN_COLUMNS} FROM runs WHERE lower(run_id) LIKE ? ESCAPE '\\' OR lower(run_name) = ?"
-            " OR trace_id LIKE ? ESCAPE '\\' ORDER BY start DESC",
+            f"{_RUN_SELECT} WHERE lower(r.run_id) LIKE ? ESCAPE '\\' OR lower(r.run_name) = ?"
+            " OR r.trace_id LIKE ? ESCAPE '\\' ORDER BY r.start DESC",
             (like, ident, like),
         ).fetchall()
         found: dict[tuple[str, str], RunRow] = {}

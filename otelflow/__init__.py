@@ -18,6 +18,7 @@ Example::
             return double.map([1, 2, 3])
 """
 
+from otelflow._version import __version__
 from otelflow.context import FlowRunContext, TaskRunContext, get_run_context, tags
 from otelflow.flows import Flow, flow
 from otelflow.futures import FutureList, PrefectFuture, PrefectFutureList, TaskRunFuture
@@ -26,8 +27,6 @@ from otelflow.states import State
 from otelflow.task_runners import ThreadPoolTaskRunner
 from otelflow.tasks import Task, task
 from otelflow.utilities.annotations import allow_failure, quote, unmapped
-
-__version__ = "0.1.0"
 
 # Prefect re-exports these at top level; loaded on first use so that `import otelflow` stays light.
 _LAZY = {

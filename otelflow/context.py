@@ -36,7 +36,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextvars import ContextVar, Token
-from typing import TYPE_CHECKING, Any, ClassVar, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Self, cast
 
 from opentelemetry import baggage as otel_baggage
 from opentelemetry import context as otel_context
@@ -147,7 +147,7 @@ class ContextModel:
     @classmethod
     def get(cls) -> Self | None:
         """The current context of this type, or ``None``."""
-        return cls.__var__.get(None)  # type: ignore[no-any-return]
+        return cast("Self | None", cls.__var__.get(None))
 
     def __enter__(self) -> Self:
         if self._token is not None:
@@ -301,7 +301,7 @@ class SettingsContext(ContextModel):
         """The current settings context (one stable object for the environment's settings when none was entered)."""
         entered = cls.__var__.get(None)
         if entered is not None:
-            return entered  # type: ignore[no-any-return]
+            return cast(SettingsContext, entered)
         from otelflow.settings import get_settings
 
         settings = get_settings()

@@ -30,7 +30,7 @@ import time
 import traceback
 import uuid
 from collections.abc import Callable, Generator, Iterable
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -848,7 +848,7 @@ def _drive_sync(run: _Run) -> State[Any]:
         try:
             op, arg = steps.send(send) if error is None else steps.throw(error)
         except StopIteration as stop:
-            return stop.value  # type: ignore[no-any-return]
+            return cast("State[Any]", stop.value)
         send = error = None
         try:
             if op == _CALL:
@@ -873,7 +873,7 @@ async def _drive_async(run: _Run) -> State[Any]:
         try:
             op, arg = steps.send(send) if error is None else steps.throw(error)
         except StopIteration as stop:
-            return stop.value  # type: ignore[no-any-return]
+            return cast("State[Any]", stop.value)
         send = error = None
         try:
             if op == _CALL:

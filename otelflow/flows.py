@@ -21,17 +21,21 @@ import hashlib
 import inspect
 import re
 from collections.abc import Callable, Coroutine
-from typing import Any, Generic, ParamSpec, TypeVar, Unpack, cast, overload
+from typing import TYPE_CHECKING, Any, Generic, Literal, ParamSpec, TypeVar, Unpack, cast, overload
 
 from otelflow import semconv
 from otelflow.exceptions import InvalidNameError
 from otelflow.task_runners import TaskRunner, ThreadPoolTaskRunner
 from otelflow.tasks import RunNameOption, _check_run_name_template, _CommonOptions, _RunOptions
 
+if TYPE_CHECKING:
+    from otelflow.states import State
+
 __all__ = ["Flow", "FlowOptions", "flow"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
+T = TypeVar("T")
 
 BANNED_CHARACTERS = ["/", "%", "&", ">", "<"]
 _WITHOUT_BANNED = re.compile(r"^[^" + re.escape("".join(BANNED_CHARACTERS)) + r"]+$")
@@ -88,20 +92,26 @@ class Flow(_RunOptions, Generic[P, R]):
     def _default_name(self, fn: Callable[..., Any]) -> str:
         return str(getattr(fn, "__name__", type(fn).__name__)).replace("_", "-").replace("<lambda>", "unknown-lambda")
 
-    def with_options(self, **options: Unpack[FlowOptions]) -> Flow[P, R]:  # type: ignore[override]
+    def with_options(self, **options: Unpack[FlowOptions]) -> Flow[P, R]:
         """A copy of this flow with some options changed."""
-        return cast("Flow[P, R]", super().with_options(**options))
+        return cast("Flow[P, R]", self._with_options(options))
 
     def validate_parameters_of(self, parameters: dict[str, Any]) -> dict[str, Any]:
         """Validate and coerce ``parameters`` against the function's type hints (pydantic), as Prefect does."""
         return self.binder.validate(parameters)
 
     @overload
-    def __call__(
-        self: Flow[P, Coroutine[Any, Any, R]], *args: P.args, **kwargs: P.kwargs
-    ) -> Coroutine[Any, Any, R]: ...
+    def __call__(  # type: ignore[overload-overlap]  # an async fn is also a T-returning fn; the first match wins
+        self: Flow[P, Coroutine[Any, Any, T]], *args: P.args, **kwargs: P.kwargs
+    ) -> Coroutine[Any, Any, T]: ...
     @overload
-    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R: ...
+    def __call__(self: Flow[P, T], *args: P.args, **kwargs: P.kwargs) -> T: ...
+    @overload
+    def __call__(
+        self: Flow[P, Coroutine[Any, Any, T]], *args: Any, return_state: Literal[True], **kwargs: Any
+    ) -> Coroutine[Any, Any, State[T]]: ...
+    @overload
+    def __call__(self: Flow[P, T], *args: Any, return_state: Literal[True], **kwargs: Any) -> State[T]: ...
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         """Run the flow; return its value (``return_state=True``: its final State). Async flows return a coroutine."""
         from otelflow import engine

@@ -14,7 +14,7 @@ import concurrent.futures
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 from otelflow.states import Pending, State
 from otelflow.utilities.annotations import BaseAnnotation, allow_failure, opaque, quote
@@ -95,7 +95,7 @@ class TaskRunFuture(Generic[R]):
         _, not_done = blocking_wait([self._future], timeout=timeout)
         if not_done:
             raise TimeoutError(f"Task run {self.task_run.name!r} did not finish within {timeout} seconds.")
-        return self._future.result()._result(raise_on_failure)  # type: ignore[no-any-return]
+        return cast(R, self._future.result()._result(raise_on_failure))
 
     def add_done_callback(self, fn: Callable[[TaskRunFuture[R]], object]) -> None:
         """Call ``fn(self)`` when the run finishes (immediately if it already has)."""

@@ -23,7 +23,7 @@ import threading
 import time
 import warnings
 from collections.abc import Iterable, Mapping
-from typing import Any, Final
+from typing import Any, Final, cast
 from urllib.parse import quote, unquote
 
 from opentelemetry import baggage as otel_baggage
@@ -244,8 +244,8 @@ def _iter_items(carrier: object) -> Iterable[Any]:
     """Raw ``(key, value)`` items of any supported carrier shape."""
     items = getattr(carrier, "items", None)
     if callable(items):  # dict, Mapping, starlette Headers, email.message.Message / HTTPMessage
-        return items()  # type: ignore[no-any-return]
-    return carrier  # type: ignore[return-value]  # iterable of pairs (checked by the caller)
+        return cast("Iterable[Any]", items())
+    return cast("Iterable[Any]", carrier)  # an iterable of pairs (checked by the caller)
 
 
 def _collect_headers(carrier: object, problems: _Problems) -> dict[str, list[str]]:

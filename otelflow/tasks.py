@@ -44,7 +44,7 @@ from otelflow import semconv
 from otelflow._internal.params import ParameterBinder
 from otelflow.context import FlowRunContext, _check_tags
 from otelflow.exceptions import ReservedArgumentError
-from otelflow.futures import FutureList
+from otelflow.futures import FutureList, PrefectFuture, PrefectFutureList
 
 if TYPE_CHECKING:
     from otelflow.states import State
@@ -54,6 +54,7 @@ __all__ = ["Task", "TaskOptions", "exponential_backoff", "task"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
+T = TypeVar("T")
 
 RetryDelay = float | int | list[float] | Callable[[int], list[float]]
 RetryCondition = Callable[..., bool | Awaitable[bool]]
@@ -193,7 +194,7 @@ class _RunOptions:
             if argument in self.binder.signature.parameters:
                 raise ReservedArgumentError(f"{argument!r} is a reserved argument name and cannot be used.")
         self.static_attributes: dict[str, Any] = {semconv.RUN_TYPE: kind, **_code_attributes(fn)}
-        functools.update_wrapper(self, fn)  # type: ignore[arg-type]
+        functools.update_wrapper(cast(Any, self), fn)
 
     def _default_name(self, fn: Callable[..., Any]) -> str:
         return str(getattr(fn, "__name__", type(fn).__name__))
@@ -210,7 +211,7 @@ class _RunOptions:
             delay += random.uniform(0, delay * jitter)
         return delay
 
-    def with_options(self, **options: Any) -> Any:
+    def _with_options(self, options: Mapping[str, Any]) -> Any:
         """A copy with some options changed; takes exactly the decorator's keywords."""
         unknown = set(options) - self._option_names
         if unknown:
@@ -257,16 +258,30 @@ class Task(_RunOptions, Generic[P, R]):
         self.on_rollback_hooks.append(fn)
         return fn
 
-    def with_options(self, **options: Unpack[TaskOptions]) -> Task[P, R]:  # type: ignore[override]
+    def with_options(self, **options: Unpack[TaskOptions]) -> Task[P, R]:
         """A copy of this task with some options changed (``name``, ``retries``, ``tags``...)."""
-        return cast("Task[P, R]", super().with_options(**options))
+        return cast("Task[P, R]", self._with_options(options))
 
+    # Typing: an async task's call is a coroutine of its value (T, not R = Coroutine[...]); return_state=True
+    # gives a State of the value. The overloads are what editors show for decorated functions.
+    @overload
+    def __call__(  # type: ignore[overload-overlap]  # an async fn is also a T-returning fn; the first match wins
+        self: Task[P, Coroutine[Any, Any, T]], *args: P.args, **kwargs: P.kwargs
+    ) -> Coroutine[Any, Any, T]: ...
+    @overload
+    def __call__(self: Task[P, T], *args: P.args, **kwargs: P.kwargs) -> T: ...
     @overload
     def __call__(
-        self: Task[P, Coroutine[Any, Any, R]], *args: P.args, **kwargs: P.kwargs
-    ) -> Coroutine[Any, Any, R]: ...
+        self: Task[P, Coroutine[Any, Any, T]], *args: Any, return_state: Literal[True], **kwargs: Any
+    ) -> Coroutine[Any, Any, State[T]]: ...
     @overload
-    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R: ...
+    def __call__(self: Task[P, T], *args: Any, return_state: Literal[True], **kwargs: Any) -> State[T]: ...
+    @overload
+    def __call__(
+        self: Task[P, Coroutine[Any, Any, T]], *args: Any, wait_for: Iterable[Any], **kwargs: Any
+    ) -> Coroutine[Any, Any, T]: ...
+    @overload
+    def __call__(self: Task[P, T], *args: Any, wait_for: Iterable[Any], **kwargs: Any) -> T: ...
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         """Run the task now, in this thread; return its value (``return_state=True``: its final State)."""
         engine = _engine()
@@ -277,6 +292,24 @@ class Task(_RunOptions, Generic[P, R]):
             return engine.run_task_async(self, parameters, wait_for=wait_for, return_type=return_type)
         return engine.run_task(self, parameters, wait_for=wait_for, return_type=return_type)
 
+    @overload
+    def submit(  # type: ignore[overload-overlap]  # an async fn is also a T-returning fn; the first match wins
+        self: Task[P, Coroutine[Any, Any, T]], *args: P.args, **kwargs: P.kwargs
+    ) -> PrefectFuture[T]: ...
+    @overload
+    def submit(self: Task[P, T], *args: P.args, **kwargs: P.kwargs) -> PrefectFuture[T]: ...
+    @overload
+    def submit(
+        self: Task[P, Coroutine[Any, Any, T]], *args: Any, return_state: Literal[True], **kwargs: Any
+    ) -> State[T]: ...
+    @overload
+    def submit(self: Task[P, T], *args: Any, return_state: Literal[True], **kwargs: Any) -> State[T]: ...
+    @overload
+    def submit(
+        self: Task[P, Coroutine[Any, Any, T]], *args: Any, wait_for: Iterable[Any], **kwargs: Any
+    ) -> PrefectFuture[T]: ...
+    @overload
+    def submit(self: Task[P, T], *args: Any, wait_for: Iterable[Any], **kwargs: Any) -> PrefectFuture[T]: ...
     def submit(self, *args: Any, **kwargs: Any) -> Any:
         """Start a task run on the flow's task runner; return its future (``return_state=True``: its final State).
 
@@ -290,6 +323,16 @@ class Task(_RunOptions, Generic[P, R]):
             return future.state
         return future
 
+    @overload
+    def map(
+        self: Task[P, Coroutine[Any, Any, T]], *args: Any, return_state: Literal[True], **kwargs: Any
+    ) -> list[State[T]]: ...
+    @overload
+    def map(self: Task[P, T], *args: Any, return_state: Literal[True], **kwargs: Any) -> list[State[T]]: ...
+    @overload
+    def map(self: Task[P, Coroutine[Any, Any, T]], *args: Any, **kwargs: Any) -> PrefectFutureList[T]: ...
+    @overload
+    def map(self: Task[P, T], *args: Any, **kwargs: Any) -> PrefectFutureList[T]: ...
     def map(self, *args: Any, **kwargs: Any) -> Any:
         """One task run per element of the iterable arguments; ``unmapped(x)`` passes ``x`` whole to each.
 

@@ -52,7 +52,7 @@ __all__ = [
     "use_providers",
 ]
 
-_VERSION = "0.1.0"
+from otelflow._version import __version__ as _VERSION
 
 
 @dataclass

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 from opentelemetry.sdk._logs import LoggerProvider
 from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogRecordProcessor
@@ -45,7 +45,7 @@ class CapturedTelemetry:
         self._span_exporter = InMemorySpanExporter()
         self.tracer_provider = TracerProvider(resource=self.resource, shutdown_on_exit=False)
         self.tracer_provider.add_span_processor(SimpleSpanProcessor(self._span_exporter))
-        self._log_exporter = InMemoryLogRecordExporter()  # type: ignore[no-untyped-call,unused-ignore]
+        self._log_exporter = cast(Any, InMemoryLogRecordExporter)()
         self.logger_provider = LoggerProvider(resource=self.resource, shutdown_on_exit=False)
         self.logger_provider.add_log_record_processor(SimpleLogRecordProcessor(self._log_exporter))
         self._metric_reader = InMemoryMetricReader()

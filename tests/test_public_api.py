@@ -157,3 +157,18 @@ def test_import_is_light():  # type: ignore[no-untyped-def]
     proc = subprocess.run([PYTHON, "-c", code], capture_output=True, text=True, env=subprocess_env(), timeout=60,
                           cwd=REPO_ROOT)
     assert proc.stdout.strip() == "[]", proc.stdout + proc.stderr
+
+
+def test_the_version_is_written_once(captured):  # type: ignore[no-untyped-def]
+    import importlib.metadata
+
+    import otelflow
+    from otelflow import flow
+
+    @flow
+    def versioned() -> None: ...
+
+    versioned()
+    (span,) = captured.flow_spans()
+    assert importlib.metadata.version("otelflow") == otelflow.__version__
+    assert span.instrumentation_scope.version == otelflow.__version__

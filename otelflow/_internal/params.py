@@ -6,10 +6,11 @@ a precomputed fast path; anything fancier falls back to ``inspect.Signature.bind
 
 from __future__ import annotations
 
+import collections
 import inspect
 import json
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from otelflow import semconv
 from otelflow._internal import redact
@@ -78,7 +79,7 @@ class ParameterBinder:
         """``(args, kwargs)`` to call the function with, from parameters by name."""
         if self._fast:
             return (), params
-        bound = inspect.BoundArguments(self.signature, params)  # type: ignore[arg-type,unused-ignore]
+        bound = inspect.BoundArguments(self.signature, collections.OrderedDict(params))
         return bound.args, bound.kwargs
 
     def validate(self, params: dict[str, Any]) -> dict[str, Any]:
@@ -137,7 +138,7 @@ def _build_validator(fn: Callable[..., Any], signature: inspect.Signature) -> An
     from pydantic import ConfigDict, create_model
 
     try:
-        return create_model(  # type: ignore[call-overload,unused-ignore]
+        return cast(Any, create_model)(
             "Parameters", __config__=ConfigDict(arbitrary_types_allowed=True), **fields
         )
     except Exception:

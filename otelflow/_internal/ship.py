@@ -29,7 +29,7 @@ import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 __all__ = [
     "PROGRESS_SUFFIX",
@@ -281,7 +281,7 @@ class ShipResult:
 def exporter_callable(exporter: Any) -> Callable[[Sequence[Any]], bool]:
     """``export(batch) -> bool`` for an SDK exporter (``SpanExporter``/``LogRecordExporter``) or a callable."""
     if not hasattr(exporter, "export"):
-        return exporter  # type: ignore[no-any-return]
+        return cast("Callable[[Sequence[Any]], bool]", exporter)
 
     def export(batch: Sequence[Any]) -> bool:
         return getattr(exporter.export(batch), "name", "") == "SUCCESS"

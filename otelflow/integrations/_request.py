@@ -10,7 +10,7 @@ the server span stays current, while the run identity, tags and baggage still co
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -49,6 +49,6 @@ class request_context:
         token, self._token = self._token, None
         try:
             if token is not None:
-                otel_context.detach(token)  # type: ignore[arg-type]
+                otel_context.detach(cast(Any, token))
         finally:
             self._hydrated.__exit__(None, None, None)

@@ -32,7 +32,7 @@ Together with ``opentelemetry-instrumentation-httpx`` (recommended: use the tran
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 import httpx
 from opentelemetry import baggage as otel_baggage
@@ -110,7 +110,7 @@ class _Injecting:
     @staticmethod
     def _after(token: object) -> None:
         if token is not None:
-            otel_context.detach(token)  # type: ignore[arg-type]
+            otel_context.detach(cast(Any, token))
 
 
 class OtelflowTransport(_Injecting, httpx.BaseTransport):

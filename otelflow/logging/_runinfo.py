@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from opentelemetry import trace
 
@@ -150,7 +150,7 @@ def current_run_info() -> RunInfo | None:
         task_ctx = None
     cached = getattr(_cache, "entry", None)
     if cached is not None and cached[0] is task_ctx and cached[1] is flow_ctx:
-        return cached[2]  # type: ignore[no-any-return]
+        return cast("RunInfo | None", cached[2])
     info = run_info_for(task_ctx, flow_ctx)
     _cache.entry = (task_ctx, flow_ctx, info)
     return info

@@ -27,7 +27,7 @@ import threading
 import uuid
 from collections.abc import Mapping, MutableMapping
 from contextvars import ContextVar, Token
-from typing import Any, Final
+from typing import Any, Final, cast
 
 from otelflow.context import MissingContextError
 from otelflow.logging._runinfo import RUN_KEY, RunInfo, current_run_info
@@ -256,7 +256,7 @@ def get_run_logger(context: object = None, **kwargs: object) -> RunLoggerAdapter
             return null
         raise MissingContextError(_NO_RUN_MESSAGE)
     if not name and not kwargs and run.default_adapter is not None:
-        return run.default_adapter  # type: ignore[no-any-return]
+        return cast(RunLoggerAdapter, run.default_adapter)
     if name:
         logger = get_logger(name)
     elif run.is_task:

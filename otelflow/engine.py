@@ -288,8 +288,12 @@ class _Run:
         if kind == "task":
             if run.flow_run_id is not None:
                 attrs[semconv.FLOW_RUN_ID] = run.flow_run_id_str or str(run.flow_run_id)
-                if run.flow_name:
-                    attrs[semconv.FLOW_NAME] = run.flow_name
+                flow_name = run.flow_name
+                if not flow_name:  # a run record made elsewhere (a Dask worker): the current flow run knows
+                    flow_ctx = FlowRunContext.get()
+                    flow_name = flow_ctx.flow_run.flow_name if flow_ctx is not None and flow_ctx.flow_run else ""
+                if flow_name:
+                    attrs[semconv.FLOW_NAME] = flow_name
             if run.map_index is not None:
                 attrs[semconv.TASK_MAP_INDEX] = run.map_index
             txn_module = sys.modules.get("otelflow.transactions")

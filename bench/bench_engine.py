@@ -130,6 +130,52 @@ def bench_task(n: int, repeats: int) -> dict[str, float]:
     }
 
 
+def bench_pending(n: int, repeats: int) -> dict[str, float]:
+    """The pending record a flow run exports at start (and a task run after the threshold), and a flow run's cost.
+
+    A pending record is one extra zero-duration span with the run's attributes; it is paid once per flow run and
+    once per task run that is still running after OTELFLOW_PENDING_SPAN_AFTER_SECONDS (short task runs pay a
+    dict insert and pop).
+    """
+    provider, _ = _null_provider()
+
+    from otelflow import engine, flow, semconv, telemetry
+
+    @flow
+    def empty() -> None:
+        return None
+
+    tracer = telemetry.get_tracer()
+    attrs = {semconv.RUN_TYPE: "flow", semconv.FLOW_NAME: "empty", semconv.RUN_ID: str(uuid.uuid4()),
+             semconv.RUN_NAME: "calm-otter", semconv.FLOW_RUN_ID: str(uuid.uuid4()),
+             semconv.CODE_FUNCTION_NAME: "empty", semconv.CODE_FILE_PATH: __file__, semconv.CODE_LINE_NUMBER: 1}
+
+    def pending_records(count: int) -> None:
+        with tracer.start_as_current_span("flow empty") as span:
+            start = time.time_ns()
+            for _ in range(count):
+                engine._emit_pending(span, "flow empty", attrs, start)
+
+    def flow_runs(count: int) -> None:
+        for _ in range(count):
+            empty()
+
+    def timed(fn: Any, count: int) -> float:
+        gc.collect()
+        start = time.perf_counter()
+        fn(count)
+        elapsed = time.perf_counter() - start
+        provider.force_flush()
+        return elapsed / count * 1e6
+
+    os.environ["OTELFLOW_LOG_RUN_EVENTS"] = "false"
+    pending_records(100)
+    flow_runs(100)
+    pending = statistics.median(timed(pending_records, n) for _ in range(repeats))
+    flows = statistics.median(timed(flow_runs, max(1, n // 10)) for _ in range(repeats))
+    return {"pending_record_us": pending, "empty_flow_run_us": flows, "pending_share_of_flow_run": pending / flows}
+
+
 def _mapped_flow() -> tuple[Any, Any]:
     """The ``.map`` workload both map benches time: a flow mapping a trivial task over ``count`` items."""
     from otelflow import flow, task
@@ -307,7 +353,7 @@ def bench_soak(n: int) -> dict[str, object]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", choices=["task", "map", "console", "import", "soak"])
+    parser.add_argument("--only", choices=["task", "map", "pending", "console", "import", "soak"])
     parser.add_argument("--tasks", type=int, default=20_000, help="sequential task runs per repeat")
     parser.add_argument("--map-items", type=int, default=10_000)
     parser.add_argument("--soak-runs", type=int, default=100_000)
@@ -316,7 +362,7 @@ def main() -> None:
     os.environ.setdefault("OTELFLOW_LOGGING_TO_CONSOLE", "false")
     results: dict[str, object] = {}
     # task and map adopt a global provider, which can be set once per process: each runs in its own child.
-    for name in ("task", "map", "map_engine_only"):
+    for name in ("task", "map", "map_engine_only", "pending"):
         if args.only in (None, name) or (args.only == "map" and name == "map_engine_only"):
             proc = subprocess.run(
                 [sys.executable, __file__, "--_child", name, str(args.tasks if name == "task" else args.map_items),
@@ -340,7 +386,8 @@ if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--_child":
         kind, count, repeats = sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
         os.environ.setdefault("OTELFLOW_LOGGING_TO_CONSOLE", "false")
-        bench = {"task": bench_task, "map": bench_map, "map_engine_only": bench_map_engine_only}[kind]
+        bench = {"task": bench_task, "map": bench_map, "map_engine_only": bench_map_engine_only,
+                 "pending": bench_pending}[kind]
         out = bench(count, repeats)
         print(json.dumps(out))
     else:

@@ -486,10 +486,12 @@ def _exporters(endpoint: str, protocol: str, timeout: float, headers: dict[str, 
               help="Seconds per export request.")
 def spool_ship(home: str | None, endpoint: str, protocol: str, header_values: tuple[str, ...],
                timeout: float) -> None:
-    """Send the spooled runs (made offline) to a collector over OTLP.
+    """Send the spooled runs (made offline), and the outage buffer, to a collector over OTLP.
 
     What was shipped is remembered (a `.shipped` progress file next to each spool file), so running it again
-    sends only what is new; an interrupted or failed ship resumes where it stopped.
+    sends only what is new; an interrupted or failed ship resumes where it stopped. The outage buffer (batches
+    an OTLP exporter could not deliver, `$OTELFLOW_HOME/buffer/`) is sent after the spool and its files are
+    deleted once sent.
     """
     from otelflow._internal.ship import ship_directory
 
@@ -500,24 +502,34 @@ def spool_ship(home: str | None, endpoint: str, protocol: str, header_values: tu
             raise click.BadParameter(f"{value!r}: expected KEY=VALUE.", param_hint="--header")
         headers[key.strip()] = val.strip()
     folder = _spool_dir(home)
+    buffer = folder.parent / "buffer"
     span_exporter, log_exporter = _exporters(endpoint, protocol, timeout, headers)
-    totals: dict[str, Any] = {}
+    totals: dict[tuple[str, str], Any] = {}
     failed: str | None = None
     try:
-        for signal, exporter in (("traces", span_exporter), ("logs", log_exporter)):
-            result = ship_directory(folder, signal, exporter)
-            totals[signal] = result
-            if result.failed:
-                failed = result.error or "the collector did not accept the data"
+        for source, directory, delete in (("spool", folder, False), ("buffer", buffer, True)):
+            for signal, exporter in (("traces", span_exporter), ("logs", log_exporter)):
+                result = ship_directory(directory, signal, exporter, delete_shipped=delete)
+                totals[source, signal] = result
+                if result.failed:
+                    failed = result.error or "the collector did not accept the data"
+                    break
+            if failed:
                 break
     finally:
         span_exporter.shutdown()
         log_exporter.shutdown()
-    spans = totals["traces"].items_sent if "traces" in totals else 0
-    records = totals["logs"].items_sent if "logs" in totals else 0
+
+    def sent(source: str, signal: str) -> int:
+        return int(totals[source, signal].items_sent) if (source, signal) in totals else 0
+
+    spans, records = sent("spool", "traces"), sent("spool", "logs")
     skipped = sum(r.lines_skipped for r in totals.values())
     busy = sum(r.files_locked for r in totals.values())
     click.echo(f"shipped {spans} span(s) and {records} log record(s) from {folder} to {endpoint} ({protocol}).")
+    buffered = sent("buffer", "traces") + sent("buffer", "logs")
+    if buffered:
+        click.echo(f"shipped {buffered} item(s) from the outage buffer {buffer}.")
     if skipped:
         click.echo(f"otelflow: warning: skipped {skipped} malformed spool line(s).", err=True)
     if busy:

@@ -619,3 +619,35 @@ def test_cli_import_is_light(tmp_path: Path) -> None:
     # command groups imported on use only are still there
     assert "input" in cli(tmp_path, "--help").stdout
     assert "send" in cli(tmp_path, "input", "--help").stdout
+
+
+def test_ship_also_sends_the_outage_buffer_once(tmp_path: Path, otlp_receiver: Any) -> None:
+    # A run made while the collector was down: what it could not deliver waits in the outage buffer.
+    script = tmp_path / "offline.py"
+    script.write_text(textwrap.dedent('''
+        from otelflow import flow, task, get_run_logger
+
+        @task
+        def step(i):
+            get_run_logger().info("step %s", i)
+
+        @flow
+        def offline():
+            for i in range(3):
+                step(i)
+
+        offline()
+    '''))
+    env = subprocess_env(OTELFLOW_HOME=str(tmp_path), OTELFLOW_LOGGING_TO_CONSOLE="false",
+                         OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:9", OTEL_EXPORTER_OTLP_TIMEOUT="1",
+                         OTELFLOW_SHUTDOWN_TIMEOUT_SECONDS="3")
+    proc = subprocess.run([PYTHON, str(script)], env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert list((tmp_path / "buffer").glob("traces-*.jsonl")), proc.stderr
+    first = cli(tmp_path, "spool", "ship", "--endpoint", otlp_receiver.endpoint)
+    assert "from the outage buffer" in first.stdout, first.stdout
+    names = {s.name for s in otlp_receiver.wait_for(lambda: otlp_receiver.spans() or None)}
+    assert {"flow offline", "task step"} <= names
+    assert not list((tmp_path / "buffer").glob("*.jsonl"))  # sent, then removed
+    second = cli(tmp_path, "spool", "ship", "--endpoint", otlp_receiver.endpoint)
+    assert "outage buffer" not in second.stdout

@@ -181,6 +181,78 @@ def print_overhead(result: dict[str, Any], n: int, rounds: int) -> None:
     )
 
 
+# --- (c) the application's own default batch processors, with the console on -----------------------------
+
+STARVE = """
+import json, sys
+from opentelemetry import _logs, trace
+from opentelemetry.sdk._logs import LoggerProvider
+from opentelemetry.sdk._logs.export import BatchLogRecordProcessor, LogRecordExporter, LogRecordExportResult
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+
+counts = {"spans": 0, "logs": 0}
+
+class Spans(SpanExporter):
+    def export(self, spans):
+        counts["spans"] += len(spans)
+        return SpanExportResult.SUCCESS
+
+class Logs(LogRecordExporter):
+    def export(self, batch):
+        counts["logs"] += len(batch)
+        return LogRecordExportResult.SUCCESS
+    def shutdown(self):
+        pass
+    def force_flush(self, timeout_millis=0):
+        return True
+
+tracer_provider = TracerProvider()
+tracer_provider.add_span_processor(BatchSpanProcessor(Spans()))  # the SDK's defaults: a 2048-item queue
+trace.set_tracer_provider(tracer_provider)
+logger_provider = LoggerProvider()
+logger_provider.add_log_record_processor(BatchLogRecordProcessor(Logs()))
+_logs.set_logger_provider(logger_provider)
+
+from otelflow import flow, get_run_logger, task
+
+@task
+def item(i):
+    get_run_logger().info("item %s", i)
+    return i
+
+@flow
+def five_k(n):
+    for i in range(n):
+        item(i)
+
+n = int(sys.argv[1])
+five_k(n)
+tracer_provider.force_flush()
+logger_provider.force_flush()
+print(json.dumps({"spans": counts["spans"], "logs": counts["logs"], "runs": n + 1}))
+"""
+
+
+def starve(tasks: int, repeats: int) -> list[dict[str, int]]:
+    """A flow of ``tasks`` task runs logging once each, console on (stderr to /dev/null), application providers."""
+    results = []
+    for _ in range(repeats):
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "OTELFLOW_"))}
+        env.update(PYTHONPATH=str(REPO))
+        proc = subprocess.run([sys.executable, "-c", STARVE, str(tasks)], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.DEVNULL, text=True, check=True)
+        results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    return results
+
+
+def print_starve(results: list[dict[str, int]], tasks: int) -> None:
+    print(f"\n(c) {tasks}-task flow, one log line per task, console on, the application's default batch processors")
+    for r in results:
+        print(f"  spans exported {r['spans']} (expected {r['runs'] + 1} with the pending record), "
+              f"records exported {r['logs']} (expected {r['runs'] + 1} with the engine's lines)")
+
+
 # --- (b) loss ---------------------------------------------------------------------------------------------
 
 
@@ -250,7 +322,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--only", choices=["overhead", "loss"])
+    parser.add_argument("--only", choices=["overhead", "loss", "starve"])
     parser.add_argument("--n", type=int, default=20_000, help="task runs per round (overhead)")
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--records", type=int, default=100_000, help="run-log records (loss)")
@@ -264,6 +336,8 @@ def main() -> None:
         print_overhead(overhead(args.n, args.rounds), args.n, args.rounds)
     if args.only in (None, "loss"):
         print_loss(loss(args.records))
+    if args.only in (None, "starve"):
+        print_starve(starve(5000, 3), 5000)
 
 
 if __name__ == "__main__":

@@ -522,6 +522,11 @@ class _Run:
                 error = error or exc
         if owned:
             span.end()
+        if self.kind == "flow":
+            # The run's console lines are written before the caller goes on (they are batched while it runs).
+            console = sys.modules.get("otelflow.logging.configuration")
+            if console is not None:
+                console.flush_console()
         if error is not None and self.reraise is None:
             self.reraise = error
 

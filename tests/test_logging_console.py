@@ -6,6 +6,7 @@ import json
 import logging
 import re
 import subprocess
+import sys
 import textwrap
 
 import pytest
@@ -211,3 +212,47 @@ def test_import_is_lazy_and_console_off_never_imports_structlog(tmp_path):  # ty
     at_import, after_run = result.stdout.splitlines()
     assert at_import == "[]"
     assert "structlog" not in after_run and "opentelemetry.instrumentation.logging" in after_run
+
+
+class _CountingStderr:
+    """A stderr that counts write calls (each one a system call on a real stderr)."""
+
+    def __init__(self) -> None:
+        self.writes: list[str] = []
+
+    def write(self, text: str) -> int:
+        self.writes.append(text)
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+    def isatty(self) -> bool:
+        return False
+
+
+def test_console_lines_are_written_in_batches_warnings_at_once(settings_env, monkeypatch):  # type: ignore[no-untyped-def]
+    settings_env(LOGGING_TO_CONSOLE="true", LOG_RUN_EVENTS="true")
+    fake = _CountingStderr()
+    monkeypatch.setattr(sys, "stderr", fake)
+    seen_after_warning: list[int] = []
+
+    @task
+    def chatty() -> None:
+        logger = get_run_logger()
+        for i in range(200):
+            logger.info("line %d", i)
+        logger.warning("disk almost full")
+        seen_after_warning.append(sum(w.count("\n") for w in fake.writes))
+
+    @flow
+    def f() -> None:
+        chatty()
+
+    f()
+    lines = "".join(fake.writes).splitlines()
+    assert len([line for line in lines if "line " in line]) == 200  # nothing lost, in order
+    assert [int(line.rsplit(" ", 1)[1]) for line in lines if "] line " in line] == list(range(200))
+    assert seen_after_warning[0] >= 201  # the warning (and everything before it) was written at once
+    assert len(fake.writes) < 20  # 200+ lines, a handful of writes: not one system call per record
+    assert any("Finished in state" in line for line in lines)  # the flow's end writes what is pending

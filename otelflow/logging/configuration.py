@@ -53,6 +53,7 @@ def setup_logging(settings: Settings | None = None) -> None:
             root.addHandler(_otel_handler)
         if _console_handler is not None:
             root.removeHandler(_console_handler)
+            _console_handler.flush()
             _console_handler = None
         if settings.logging_to_console:
             _console_handler = ConsoleHandler(settings.logging_format, settings.logging_max_message_length)
@@ -61,6 +62,13 @@ def setup_logging(settings: Settings | None = None) -> None:
         else:
             root.propagate = True
         _configured_for = settings
+
+
+def flush_console() -> None:
+    """Write the console lines still pending (the engine calls it when a flow run ends)."""
+    handler = _console_handler
+    if handler is not None:
+        handler.flush()
 
 
 def get_otel_handler() -> Any:

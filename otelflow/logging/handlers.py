@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
 from collections.abc import Mapping
 from time import time_ns
 from typing import Any, Final, TextIO, cast
@@ -173,16 +174,76 @@ class OTelRunLogHandler(LoggingHandler):
 
 
 class ConsoleHandler(logging.StreamHandler):  # type: ignore[type-arg]
-    """Run logs on stderr, rendered by structlog (built on the first record, so idle setups import nothing).
+    """Run logs on stderr (the formatter is built on the first record, so idle setups import nothing).
 
-    Writes to whatever ``sys.stderr`` is at emit time, so redirections (pytest's capture, contextlib)
-    are honoured.
+    Lines are written in batches, not one system call each: a write per record on the run's thread starved an
+    application's own ``BatchSpanProcessor`` (a 5k-task flow logging once per task lost hundreds of spans and
+    records from its 2048-item queue). A warning or worse is written at once with everything before it; other
+    lines within ``FLUSH_SECONDS`` (by a small flusher thread), when ``FLUSH_BYTES`` are pending, when a flow
+    run ends, and at exit. Written to whatever ``sys.stderr`` is then, so redirections (pytest's capture,
+    contextlib) are honoured.
     """
+
+    FLUSH_SECONDS = 0.05
+    FLUSH_BYTES = 16_384
 
     def __init__(self, fmt: str, max_message_length: int) -> None:
         super().__init__(sys.stderr)
         self._fmt = fmt
         self._max_message_length = max_message_length
+        self._pending: list[str] = []
+        self._pending_bytes = 0
+        self._wake = threading.Condition(threading.Lock())
+        self._flusher: threading.Thread | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Format the record and queue its line (written at once for warnings and worse)."""
+        try:
+            line = self.format(record) + "\n"
+        except Exception:
+            self.handleError(record)
+            return
+        with self._wake:
+            self._pending.append(line)
+            self._pending_bytes += len(line)
+            if record.levelno >= logging.WARNING or self._pending_bytes >= self.FLUSH_BYTES:
+                self._write_pending()
+                return
+            if self._flusher is None or not self._flusher.is_alive():
+                self._flusher = threading.Thread(target=self._flush_soon, name="otelflow-console", daemon=True)
+                self._flusher.start()
+            elif len(self._pending) == 1:
+                self._wake.notify()
+
+    def _write_pending(self) -> None:
+        # Called with self._wake held.
+        if not self._pending:
+            return
+        text = "".join(self._pending)
+        self._pending.clear()
+        self._pending_bytes = 0
+        try:
+            stream = sys.stderr
+            stream.write(text)
+            stream.flush()
+        except Exception:  # a closed stderr must not break a run
+            pass
+
+    def _flush_soon(self) -> None:
+        with self._wake:
+            while True:
+                if not self._pending:
+                    self._wake.wait(5.0)
+                    if not self._pending:
+                        self._flusher = None
+                        return  # idle: the next record starts a new flusher
+                self._wake.wait(self.FLUSH_SECONDS)
+                self._write_pending()
+
+    def flush(self) -> None:
+        """Write every pending line now."""
+        with self._wake:
+            self._write_pending()
 
     @property
     def stream(self) -> TextIO:

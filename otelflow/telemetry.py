@@ -743,7 +743,7 @@ def _exit_report(item: dict[str, Any]) -> str | None:
     if item["on_disk"]:
         parts.append(
             f"{item['on_disk']} item(s) kept on disk in {item['buffer']} ({cause or 'collector not reached'}); "
-            "the next otelflow process exporting over OTLP re-sends them"
+            "the next otelflow process exporting over OTLP re-sends them (or now: otelflow spool ship --endpoint URL)"
         )
     if item["dropped"]:
         parts.append(f"{item['dropped']} item(s) could not be exported and were dropped ({item['drop_cause']})")

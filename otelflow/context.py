@@ -246,7 +246,12 @@ class TaskRunContext(RunContext):
         span: trace.Span | None = None,
         start_ns: int | None = None,
     ) -> None:
-        super().__init__(parameters, span, start_ns)
+        # Made once per task run: the fields are set here rather than through the base classes' __init__.
+        self._token = None
+        self.parameters = parameters if parameters is not None else {}
+        self.span = span if span is not None else trace.INVALID_SPAN
+        self._start_ns = start_ns if start_ns is not None else time.time_ns()
+        self.client = None
         self.task = task
         self.task_run = task_run
 

@@ -59,6 +59,16 @@ def _null_provider():  # type: ignore[no-untyped-def]
     return provider, exporter
 
 
+def _per_call_us(provider: Any, fn: Any, count: int) -> float:
+    """Microseconds per item of one ``fn(count)`` call; the spans are exported (outside the timing) after."""
+    gc.collect()
+    start = time.perf_counter()
+    fn(count)
+    elapsed = time.perf_counter() - start
+    provider.force_flush()
+    return elapsed / count * 1e6
+
+
 def bench_task(n: int, repeats: int) -> dict[str, float]:
     """Sequential task calls inside a flow vs raw spans around the same function."""
     provider, _ = _null_provider()
@@ -107,21 +117,13 @@ def bench_task(n: int, repeats: int) -> dict[str, float]:
                     span.set_attributes({semconv.RUN_STATE: "Completed", semconv.RUN_ATTEMPT: 1})
         return total
 
-    def timed(fn, count):  # type: ignore[no-untyped-def]
-        gc.collect()
-        start = time.perf_counter()
-        fn(count)
-        elapsed = time.perf_counter() - start
-        provider.force_flush()
-        return elapsed / count * 1e6
-
     sides = {"bare": bare, "same_content": same_content, "otelflow": sequential}
     for side in sides.values():  # warm up
         side(500)
     samples: dict[str, list[float]] = {name: [] for name in sides}
     for _ in range(repeats):
         for name, side in sides.items():
-            samples[name].append(timed(side, n))
+            samples[name].append(_per_call_us(provider, side, n))
     med = {name: statistics.median(values) for name, values in samples.items()}
     return {
         "bare_span_us": med["bare"], "same_content_span_us": med["same_content"],
@@ -160,19 +162,11 @@ def bench_pending(n: int, repeats: int) -> dict[str, float]:
         for _ in range(count):
             empty()
 
-    def timed(fn: Any, count: int) -> float:
-        gc.collect()
-        start = time.perf_counter()
-        fn(count)
-        elapsed = time.perf_counter() - start
-        provider.force_flush()
-        return elapsed / count * 1e6
-
     os.environ["OTELFLOW_LOG_RUN_EVENTS"] = "false"
     pending_records(100)
     flow_runs(100)
-    pending = statistics.median(timed(pending_records, n) for _ in range(repeats))
-    flows = statistics.median(timed(flow_runs, max(1, n // 10)) for _ in range(repeats))
+    pending = statistics.median(_per_call_us(provider, pending_records, n) for _ in range(repeats))
+    flows = statistics.median(_per_call_us(provider, flow_runs, max(1, n // 10)) for _ in range(repeats))
     return {"pending_record_us": pending, "empty_flow_run_us": flows, "pending_share_of_flow_run": pending / flows}
 
 

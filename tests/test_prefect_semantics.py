@@ -800,3 +800,27 @@ def test_main_thread_flow_timeout_leaves_no_alarm_behind() -> None:
     assert quick() == 1
     assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
     assert signal.getsignal(signal.SIGALRM) in (signal.SIG_DFL, signal.SIG_IGN, None)
+
+
+def test_future_list_result_and_wait_honour_their_timeout(captured: Any) -> None:
+    release = threading.Event()
+
+    @task
+    def gated(i: int) -> int:
+        if i == 2:
+            release.wait(10)
+        return i
+
+    @flow
+    def f() -> list[int]:
+        futures = gated.map(range(4))
+        for index in (0, 1, 3):
+            futures[index].wait()
+        with pytest.raises(TimeoutError, match="1 of 4 task runs did not finish within 0.2 seconds"):
+            futures.result(timeout=0.2)
+        futures.wait(timeout=0.05)  # returns without raising
+        assert not futures[2].done()
+        release.set()
+        return futures.result()
+
+    assert f() == [0, 1, 2, 3]

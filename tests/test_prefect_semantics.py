@@ -816,7 +816,7 @@ def test_future_list_result_and_wait_honour_their_timeout(captured: Any) -> None
         futures = gated.map(range(4))
         for index in (0, 1, 3):
             futures[index].wait()
-        with pytest.raises(TimeoutError, match="1 of 4 task runs did not finish within 0.2 seconds"):
+        with pytest.raises(TimeoutError, match=r"1 of 4 task runs did not finish within 0\.2 seconds"):
             futures.result(timeout=0.2)
         futures.wait(timeout=0.05)  # returns without raising
         assert not futures[2].done()

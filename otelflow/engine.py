@@ -57,6 +57,7 @@ from otelflow.states import (
     Retrying,
     Running,
     State,
+    StateDetails,
     StateType,
     return_value_to_state,
 )
@@ -154,27 +155,24 @@ def _format_exception(exc: BaseException) -> str:
 
 
 class _Run:
-    """One flow or task run: prepare -> begin -> attempts -> end, recorded as one span."""
+    """One flow or task run: prepare -> begin -> attempts -> end, recorded as one span.
 
-    __slots__ = (
-        "attrs",
-        "final",
-        "kind",
-        "links",
-        "obj",
-        "parameters",
-        "pending_sent",
-        "raised",
-        "reraise",
-        "return_value",
-        "run",
-        "runner_open",
-        "span",
-        "start_ns",
-        "task_runner",
-        "txn",
-        "wait_for",
-    )
+    A run object is made per run: what most runs leave at its default is a class attribute, so ``__init__`` sets
+    only what every run has.
+    """
+
+    final: State[Any] | None = None
+    reraise: BaseException | None = None  # crashes: re-raised to the caller whatever it asked for
+    raised: BaseException | None = None  # the user's exception: raised by result-returning calls
+    return_value: Any = _NOTSET
+    links: list[InputLink] = []
+    task_runner: Any = None
+    runner_open = False
+    span: trace.Span = trace.INVALID_SPAN
+    start_ns = 0
+    txn: Any = None
+    attrs: dict[str, Any]
+    pending_sent = False
 
     def __init__(
         self,
@@ -189,18 +187,6 @@ class _Run:
         self.parameters = parameters
         self.run: Any = run
         self.wait_for = list(wait_for) if wait_for else None
-        self.final: State[Any] | None = None
-        self.reraise: BaseException | None = None  # crashes: re-raised to the caller whatever it asked for
-        self.raised: BaseException | None = None  # the user's exception: raised by result-returning calls
-        self.return_value: Any = _NOTSET
-        self.links: list[InputLink] = []
-        self.task_runner: Any = None
-        self.runner_open = False
-        self.span: trace.Span = trace.INVALID_SPAN
-        self.start_ns = 0
-        self.txn: Any = None
-        self.attrs: dict[str, Any] = {}
-        self.pending_sent = False
 
     # the state machine -----------------------------------------------------------------------------------
     def lifecycle(self) -> Generator[Step, Any, State[Any]]:
@@ -235,6 +221,7 @@ class _Run:
     def _resolve(self, inputs: list[str]) -> Generator[Step, Any, None]:
         """Wait for upstream futures (outside the span: it measures the run, not the queue) and resolve them."""
         run, wait_for, params = self.run, self.wait_for, self.parameters
+        self.links = []
         futures = collect_futures(wait_for) if wait_for else []
         for name in inputs:
             futures.extend(collect_futures(params[name]))
@@ -310,7 +297,7 @@ class _Run:
             settings = get_settings()
             attrs.update(parameter_attributes(
                 self.parameters, settings.record_parameter_values, settings.parameter_value_max_length,
-                settings.redact_patterns,
+                settings.redact_patterns, obj.binder.attribute_keys,
             ))
         links = [Link(ctx, link_attrs) for ctx, link_attrs in self.links] if self.links else None
         span = telemetry.get_tracer().start_span(obj.span_name, attributes=attrs, links=links)
@@ -498,8 +485,12 @@ class _Run:
         final = self.final
         if final is None:  # pragma: no cover - every path above sets it
             final = self.final = Crashed(None, "Run ended without a final state.")
-        details = final.state_details
-        if self.kind == "task":
+        details = final._details
+        if details is None:  # the usual case: a state this run made
+            final._details = (
+                StateDetails(self.run.flow_run_id, self.run.id) if self.kind == "task" else StateDetails(self.run.id)
+            )
+        elif self.kind == "task":
             details.task_run_id = details.task_run_id or self.run.id
             details.flow_run_id = details.flow_run_id or self.run.flow_run_id
         else:

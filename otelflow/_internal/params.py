@@ -25,7 +25,9 @@ _EMPTY = inspect.Parameter.empty
 class ParameterBinder:
     """Maps ``(args, kwargs)`` of a call to ``{parameter name: value}`` for one function."""
 
-    __slots__ = ("_defaults", "_fast", "_fn", "_names", "_owner", "_validator", "_var_keyword", "signature")
+    __slots__ = (
+        "_defaults", "_fast", "_fn", "_names", "_owner", "_validator", "_var_keyword", "attribute_keys", "signature",
+    )
 
     def __init__(self, fn: Callable[..., Any], owner: str) -> None:
         self.signature = inspect.signature(fn)
@@ -37,6 +39,8 @@ class ParameterBinder:
         self._defaults = {p.name: p.default for p in params if p.default is not _EMPTY}
         self._var_keyword = next((p.name for p in params if p.kind is inspect.Parameter.VAR_KEYWORD), None)
         self._validator: Any = None
+        # ``otelflow.parameter.<name>`` for each parameter, made once rather than on every run.
+        self.attribute_keys = {name: semconv.PARAMETER_PREFIX + name for name in self._names}
 
     @property
     def defaults(self) -> dict[str, Any]:
@@ -175,7 +179,11 @@ def _value_text(value: Any, max_length: int, patterns: tuple[str, ...] = ()) -> 
 
 
 def parameter_attributes(
-    params: dict[str, Any], record_values: bool, max_length: int, patterns: tuple[str, ...]
+    params: dict[str, Any],
+    record_values: bool,
+    max_length: int,
+    patterns: tuple[str, ...],
+    keys: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Span attributes for parameters: ``otelflow.parameter.<name>``.
 
@@ -187,6 +195,8 @@ def parameter_attributes(
     """
     prefix = semconv.PARAMETER_PREFIX
     if not record_values:
+        if keys is not None:  # the attribute names made once per function (the binder's)
+            return {keys.get(name) or prefix + name: type(value).__name__ for name, value in params.items()}
         return {prefix + name: type(value).__name__ for name, value in params.items()}
     attrs: dict[str, Any] = {}
     for name, value in params.items():

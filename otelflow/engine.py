@@ -311,6 +311,7 @@ class _Run:
             _install_signal_handlers()
         token = otel_context.attach(trace.set_span_in_context(span))
         undo.append(lambda: otel_context.detach(token))
+        log_prints = _should_log_prints(obj)  # before this run's own context: None inherits the enclosing flow's
         if kind == "task":
             ctx: Any = TaskRunContext(task=obj, task_run=run, parameters=self.parameters, span=span,
                                       start_ns=self.start_ns)
@@ -319,7 +320,7 @@ class _Run:
         else:
             self.task_runner = obj.task_runner.duplicate()
             ctx = FlowRunContext(flow=obj, flow_run=run, parameters=self.parameters, task_runner=self.task_runner,
-                                 span=span, start_ns=self.start_ns, log_prints=_should_log_prints(obj))
+                                 span=span, start_ns=self.start_ns, log_prints=log_prints)
             ctx.__enter__()
             undo.append(ctx.__exit__)
             # Logged last thing before the flow run context is left, so the record correlates with the run.
@@ -332,7 +333,6 @@ class _Run:
             tags_ctx = TagsContext(current_tags.union(run_tags))
             tags_ctx.__enter__()
             undo.append(tags_ctx.__exit__)
-        log_prints = _should_log_prints(obj)
         if log_prints is not _log_prints_active():
             # On for log_prints=True; explicitly off for a run that opts out under a parent that logs prints.
             capture = _print_as_log()(log_prints)

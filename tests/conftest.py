@@ -6,6 +6,7 @@ import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from otlp_receiver import otlp_grpc_receiver, otlp_receiver  # noqa: F401  (fixtures)
@@ -36,6 +37,18 @@ def captured() -> Iterator[CapturedTelemetry]:
     """otelflow's spans/logs/metrics for this test, in memory."""
     with capture_telemetry() as telemetry:
         yield telemetry
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path, settings_env: Any) -> Iterator[str]:
+    """The shared store (``OTELFLOW_STORE_URL``) on each backend: a sqlite file, then a throwaway redis-server."""
+    from otelflow.stores import reset_stores
+    from otelflow.stores.sqlite import sqlite_url
+
+    url = str(request.getfixturevalue("redis_server")) if request.param == "redis" else sqlite_url(tmp_path / "s.db")
+    settings_env(STORE_URL=url)
+    yield url
+    reset_stores()
 
 
 @pytest.fixture

@@ -63,6 +63,28 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
         process.stdout.close()
 
 
+def start_redis_on(port: int, workdir: str, *options: str, password: str | None = None) -> subprocess.Popen[bytes]:
+    """Start ``redis-server`` on a given port (tests that stop and restart one server), ready for PING.
+
+    ``options`` are extra server arguments (``--appendonly yes``...); ``password`` sets ``--requirepass``.
+    """
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise FileNotFoundError("redis-server")
+    command = [binary, "--bind", "127.0.0.1", "--port", str(port), "--dir", workdir, "--save", "",
+               "--loglevel", "warning", *options]
+    if password is not None:
+        command += ["--requirepass", password]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=workdir)
+    auth = f":{password}@" if password is not None else ""
+    try:
+        _wait_until_ready(process, f"redis://{auth}127.0.0.1:{port}/0", STARTUP_TIMEOUT_S)
+    except RuntimeError:
+        _stop(process)
+        raise
+    return process
+
+
 def start_redis_server(workdir: str, attempts: int = 3) -> tuple[subprocess.Popen[bytes], str]:
     """Start ``redis-server`` in ``workdir`` on a free port; return the process and its URL.
 

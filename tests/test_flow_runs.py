@@ -8,8 +8,6 @@ import textwrap
 import threading
 import time
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pydantic
@@ -22,17 +20,7 @@ from otelflow.context import FlowRunContext
 from otelflow.flow_runs import FlowPauseTimeout, NotPausedError, pause_flow_run, resume_flow_run, suspend_flow_run
 from otelflow.input import FlowRunInputExists, InvalidRunInput, RunInput, read_flow_run_input
 from otelflow.input.cli import input_group
-from otelflow.stores import reset_stores
-from otelflow.stores.sqlite import sqlite_url
 from otelflow.testing import CapturedTelemetry
-
-
-@pytest.fixture(params=["sqlite", "redis"])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path, settings_env: Any) -> Iterator[str]:
-    url = str(request.getfixturevalue("redis_server")) if request.param == "redis" else sqlite_url(tmp_path / "s.db")
-    settings_env(STORE_URL=url)
-    yield url
-    reset_stores()
 
 
 class Approval(RunInput):

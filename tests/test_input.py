@@ -8,7 +8,6 @@ import textwrap
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,16 +33,7 @@ from otelflow.input import (
     send_input,
 )
 from otelflow.stores import reset_stores
-from otelflow.stores.sqlite import sqlite_url
 from otelflow.testing import CapturedTelemetry
-
-
-@pytest.fixture(params=["sqlite", "redis"])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path, settings_env: Any) -> Iterator[str]:
-    url = str(request.getfixturevalue("redis_server")) if request.param == "redis" else sqlite_url(tmp_path / "s.db")
-    settings_env(STORE_URL=url)
-    yield url
-    reset_stores()
 
 
 class Approval(RunInput):
@@ -300,25 +290,9 @@ def test_keyset_is_a_set_of_keys_with_roles() -> None:
 
 
 def _redis_on(port: int, workdir: str) -> subprocess.Popen[bytes]:
-    import shutil
+    from redis_server import start_redis_on
 
-    import redis
-
-    binary = shutil.which("redis-server")
-    assert binary is not None
-    proc = subprocess.Popen([binary, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no",
-                             "--dir", workdir], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    client = redis.Redis(host="127.0.0.1", port=port, socket_connect_timeout=0.5)
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            if client.ping():
-                client.close()
-                return proc
-        except redis.exceptions.ConnectionError:
-            pass
-        assert proc.poll() is None and time.monotonic() < deadline, "redis-server did not start"
-        time.sleep(0.05)  # bounded by the deadline above
+    return start_redis_on(port, workdir, "--appendonly", "no")
 
 
 def test_a_waiting_receiver_survives_a_redis_restart(redis_server: str, settings_env: Any, tmp_path: Path) -> None:

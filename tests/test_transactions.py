@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pydantic
@@ -18,8 +16,7 @@ import pytest
 
 from otelflow import semconv, task
 from otelflow.context import TaskRun
-from otelflow.stores import LockTimeout, get_store, reset_stores
-from otelflow.stores.sqlite import sqlite_url
+from otelflow.stores import LockTimeout, get_store
 from otelflow.testing import CapturedTelemetry
 from otelflow.transactions import (
     CommitMode,
@@ -36,13 +33,9 @@ from otelflow.transactions import (
 calls: list[str] = []
 
 
-@pytest.fixture(params=["sqlite", "redis"])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path, settings_env: Any) -> Iterator[str]:
-    url = str(request.getfixturevalue("redis_server")) if request.param == "redis" else sqlite_url(tmp_path / "s.db")
-    settings_env(STORE_URL=url)
+@pytest.fixture(autouse=True)
+def _fresh_calls() -> None:
     calls.clear()
-    yield url
-    reset_stores()
 
 
 def key() -> str:

@@ -5,15 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import signal
 import subprocess
 import tempfile
 import textwrap
 import time
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,20 +18,15 @@ from conftest import PYTHON, subprocess_env
 
 from otelflow import flow, semconv, task
 from otelflow.stores import StoreUnavailable, get_store, reset_stores
-from otelflow.stores.sqlite import sqlite_url
 from otelflow.testing import CapturedTelemetry
 from otelflow.transactions import IsolationLevel, Transaction, atransaction
 
 log: list[Any] = []
 
 
-@pytest.fixture(params=["sqlite", "redis"])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path, settings_env: Any) -> Iterator[str]:
-    url = str(request.getfixturevalue("redis_server")) if request.param == "redis" else sqlite_url(tmp_path / "s.db")
-    settings_env(STORE_URL=url)
+@pytest.fixture(autouse=True)
+def _fresh_log() -> None:
     log.clear()
-    yield url
-    reset_stores()
 
 
 @task
@@ -210,26 +202,9 @@ def test_a_sigkilled_holder_frees_the_key_when_its_lease_expires(store_url: str,
 
 
 def _start_persistent_redis(workdir: str, port: int) -> subprocess.Popen[bytes]:
-    import redis
+    from redis_server import start_redis_on
 
-    binary = shutil.which("redis-server")
-    assert binary is not None
-    proc = subprocess.Popen(
-        [binary, "--bind", "127.0.0.1", "--port", str(port), "--dir", workdir, "--save", "", "--appendonly", "yes",
-         "--appendfsync", "always", "--requirepass", "s3cret-pw", "--loglevel", "warning"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    client = redis.Redis(host="127.0.0.1", port=port, password="s3cret-pw", socket_connect_timeout=0.5)
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            if client.ping():
-                client.close()
-                return proc
-        except redis.exceptions.ConnectionError:
-            pass
-        assert proc.poll() is None and time.monotonic() < deadline, "redis-server did not start"
-        time.sleep(0.05)  # bounded by the deadline above
+    return start_redis_on(port, workdir, "--appendonly", "yes", "--appendfsync", "always", password="s3cret-pw")
 
 
 def test_redis_stopped_mid_transaction_rolls_back_and_writes_nothing(redis_server: str, settings_env: Any) -> None:

@@ -9,10 +9,10 @@ the count into one warning. Nothing here raises on file contents.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 __all__ = [
     "LogRecord",
@@ -245,35 +245,33 @@ def _items(line: bytes | str, signal: str) -> Iterator[tuple[dict[str, Any], Any
                 yield resource, item
 
 
+_Item = TypeVar("_Item")
 _BAD = (ValueError, TypeError, AttributeError, KeyError, RecursionError, OverflowError)
+
+
+def _parse_line(
+    line: bytes | str, signal: str, decode: Callable[[Any, dict[str, Any]], _Item], skipped: Skipped, where: str
+) -> list[_Item]:
+    out: list[_Item] = []
+    try:
+        for resource, item in _items(line, signal):
+            try:
+                out.append(decode(item, resource))
+            except _BAD:
+                skipped.add(where)
+    except _BAD:
+        skipped.add(where)
+    return out
 
 
 def parse_span_line(line: bytes | str, skipped: Skipped, where: str = "?") -> list[SpanRecord]:
     """The spans of one spool line; a line or span that does not decode is counted in ``skipped``."""
-    out: list[SpanRecord] = []
-    try:
-        for resource, item in _items(line, "traces"):
-            try:
-                out.append(_span(item, resource))
-            except _BAD:
-                skipped.add(where)
-    except _BAD:
-        skipped.add(where)
-    return out
+    return _parse_line(line, "traces", _span, skipped, where)
 
 
 def parse_log_line(line: bytes | str, skipped: Skipped, where: str = "?") -> list[LogRecord]:
     """The log records of one spool line; what does not decode is counted in ``skipped``."""
-    out: list[LogRecord] = []
-    try:
-        for resource, item in _items(line, "logs"):
-            try:
-                out.append(_log(item, resource))
-            except _BAD:
-                skipped.add(where)
-    except _BAD:
-        skipped.add(where)
-    return out
+    return _parse_line(line, "logs", _log, skipped, where)
 
 
 def spool_files(directory: Path, signal: str) -> list[Path]:

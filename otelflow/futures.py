@@ -11,6 +11,7 @@ finds what must finish first (the engine waits for it, blocking or awaiting), th
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import threading
 import time
 import uuid
@@ -44,19 +45,27 @@ R = TypeVar("R")
 _worker = threading.local()
 
 
+@contextlib.contextmanager
+def _blocked_worker() -> Iterator[None]:
+    """While inside, this thread's task runner (if it is one of its workers) counts it as blocked."""
+    runner = getattr(_worker, "runner", None)
+    if runner is None:
+        yield
+        return
+    runner._blocked(+1)
+    try:
+        yield
+    finally:
+        runner._blocked(-1)
+
+
 def blocking_wait(futures: Iterable[concurrent.futures.Future[Any]], timeout: float | None = None) -> Any:
     """``concurrent.futures.wait`` that tells this thread's task runner it is blocked while it waits."""
     pending = [f for f in futures if not f.done()]
     if not pending:
         return concurrent.futures.wait([], timeout=0)
-    runner = getattr(_worker, "runner", None)
-    if runner is None:
+    with _blocked_worker():
         return concurrent.futures.wait(pending, timeout=timeout)
-    runner._blocked(+1)
-    try:
-        return concurrent.futures.wait(pending, timeout=timeout)
-    finally:
-        runner._blocked(-1)
 
 
 class TaskRunFuture(Generic[R]):
@@ -113,16 +122,15 @@ def _wait_in_order(futures: list[concurrent.futures.Future[Any]], timeout: float
     ``.map`` that is paid in the flow's thread while the workers run. Waiting in order costs one wait per future
     that is not done yet (most are, by the time the first ones are).
     """
-    runner = getattr(_worker, "runner", None)
+    first = next((i for i, f in enumerate(futures) if not f.done()), None)
+    if first is None:
+        return 0
     deadline = None if timeout is None else time.monotonic() + timeout
-    blocked = False
-    try:
-        for index, future in enumerate(futures):
+    with _blocked_worker():
+        for index in range(first, len(futures)):
+            future = futures[index]
             if future.done():
                 continue
-            if runner is not None and not blocked:
-                runner._blocked(+1)
-                blocked = True
             remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
             try:
                 future.exception(timeout=remaining)
@@ -130,9 +138,6 @@ def _wait_in_order(futures: list[concurrent.futures.Future[Any]], timeout: float
                 return sum(not f.done() for f in futures[index:])
             except concurrent.futures.CancelledError:
                 continue
-    finally:
-        if blocked and runner is not None:
-            runner._blocked(-1)
     return 0
 
 
@@ -166,15 +171,9 @@ def wait(futures: Iterable[TaskRunFuture[Any]], timeout: float | None = None) ->
 def as_completed(futures: Iterable[TaskRunFuture[R]], timeout: float | None = None) -> Iterator[TaskRunFuture[R]]:
     """Yield futures as their runs finish."""
     by_inner = {f._future: f for f in futures}
-    runner = getattr(_worker, "runner", None)
-    if runner is not None:
-        runner._blocked(+1)
-    try:
+    with _blocked_worker():
         for inner in concurrent.futures.as_completed(list(by_inner), timeout=timeout):
             yield by_inner[inner]
-    finally:
-        if runner is not None:
-            runner._blocked(-1)
 
 
 _LEAF_TYPES = (str, bytes, int, float, bool, type(None))

@@ -303,17 +303,19 @@ def resolve_futures_to_states(value: Any) -> Any:
     return _visit(value, to_state)
 
 
-def resolve_futures_to_results(value: Any) -> tuple[Any, list[State[Any]]]:
-    """Replace futures in ``value`` by their results; also returns the non-completed states found."""
-    bad: list[State[Any]] = []
+def resolve_futures_to_results(value: Any) -> Any:
+    """Replace futures in ``value`` by their results (waiting for them), as Prefect's function of this name.
+
+    A future whose run did not complete raises ``Exception("At least one result did not complete successfully")``.
+    """
 
     def to_result(item: Any) -> Any:
         if isinstance(item, TaskRunFuture):
             item.wait()
             state = item.state
             if not state.is_completed():
-                bad.append(state)
-            return state._result(raise_on_failure=False) if state.is_final() else state
+                raise Exception("At least one result did not complete successfully")
+            return state._result()
         return item
 
-    return _visit(value, to_result), bad
+    return _visit(value, to_result)

@@ -824,3 +824,26 @@ def test_future_list_result_and_wait_honour_their_timeout(captured: Any) -> None
         return futures.result()
 
     assert f() == [0, 1, 2, 3]
+
+
+def test_resolve_futures_to_states_and_results_like_prefect(captured: Any) -> None:
+    from otelflow.futures import resolve_futures_to_results, resolve_futures_to_states
+
+    @task
+    def ok(x: int) -> int:
+        return x
+
+    @task
+    def broken() -> None:
+        raise ValueError("no")
+
+    @flow
+    def f() -> None:
+        good = {"a": [ok.submit(1), ok.submit(2)], "b": 3}
+        assert resolve_futures_to_results(good) == {"a": [1, 2], "b": 3}
+        states = resolve_futures_to_states(good)
+        assert [s.name for s in states["a"]] == ["Completed", "Completed"]
+        with pytest.raises(Exception, match="At least one result did not complete successfully"):
+            resolve_futures_to_results([ok.submit(1), broken.submit()])
+
+    f()

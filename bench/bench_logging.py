@@ -105,13 +105,14 @@ def overhead(n: int, rounds: int) -> dict[str, Any]:
         sc.CODE_FUNCTION_NAME: "logs_once",
         sc.CODE_FILE_PATH: __file__,
         sc.CODE_LINE_NUMBER: 1,
+        sc.RUN_ATTEMPT: 1,
     }
 
     def raw_span_and_record_same_content() -> None:
         for i in range(n):
             with tracer.start_as_current_span("task logs_once", attributes=span_attrs) as span:
                 raw_logger.info("processing %s", i, extra=run_attrs)
-                span.set_attributes({sc.RUN_STATE: "Completed", sc.RUN_ATTEMPT: 1})
+                span.set_attribute(sc.RUN_STATE, "Completed")
 
     def raw_span() -> None:
         for _ in range(n):

@@ -119,6 +119,8 @@ class TaskRun:
     # What the engine knew when it created the run (the flow run's id as a string and its flow's name).
     flow_run_id_str: str = dataclasses.field(default="", repr=False, compare=False)
     flow_name: str = dataclasses.field(default="", repr=False, compare=False)
+    # str(id), when the engine made it: the span and every run log record carry it.
+    id_str: str = dataclasses.field(default="", repr=False, compare=False)
 
     @property
     def state_name(self) -> str | None:
@@ -186,7 +188,7 @@ class ContextModel:
 class RunContext(ContextModel):
     """What flow and task run contexts share: the run's OTel span, its parameters and start time."""
 
-    __slots__ = ("_start_ns", "client", "parameters", "span")
+    __slots__ = ("_otel_context", "_start_ns", "client", "parameters", "span")
 
     def __init__(
         self, parameters: dict[str, Any] | None = None, span: trace.Span | None = None, start_ns: int | None = None
@@ -194,6 +196,8 @@ class RunContext(ContextModel):
         super().__init__()
         self.parameters: dict[str, Any] = parameters if parameters is not None else {}
         self.span: trace.Span = span if span is not None else trace.INVALID_SPAN
+        # The OTel context carrying the run's span, when the engine made one (run logs reuse it).
+        self._otel_context: otel_context.Context | None = None
         self._start_ns = start_ns if start_ns is not None else time.time_ns()
         # Prefect exposes an API client here; otelflow has no server, so it is always None.
         self.client: None = None
@@ -245,11 +249,13 @@ class TaskRunContext(RunContext):
         parameters: dict[str, Any] | None = None,
         span: trace.Span | None = None,
         start_ns: int | None = None,
+        otel_ctx: otel_context.Context | None = None,
     ) -> None:
         # Made once per task run: the fields are set here rather than through the base classes' __init__.
         self._token = None
         self.parameters = parameters if parameters is not None else {}
         self.span = span if span is not None else trace.INVALID_SPAN
+        self._otel_context = otel_ctx
         self._start_ns = start_ns if start_ns is not None else time.time_ns()
         self.client = None
         self.task = task

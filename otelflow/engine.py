@@ -49,6 +49,7 @@ from otelflow.futures import (
     resolve_futures_to_states,
     resolve_inputs,
 )
+from otelflow.logging.loggers import _log_prints
 from otelflow.settings import get_settings
 from otelflow.states import (
     Crashed,
@@ -98,14 +99,16 @@ def _flow_run_name() -> str:
 
 def new_task_run(task: Task[..., Any], map_index: int | None = None) -> TaskRun:
     """A fresh task run record (id, default name, map index) before the run starts."""
-    flow_ctx = FlowRunContext.get()
+    flow_ctx = FlowRunContext.__var__.get(None)
     flow_run = flow_ctx.flow_run if flow_ctx is not None else None
+    run_id = _run_id()
     if flow_run is None:
-        return TaskRun(id=_run_id(), name=f"{task.name}-{_rng.getrandbits(12):03x}", task_name=task.name,
-                       map_index=map_index)
+        return TaskRun(id=run_id, name=f"{task.name}-{_rng.getrandbits(12):03x}", task_name=task.name,
+                       map_index=map_index, id_str=str(run_id))
     return TaskRun(
-        id=_run_id(), name=f"{task.name}-{_rng.getrandbits(12):03x}", task_name=task.name,
+        id=run_id, name=f"{task.name}-{_rng.getrandbits(12):03x}", task_name=task.name,
         flow_run_id=flow_run.id, map_index=map_index, flow_run_id_str=flow_run.id_str, flow_name=flow_run.flow_name,
+        id_str=str(run_id),
     )
 
 
@@ -197,8 +200,37 @@ class _Run:
                 yield from self._resolve(inputs)
             self._settle()
             self._begin(undo)
-            if self.final is None:
-                yield from self._attempts()
+            run = self.run
+            while self.final is None:  # attempts: the first, then one per retry
+                run.run_count += 1
+                run.state = _RUNNING if run.run_count == 1 else Retrying()
+                try:
+                    result = yield _CALL_STEP
+                except Exception as exc:
+                    outcome: Any = exc
+                else:
+                    if type(result) in _SCALARS:
+                        # The common case, fast: a plain value is a Completed state (nothing to resolve or
+                        # aggregate).
+                        self.return_value = result
+                        self.final = State(StateType.COMPLETED, data=result)
+                        if self.txn is not None:
+                            self.txn.task_completed(self.obj, run, result)
+                        break
+                    if self.kind == "task" and isinstance(result, State) and result.is_failed():
+                        outcome = result  # Prefect retries a task that *returns* a failed state, too
+                    else:
+                        try:
+                            yield from self._succeed(result)
+                        except Exception as exc:
+                            # The function ran; turning its value into a state failed. No retry: the run is over.
+                            self._fail(exc)
+                        break
+                delay = yield from self._retry_delay(outcome)
+                if delay is None:
+                    self._fail(outcome)
+                elif delay > 0:
+                    yield (_SLEEP, delay)
             if self.runner_open:
                 # Wait for task runs still in flight (off the event loop in async flows): the flow span
                 # outlives them, and the final state below accounts for them.
@@ -215,6 +247,11 @@ class _Run:
         Only those are resolved (and copied): a big plain list argument costs one scan, not a copy per run.
         """
         params = self.parameters
+        for value in params.values():
+            if type(value) not in _SCALARS:
+                break
+        else:  # the common case: plain values only
+            return [] if self.wait_for else None
         inputs = [name for name, value in params.items() if type(value) not in _SCALARS and contains_futures(value)]
         return inputs if inputs or self.wait_for else None
 
@@ -270,9 +307,11 @@ class _Run:
         run_tags = sorted(current_tags.union(obj.tags)) if (current_tags or obj.tags) else []
         run.tags = run_tags
         attrs = dict(obj.static_attributes)
-        attrs[semconv.RUN_ID] = str(run.id)
         attrs[semconv.RUN_NAME] = run.name
         if kind == "task":
+            if not run.id_str:  # a run record made elsewhere (a Dask worker)
+                run.id_str = str(run.id)
+            attrs[semconv.RUN_ID] = run.id_str
             if run.flow_run_id is not None:
                 attrs[semconv.FLOW_RUN_ID] = run.flow_run_id_str or str(run.flow_run_id)
                 flow_name = run.flow_name
@@ -289,10 +328,13 @@ class _Run:
                 if self.txn is not None and self.txn.key is not None:
                     attrs[semconv.TRANSACTION_KEY] = self.txn.key
         else:
-            attrs[semconv.FLOW_RUN_ID] = attrs[semconv.RUN_ID]
+            attrs[semconv.RUN_ID] = attrs[semconv.FLOW_RUN_ID] = run.id_str
             attrs[semconv.FLOW_RUN_NAME] = run.name
         if run_tags:
             attrs[semconv.TAGS] = run_tags
+        # Known now for the first attempt; _end updates it only after retries (an attribute set on a live
+        # span costs the SDK several times what one more in the start attributes does).
+        attrs[semconv.RUN_ATTEMPT] = 1
         if self.parameters:
             settings = get_settings()
             attrs.update(parameter_attributes(
@@ -309,18 +351,20 @@ class _Run:
                 _watch_long_tasks()
         elif not _signals_installed:
             _install_signal_handlers()
-        token = otel_context.attach(trace.set_span_in_context(span))
+        span_ctx = trace.set_span_in_context(span)
+        token = otel_context.attach(span_ctx)
         undo.append(lambda: otel_context.detach(token))
         log_prints = _should_log_prints(obj)  # before this run's own context: None inherits the enclosing flow's
         if kind == "task":
             ctx: Any = TaskRunContext(task=obj, task_run=run, parameters=self.parameters, span=span,
-                                      start_ns=self.start_ns)
+                                      start_ns=self.start_ns, otel_ctx=span_ctx)
             ctx.__enter__()
             undo.append(ctx.__exit__)
         else:
             self.task_runner = obj.task_runner.duplicate()
             ctx = FlowRunContext(flow=obj, flow_run=run, parameters=self.parameters, task_runner=self.task_runner,
                                  span=span, start_ns=self.start_ns, log_prints=log_prints)
+            ctx._otel_context = span_ctx
             ctx.__enter__()
             undo.append(ctx.__exit__)
             # Logged last thing before the flow run context is left, so the record correlates with the run.
@@ -333,7 +377,7 @@ class _Run:
             tags_ctx = TagsContext(current_tags.union(run_tags))
             tags_ctx.__enter__()
             undo.append(tags_ctx.__exit__)
-        if log_prints is not _log_prints_active():
+        if log_prints is not _log_prints.get():
             # On for log_prints=True; explicitly off for a run that opts out under a parent that logs prints.
             capture = _print_as_log()(log_prints)
             capture.__enter__()
@@ -358,39 +402,6 @@ class _Run:
     def _log_final(self) -> None:
         if self.final is not None:
             _run_logger().info("Finished in state %s", self.final)
-
-    def _attempts(self) -> Generator[Step, Any, None]:
-        run = self.run
-        while True:
-            run.run_count += 1
-            run.state = _RUNNING if run.run_count == 1 else Retrying()
-            try:
-                result = yield _CALL_STEP
-            except Exception as exc:
-                outcome: Any = exc
-            else:
-                if type(result) in _SCALARS:
-                    # The common case, fast: a plain value is a Completed state (nothing to resolve or aggregate).
-                    self.return_value = result
-                    self.final = State(StateType.COMPLETED, data=result)
-                    if self.txn is not None:
-                        self.txn.task_completed(self.obj, self.run, result)
-                    return
-                if self.kind == "task" and isinstance(result, State) and result.is_failed():
-                    outcome = result  # Prefect retries a task that *returns* a failed state, too
-                else:
-                    try:
-                        yield from self._succeed(result)
-                    except Exception as exc:
-                        # The function ran; turning its value into a state failed. No retry: the run is over.
-                        self._fail(exc)
-                    return
-            delay = yield from self._retry_delay(outcome)
-            if delay is None:
-                self._fail(outcome)
-                return
-            if delay > 0:
-                yield (_SLEEP, delay)
 
     def _succeed(self, result: Any) -> Generator[Step, Any, None]:
         if self.kind == "flow":
@@ -502,7 +513,9 @@ class _Run:
         # signal that already ended it Crashed from the main thread.
         owned = _open_runs.pop(id(self), None) is not None
         if owned and span.is_recording():
-            span.set_attributes({semconv.RUN_STATE: final.name, semconv.RUN_ATTEMPT: max(1, self.run.run_count)})
+            span.set_attribute(semconv.RUN_STATE, final.name)
+            if self.run.run_count > 1:
+                span.set_attribute(semconv.RUN_ATTEMPT, self.run.run_count)
             if not final.is_completed():
                 _record_failure(span, final)
         error: BaseException | None = None
@@ -679,17 +692,12 @@ def _print_as_log() -> Any:
     return print_as_log
 
 
-def _log_prints_active() -> bool:
-    module = sys.modules.get("otelflow.logging.loggers")
-    return module is not None and bool(module._log_prints.get())
-
-
 def _should_log_prints(obj: Any) -> bool:
     # Prefect: an explicit True/False wins; None inherits the enclosing flow run's setting.
     if obj.log_prints is not None:
         return bool(obj.log_prints)
-    flow_ctx = FlowRunContext.get()
-    return bool(flow_ctx is not None and getattr(flow_ctx, "log_prints", False))
+    flow_ctx = FlowRunContext.__var__.get(None)
+    return flow_ctx is not None and flow_ctx.log_prints
 
 
 class _Silent:

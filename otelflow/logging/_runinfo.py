@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import threading
 import uuid
+import weakref
 from typing import TYPE_CHECKING, Any, cast
 
 from opentelemetry import trace
 
 from otelflow import semconv
-from otelflow.context import FlowRunContext, TaskRunContext
+from otelflow.context import FlowRunContext, RunContext, TaskRunContext
 
 if TYPE_CHECKING:
     from opentelemetry.context import Context
@@ -29,7 +30,7 @@ RUN_KEY = "_otelflow_run"
 class RunInfo:
     """One run's log correlation: attributes, span context, hex ids, display name. Immutable once built."""
 
-    __slots__ = ("attributes", "context", "default_adapter", "display", "extra", "flow_run_id", "is_task", "run_id",
+    __slots__ = ("_adapter", "attributes", "context", "display", "extra", "flow_run_id", "is_task", "run_id",
                  "span_context")
 
     def __init__(
@@ -40,9 +41,10 @@ class RunInfo:
         run_id: uuid.UUID | None,
         flow_run_id: uuid.UUID | None,
         is_task: bool,
+        context: Context | None = None,
     ) -> None:
         self.attributes = attributes
-        self.context: Context = trace.set_span_in_context(span)
+        self.context: Context = context if context is not None else trace.set_span_in_context(span)
         self.span_context = span.get_span_context()
         self.display = display
         self.run_id = run_id
@@ -51,7 +53,19 @@ class RunInfo:
         # Prefect's fields on every run log record (``record.flow_run_id``...), set by run_info_for().
         self.extra: dict[str, str] = {}
         # get_run_logger() with no arguments returns the same adapter for the whole run (it is stateless).
-        self.default_adapter: Any = None
+        # Held weakly: the adapter refers to this RunInfo, and a reference cycle would keep every run's span
+        # and contexts alive until the garbage collector runs (see default_adapter()/keep_adapter()).
+        self._adapter: weakref.ref[Any] | None = None
+
+    def default_adapter(self) -> Any:
+        """The run logger get_run_logger() made for this run without arguments, if it is still alive."""
+        ref = self._adapter
+        return ref() if ref is not None else None
+
+    def keep_adapter(self, adapter: Any) -> None:
+        """Remember ``adapter`` as this run's default run logger (kept alive by this thread's cache)."""
+        self._adapter = weakref.ref(adapter)
+        _cache.adapter = adapter
 
     # Hex ids are only needed by console/JSON/structlog output, not by OTel export: computed on demand.
     @property
@@ -77,45 +91,54 @@ class RunInfo:
 
 
 def run_info_for(task_ctx: TaskRunContext | None, flow_ctx: FlowRunContext | None) -> RunInfo | None:
-    """Build the RunInfo of the innermost run (task before flow); None when neither has a run."""
+    """Build the RunInfo of the innermost run (task before flow); None when neither has a run.
+
+    Made once per run that logs (on its first record), so it reuses what the engine already made: the id
+    strings and the OTel context carrying the run's span.
+    """
     attrs: dict[str, Any] = {}
     flow_run = flow_ctx.flow_run if flow_ctx is not None else None
     task_run = task_ctx.task_run if task_ctx is not None else None
+    flow_run_id_str = ""
     if flow_run is not None:
-        attrs[semconv.FLOW_RUN_ID] = str(flow_run.id)
+        flow_run_id_str = flow_run.id_str or str(flow_run.id)
+        attrs[semconv.FLOW_RUN_ID] = flow_run_id_str
         attrs[semconv.FLOW_RUN_NAME] = flow_run.name
         attrs[semconv.FLOW_NAME] = flow_run.flow_name
     if task_run is not None:
         assert task_ctx is not None
         if flow_run is None and task_run.flow_run_id is not None:
-            attrs[semconv.FLOW_RUN_ID] = str(task_run.flow_run_id)
-        attrs[semconv.TASK_RUN_ID] = str(task_run.id)
+            flow_run_id_str = task_run.flow_run_id_str or str(task_run.flow_run_id)
+            attrs[semconv.FLOW_RUN_ID] = flow_run_id_str
+        task_run_id_str = task_run.id_str or str(task_run.id)
+        attrs[semconv.TASK_RUN_ID] = task_run_id_str
         attrs[semconv.TASK_RUN_NAME] = task_run.name
         attrs[semconv.TASK_NAME] = task_run.task_name
         if task_run.map_index is not None:
             attrs[semconv.TASK_MAP_INDEX] = task_run.map_index
-        tags, span = task_run.tags, task_ctx.span
+        tags, run_ctx = task_run.tags, cast("RunContext", task_ctx)
         display, run_id = f"Task run {task_run.name!r}", task_run.id
         flow_run_id = task_run.flow_run_id if flow_run is None else flow_run.id
     elif flow_run is not None:
         assert flow_ctx is not None
-        tags, span = flow_run.tags, flow_ctx.span
+        tags, run_ctx = flow_run.tags, cast("RunContext", flow_ctx)
         display, run_id, flow_run_id = f"Flow run {flow_run.name!r}", flow_run.id, flow_run.id
     else:
         return None
     if tags:
         attrs[semconv.TAGS] = tuple(sorted(set(tags)))
-    # A remote run identity (hydrated_context) may lack names; an empty attribute says nothing useful.
-    attrs = {k: v for k, v in attrs.items() if v != ""}
-    info = RunInfo(attrs, span, display, run_id, flow_run_id, task_run is not None)
+    if "" in attrs.values():
+        # A remote run identity (hydrated_context) may lack names; an empty attribute says nothing useful.
+        attrs = {k: v for k, v in attrs.items() if v != ""}
+    info = RunInfo(attrs, run_ctx.span, display, run_id, flow_run_id, task_run is not None, run_ctx._otel_context)
     # Prefect's record fields (flow_run_logger / task_run_logger), "<unknown>" where Prefect says so.
     extra = {
-        "flow_run_id": str(flow_run_id) if flow_run_id is not None else "<unknown>",
+        "flow_run_id": flow_run_id_str or (str(flow_run_id) if flow_run_id is not None else "<unknown>"),
         "flow_run_name": (flow_run.name if flow_run is not None else "") or "<unknown>",
         "flow_name": (flow_run.flow_name if flow_run is not None else "") or "<unknown>",
     }
     if task_run is not None:
-        extra["task_run_id"] = str(task_run.id)
+        extra["task_run_id"] = task_run_id_str
         extra["task_run_name"] = task_run.name or "<unknown>"
         extra["task_name"] = task_run.task_name or "<unknown>"
     info.extra = extra

@@ -255,8 +255,10 @@ def get_run_logger(context: object = None, **kwargs: object) -> RunLoggerAdapter
             null.disabled = True
             return null
         raise MissingContextError(_NO_RUN_MESSAGE)
-    if not name and not kwargs and run.default_adapter is not None:
-        return cast(RunLoggerAdapter, run.default_adapter)
+    if not name and not kwargs:
+        default = run.default_adapter()
+        if default is not None:
+            return cast(RunLoggerAdapter, default)
     if name:
         logger = get_logger(name)
     elif run.is_task:
@@ -265,7 +267,7 @@ def get_run_logger(context: object = None, **kwargs: object) -> RunLoggerAdapter
         logger = logging.getLogger(FLOW_RUN_LOGGER_NAME)
     adapter = RunLoggerAdapter(logger, kwargs, run)
     if not name and not kwargs:
-        run.default_adapter = adapter
+        run.keep_adapter(adapter)
     return adapter
 
 

@@ -119,8 +119,12 @@ class TaskRun:
     # What the engine knew when it created the run (the flow run's id as a string and its flow's name).
     flow_run_id_str: str = dataclasses.field(default="", repr=False, compare=False)
     flow_name: str = dataclasses.field(default="", repr=False, compare=False)
-    # str(id), when the engine made it: the span and every run log record carry it.
+    # str(id), computed once: the span and every run log record carry it.
     id_str: str = dataclasses.field(default="", repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if not self.id_str:
+            self.id_str = str(self.id)
 
     @property
     def state_name(self) -> str | None:
@@ -191,13 +195,17 @@ class RunContext(ContextModel):
     __slots__ = ("_otel_context", "_start_ns", "client", "parameters", "span")
 
     def __init__(
-        self, parameters: dict[str, Any] | None = None, span: trace.Span | None = None, start_ns: int | None = None
+        self,
+        parameters: dict[str, Any] | None = None,
+        span: trace.Span | None = None,
+        start_ns: int | None = None,
+        otel_ctx: otel_context.Context | None = None,
     ) -> None:
         super().__init__()
         self.parameters: dict[str, Any] = parameters if parameters is not None else {}
         self.span: trace.Span = span if span is not None else trace.INVALID_SPAN
         # The OTel context carrying the run's span, when the engine made one (run logs reuse it).
-        self._otel_context: otel_context.Context | None = None
+        self._otel_context = otel_ctx
         self._start_ns = start_ns if start_ns is not None else time.time_ns()
         # Prefect exposes an API client here; otelflow has no server, so it is always None.
         self.client: None = None
@@ -227,8 +235,9 @@ class FlowRunContext(RunContext):
         background_tasks: set[Any] | None = None,
         start_ns: int | None = None,
         log_prints: bool = False,
+        otel_ctx: otel_context.Context | None = None,
     ) -> None:
-        super().__init__(parameters, span, start_ns)
+        super().__init__(parameters, span, start_ns, otel_ctx)
         self.flow = flow
         self.flow_run = flow_run
         self.task_runner = task_runner
@@ -377,7 +386,7 @@ def _run_baggage() -> dict[str, str]:
     flow_ctx = FlowRunContext.get()
     flow_run = flow_ctx.flow_run if flow_ctx is not None else None
     if flow_run is not None:
-        entries[semconv.FLOW_RUN_ID] = str(flow_run.id)
+        entries[semconv.FLOW_RUN_ID] = flow_run.id_str
         entries[semconv.FLOW_RUN_NAME] = flow_run.name
         entries[semconv.FLOW_NAME] = flow_run.flow_name
     task_ctx = TaskRunContext.get()
@@ -387,7 +396,7 @@ def _run_baggage() -> dict[str, str]:
         # run; pairing its id with the subflow's run id would name a task run the subflow does not have.
         task_run = None
     if task_run is not None:
-        entries[semconv.TASK_RUN_ID] = str(task_run.id)
+        entries[semconv.TASK_RUN_ID] = task_run.id_str
         entries[semconv.TASK_RUN_NAME] = task_run.name
     current_tags = TagsContext.get().current_tags
     if task_run is not None:

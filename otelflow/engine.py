@@ -101,14 +101,12 @@ def new_task_run(task: Task[..., Any], map_index: int | None = None) -> TaskRun:
     """A fresh task run record (id, default name, map index) before the run starts."""
     flow_ctx = FlowRunContext.__var__.get(None)
     flow_run = flow_ctx.flow_run if flow_ctx is not None else None
-    run_id = _run_id()
     if flow_run is None:
-        return TaskRun(id=run_id, name=f"{task.name}-{_rng.getrandbits(12):03x}", task_name=task.name,
-                       map_index=map_index, id_str=str(run_id))
+        return TaskRun(id=_run_id(), name=f"{task.name}-{_rng.getrandbits(12):03x}", task_name=task.name,
+                       map_index=map_index)
     return TaskRun(
-        id=run_id, name=f"{task.name}-{_rng.getrandbits(12):03x}", task_name=task.name,
+        id=_run_id(), name=f"{task.name}-{_rng.getrandbits(12):03x}", task_name=task.name,
         flow_run_id=flow_run.id, map_index=map_index, flow_run_id_str=flow_run.id_str, flow_name=flow_run.flow_name,
-        id_str=str(run_id),
     )
 
 
@@ -247,11 +245,6 @@ class _Run:
         Only those are resolved (and copied): a big plain list argument costs one scan, not a copy per run.
         """
         params = self.parameters
-        for value in params.values():
-            if type(value) not in _SCALARS:
-                break
-        else:  # the common case: plain values only
-            return [] if self.wait_for else None
         inputs = [name for name, value in params.items() if type(value) not in _SCALARS and contains_futures(value)]
         return inputs if inputs or self.wait_for else None
 
@@ -309,8 +302,6 @@ class _Run:
         attrs = dict(obj.static_attributes)
         attrs[semconv.RUN_NAME] = run.name
         if kind == "task":
-            if not run.id_str:  # a run record made elsewhere (a Dask worker)
-                run.id_str = str(run.id)
             attrs[semconv.RUN_ID] = run.id_str
             if run.flow_run_id is not None:
                 attrs[semconv.FLOW_RUN_ID] = run.flow_run_id_str or str(run.flow_run_id)
@@ -363,8 +354,7 @@ class _Run:
         else:
             self.task_runner = obj.task_runner.duplicate()
             ctx = FlowRunContext(flow=obj, flow_run=run, parameters=self.parameters, task_runner=self.task_runner,
-                                 span=span, start_ns=self.start_ns, log_prints=log_prints)
-            ctx._otel_context = span_ctx
+                                 span=span, start_ns=self.start_ns, log_prints=log_prints, otel_ctx=span_ctx)
             ctx.__enter__()
             undo.append(ctx.__exit__)
             # Logged last thing before the flow run context is left, so the record correlates with the run.

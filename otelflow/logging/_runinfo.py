@@ -101,7 +101,7 @@ def run_info_for(task_ctx: TaskRunContext | None, flow_ctx: FlowRunContext | Non
     task_run = task_ctx.task_run if task_ctx is not None else None
     flow_run_id_str = ""
     if flow_run is not None:
-        flow_run_id_str = flow_run.id_str or str(flow_run.id)
+        flow_run_id_str = flow_run.id_str
         attrs[semconv.FLOW_RUN_ID] = flow_run_id_str
         attrs[semconv.FLOW_RUN_NAME] = flow_run.name
         attrs[semconv.FLOW_NAME] = flow_run.flow_name
@@ -110,8 +110,7 @@ def run_info_for(task_ctx: TaskRunContext | None, flow_ctx: FlowRunContext | Non
         if flow_run is None and task_run.flow_run_id is not None:
             flow_run_id_str = task_run.flow_run_id_str or str(task_run.flow_run_id)
             attrs[semconv.FLOW_RUN_ID] = flow_run_id_str
-        task_run_id_str = task_run.id_str or str(task_run.id)
-        attrs[semconv.TASK_RUN_ID] = task_run_id_str
+        attrs[semconv.TASK_RUN_ID] = task_run.id_str
         attrs[semconv.TASK_RUN_NAME] = task_run.name
         attrs[semconv.TASK_NAME] = task_run.task_name
         if task_run.map_index is not None:
@@ -138,7 +137,7 @@ def run_info_for(task_ctx: TaskRunContext | None, flow_ctx: FlowRunContext | Non
         "flow_name": (flow_run.flow_name if flow_run is not None else "") or "<unknown>",
     }
     if task_run is not None:
-        extra["task_run_id"] = task_run_id_str
+        extra["task_run_id"] = task_run.id_str
         extra["task_run_name"] = task_run.name or "<unknown>"
         extra["task_name"] = task_run.task_name or "<unknown>"
     info.extra = extra

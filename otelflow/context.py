@@ -192,7 +192,7 @@ class ContextModel:
 class RunContext(ContextModel):
     """What flow and task run contexts share: the run's OTel span, its parameters and start time."""
 
-    __slots__ = ("_otel_context", "_start_ns", "client", "parameters", "span")
+    __slots__ = ("_log_cache", "_otel_context", "_start_ns", "client", "parameters", "span")
 
     def __init__(
         self,
@@ -206,9 +206,17 @@ class RunContext(ContextModel):
         self.span: trace.Span = span if span is not None else trace.INVALID_SPAN
         # The OTel context carrying the run's span, when the engine made one (run logs reuse it).
         self._otel_context = otel_ctx
+        # What run logging computed for this run on its first record (see otelflow.logging._runinfo).
+        self._log_cache: list[Any] | None = None
         self._start_ns = start_ns if start_ns is not None else time.time_ns()
         # Prefect exposes an API client here; otelflow has no server, so it is always None.
         self.client: None = None
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None) -> Self:
+        """A shallow copy (not entered), with ``update`` applied (pydantic-style name, as Prefect's)."""
+        new = super().model_copy(update=update)
+        new._log_cache = None  # made again for the copy: the update may change the run
+        return new
 
     @property
     def start_time(self) -> datetime.datetime:
@@ -265,6 +273,7 @@ class TaskRunContext(RunContext):
         self.parameters = parameters if parameters is not None else {}
         self.span = span if span is not None else trace.INVALID_SPAN
         self._otel_context = otel_ctx
+        self._log_cache = None
         self._start_ns = start_ns if start_ns is not None else time.time_ns()
         self.client = None
         self.task = task

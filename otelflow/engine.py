@@ -174,6 +174,8 @@ class _Run:
     txn: Any = None
     attrs: dict[str, Any]
     pending_sent = False
+    otel_token: Any = None  # the token of the OTel context made current for the run
+    run_ctx: Any = None  # the flow/task run context entered for the run
 
     def __init__(
         self,
@@ -323,9 +325,6 @@ class _Run:
             attrs[semconv.FLOW_RUN_NAME] = run.name
         if run_tags:
             attrs[semconv.TAGS] = run_tags
-        # Known now for the first attempt; _end updates it only after retries (an attribute set on a live
-        # span costs the SDK several times what one more in the start attributes does).
-        attrs[semconv.RUN_ATTEMPT] = 1
         if self.parameters:
             settings = get_settings()
             attrs.update(parameter_attributes(
@@ -333,7 +332,7 @@ class _Run:
                 settings.redact_patterns, obj.binder.attribute_keys,
             ))
         links = [Link(ctx, link_attrs) for ctx, link_attrs in self.links] if self.links else None
-        span = telemetry.get_tracer().start_span(obj.span_name, attributes=attrs, links=links)
+        span = telemetry.get_tracer().start_span(obj.span_name, attributes=attrs, links=links, start_time=self.start_ns)
         self.span = span
         self.attrs = attrs
         _open_runs[id(self)] = self
@@ -343,20 +342,21 @@ class _Run:
         elif not _signals_installed:
             _install_signal_handlers()
         span_ctx = trace.set_span_in_context(span)
-        token = otel_context.attach(span_ctx)
-        undo.append(lambda: otel_context.detach(token))
+        # The span made current and the run context entered are the undo steps every run has: kept in two
+        # fields (no closure per run), undone by _end after the other steps.
+        self.otel_token = otel_context.attach(span_ctx)
         log_prints = _should_log_prints(obj)  # before this run's own context: None inherits the enclosing flow's
         if kind == "task":
             ctx: Any = TaskRunContext(task=obj, task_run=run, parameters=self.parameters, span=span,
                                       start_ns=self.start_ns, otel_ctx=span_ctx)
             ctx.__enter__()
-            undo.append(ctx.__exit__)
+            self.run_ctx = ctx
         else:
             self.task_runner = obj.task_runner.duplicate()
             ctx = FlowRunContext(flow=obj, flow_run=run, parameters=self.parameters, task_runner=self.task_runner,
                                  span=span, start_ns=self.start_ns, log_prints=log_prints, otel_ctx=span_ctx)
             ctx.__enter__()
-            undo.append(ctx.__exit__)
+            self.run_ctx = ctx
             # Logged last thing before the flow run context is left, so the record correlates with the run.
             undo.append(self._log_final)
             self.task_runner.__enter__()
@@ -514,6 +514,16 @@ class _Run:
                 step()
             except BaseException as exc:  # every step runs; the first failure is raised after
                 error = error or exc
+        try:
+            if self.run_ctx is not None:
+                self.run_ctx.__exit__()
+        except BaseException as exc:
+            error = error or exc
+        try:
+            if self.otel_token is not None:
+                otel_context.detach(self.otel_token)
+        except BaseException as exc:
+            error = error or exc
         if owned:
             span.end()
         if self.kind == "flow":

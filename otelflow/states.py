@@ -63,6 +63,8 @@ class StateType(enum.StrEnum):
 
 
 _FINAL = frozenset({StateType.COMPLETED, StateType.FAILED, StateType.CRASHED, StateType.CANCELLED})
+# A state's default name ("Completed"), looked up: an enum member's ``.value`` is a descriptor call.
+_DEFAULT_NAMES = {t: t.value.title() for t in StateType}
 
 
 class StateDetails:
@@ -91,7 +93,7 @@ class State(Generic[R]):
         self, type: StateType, name: str | None = None, message: str | None = None, data: Any = None
     ) -> None:
         self.type = type
-        self.name = name or type.value.title()
+        self.name = name or _DEFAULT_NAMES.get(type) or type.value.title()
         self.message = message
         self.data = data
         self.timestamp = time.time()

@@ -193,7 +193,10 @@ class _RunOptions:
         for argument in _RESERVED_ARGUMENTS:
             if argument in self.binder.signature.parameters:
                 raise ReservedArgumentError(f"{argument!r} is a reserved argument name and cannot be used.")
-        self.static_attributes: dict[str, Any] = {semconv.RUN_TYPE: kind, **_code_attributes(fn)}
+        # Attributes every run of this flow/task starts with. The attempt is 1 when a span starts; the engine
+        # updates it only after retries (an attribute set on a live span costs several times a start one).
+        self.static_attributes: dict[str, Any] = {semconv.RUN_TYPE: kind, **_code_attributes(fn),
+                                                  semconv.RUN_ATTEMPT: 1}
         functools.update_wrapper(cast(Any, self), fn)
 
     def _default_name(self, fn: Callable[..., Any]) -> str:

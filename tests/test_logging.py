@@ -174,6 +174,87 @@ def test_call_extra_overrides_logger_extra(captured):  # type: ignore[no-untyped
     assert [attrs(log)["stage"] for log in captured.logs] == ["a", "b"]
 
 
+def test_a_plain_run_log_record_exports_what_the_full_translation_would(captured):  # type: ignore[no-untyped-def]
+    # A record of the run's default logger with nothing of its own takes a shortcut (its attributes are made
+    # once per run); anything that adds to the record (the call's extra, a filter, a record factory) takes the
+    # full path. Both must export the same thing for the same record.
+    class Tag(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            record.added_by_filter = "yes"
+            return True
+
+    default_factory = logging.getLogRecordFactory()
+
+    def factory(*args, **kwargs):  # type: ignore[no-untyped-def]
+        record = default_factory(*args, **kwargs)
+        record.added_by_factory = 7
+        return record
+
+    @task
+    def work():  # type: ignore[no-untyped-def]
+        logger = get_run_logger()
+        logger.info("plain %s", 1)
+        logger.info("with extra", extra={"flow_name": "mine", "k": 1})
+        logger.logger.addFilter(tag)
+        try:
+            logger.info("filtered")
+        finally:
+            logger.logger.removeFilter(tag)
+        logging.setLogRecordFactory(factory)
+        try:
+            logger.info("factory")
+        finally:
+            logging.setLogRecordFactory(default_factory)
+
+    @flow(name="outer")
+    def f():  # type: ignore[no-untyped-def]
+        work()
+
+    tag = Tag()
+    f()
+    mine = [log for log in captured.logs if body(log) in ("plain 1", "with extra", "filtered", "factory")]
+    plain, extra, filtered, made = (attrs(log) for log in mine)
+    assert plain[sc.TASK_NAME] == "work" and plain["task_name"] == "work" and plain["flow_name"] == "outer"
+    assert len(plain) == 12  # Prefect's six fields and otelflow's six run attributes, nothing else
+    assert extra == {**plain, "flow_name": "mine", "k": 1}  # the call's extra wins
+    assert filtered == {**plain, "added_by_filter": "yes"}
+    assert made == {**plain, "added_by_factory": 7}
+    assert len({ids(log) for log in mine}) == 1
+
+
+def test_a_copied_run_context_logs_as_the_run_it_was_given(captured):  # type: ignore[no-untyped-def]
+    import dataclasses
+
+    from otelflow.context import TaskRunContext
+
+    @task
+    def first():  # type: ignore[no-untyped-def]
+        get_run_logger().info("as first")
+        ctx = TaskRunContext.get()
+        assert ctx is not None and ctx.task_run is not None
+        renamed = dataclasses.replace(ctx.task_run, name="renamed-run")
+        with ctx.model_copy(update={"task_run": renamed}):
+            get_run_logger().info("as renamed")
+
+    first()
+    names = {body(log): attrs(log)[sc.TASK_RUN_NAME] for log in captured.logs}
+    assert names["as renamed"] == "renamed-run" and names["as first"] != "renamed-run"
+
+
+def test_huge_run_names_are_cut_in_plain_run_log_records_too(captured, settings_env):  # type: ignore[no-untyped-def]
+    settings_env(ATTRIBUTE_VALUE_MAX_LENGTH="64")
+
+    @flow(flow_run_name="r" * 500)
+    def long_named():  # type: ignore[no-untyped-def]
+        get_run_logger().info("plain")
+        get_run_logger().info("extra", extra={"k": 1})
+
+    long_named()
+    plain, extra = (attrs(log) for log in captured.logs if body(log) in ("plain", "extra"))
+    assert plain["flow_run_name"] == extra["flow_run_name"]
+    assert len(plain["flow_run_name"]) < 120 and "truncated" in plain["flow_run_name"]
+
+
 def test_exception_attributes(captured):  # type: ignore[no-untyped-def]
     @task
     def fails_softly():  # type: ignore[no-untyped-def]

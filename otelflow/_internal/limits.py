@@ -98,12 +98,17 @@ def limits_from_settings(settings: Any) -> Limits:
 _cache: tuple[Any, Limits] | None = None
 
 
+_get_settings: Any = None  # otelflow.settings imports pydantic: bound on first use, not at import
+
+
 def get_limits() -> Limits:
     """The configured limits (re-read when settings are reset)."""
-    global _cache
-    from otelflow.settings import get_settings
+    global _cache, _get_settings
+    if _get_settings is None:
+        from otelflow.settings import get_settings
 
-    settings = get_settings()
+        _get_settings = get_settings
+    settings = _get_settings()
     cached = _cache
     if cached is not None and cached[0] is settings:
         return cached[1]

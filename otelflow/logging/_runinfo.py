@@ -7,31 +7,33 @@ ids for console/JSON/structlog output, and the run's display name.
 
 from __future__ import annotations
 
-import threading
+import logging
 import uuid
-import weakref
 from typing import TYPE_CHECKING, Any, cast
 
 from opentelemetry import trace
 
 from otelflow import semconv
+from otelflow._internal.limits import get_limits, truncate_text
 from otelflow.context import FlowRunContext, RunContext, TaskRunContext
 
 if TYPE_CHECKING:
     from opentelemetry.context import Context
 
-__all__ = ["RUN_KEY", "RunInfo", "current_run_info", "run_info_for"]
+__all__ = ["RUN_KEY", "RunInfo", "current_entry", "current_run_info", "run_info_for"]
 
 # Where the run logger adapter leaves the RunInfo on a stdlib LogRecord (``extra``). Handlers read it and
 # never export it as an attribute.
 RUN_KEY = "_otelflow_run"
+# How many fields a stdlib LogRecord has before any ``extra`` (the Python version decides: 3.12 added one).
+_STANDARD_RECORD_SIZE = len(vars(logging.LogRecord("", logging.INFO, "", 0, "", None, None)))
 
 
 class RunInfo:
     """One run's log correlation: attributes, span context, hex ids, display name. Immutable once built."""
 
-    __slots__ = ("_adapter", "attributes", "context", "display", "extra", "flow_run_id", "is_task", "run_id",
-                 "span_context")
+    __slots__ = ("attributes", "context", "display", "extra", "flow_run_id", "is_task", "log_attributes",
+                 "plain_record_size", "run_id", "span_context")
 
     def __init__(
         self,
@@ -52,20 +54,23 @@ class RunInfo:
         self.is_task = is_task
         # Prefect's fields on every run log record (``record.flow_run_id``...), set by run_info_for().
         self.extra: dict[str, str] = {}
-        # get_run_logger() with no arguments returns the same adapter for the whole run (it is stateless).
-        # Held weakly: the adapter refers to this RunInfo, and a reference cycle would keep every run's span
-        # and contexts alive until the garbage collector runs (see default_adapter()/keep_adapter()).
-        self._adapter: weakref.ref[Any] | None = None
+        # What a run log record exports when it carries nothing but the run (see set_extra()).
+        self.log_attributes: dict[str, Any] = attributes
+        self.plain_record_size = -1
 
-    def default_adapter(self) -> Any:
-        """The run logger get_run_logger() made for this run without arguments, if it is still alive."""
-        ref = self._adapter
-        return ref() if ref is not None else None
+    def set_extra(self, extra: dict[str, str]) -> None:
+        """Set Prefect's record fields, and what a plain record of this run exports (computed once per run).
 
-    def keep_adapter(self, adapter: Any) -> None:
-        """Remember ``adapter`` as this run's default run logger (kept alive by this thread's cache)."""
-        self._adapter = weakref.ref(adapter)
-        _cache.adapter = adapter
+        A record made by the run's default logger with no ``extra`` of the call carries exactly the standard
+        LogRecord fields, Prefect's fields and the RunInfo: ``plain_record_size`` keys. The OTel handler
+        exports such a record's attributes from ``log_attributes`` instead of scanning the record.
+        """
+        self.extra = extra
+        limit = get_limits().attribute_value
+        if extra and max(map(len, extra.values())) > limit:  # a huge run name: cut, visibly
+            extra = {k: truncate_text(v, limit) for k, v in extra.items()}
+        self.log_attributes = {**extra, **self.attributes}
+        self.plain_record_size = _STANDARD_RECORD_SIZE + len(extra) + 1
 
     # Hex ids are only needed by console/JSON/structlog output, not by OTel export: computed on demand.
     @property
@@ -140,7 +145,7 @@ def run_info_for(task_ctx: TaskRunContext | None, flow_ctx: FlowRunContext | Non
         extra["task_run_id"] = task_run.id_str
         extra["task_run_name"] = task_run.name or "<unknown>"
         extra["task_name"] = task_run.task_name or "<unknown>"
-    info.extra = extra
+    info.set_extra(extra)
     return info
 
 
@@ -151,28 +156,38 @@ def _belongs_to_outer_flow(task_ctx: TaskRunContext, flow_ctx: FlowRunContext) -
     return task_run.flow_run_id is not None and task_run.flow_run_id != flow_run.id
 
 
-_cache = threading.local()
+def current_entry() -> list[Any] | None:
+    """This context's run-log cache entry ``[key, RunInfo, default run logger or None]``, or None.
 
-
-def current_run_info() -> RunInfo | None:
-    """The RunInfo of the run current in this thread/context, or None outside any run.
-
-    Cached per thread by context identity: ``get_run_logger().info(...)`` on every line of a task costs a
-    lookup, not a rebuild. The cache holds the contexts strongly, so an identity match cannot be a reused id.
+    Kept on the innermost run context (the task run's, else the flow run's), made on the first use in a run:
+    ``get_run_logger().info(...)`` on every line of a task costs two context lookups, not a rebuild. The entry
+    lives as long as the run context; it refers to the RunInfo and run logger, which never refer back.
     """
-    task_ctx = TaskRunContext.get()
-    flow_ctx = FlowRunContext.get()
+    task_ctx = TaskRunContext.__var__.get(None)
+    flow_ctx = FlowRunContext.__var__.get(None)
     if task_ctx is not None and task_ctx.task_run is None:
         task_ctx = None
     if flow_ctx is not None and flow_ctx.flow_run is None:
         flow_ctx = None
-    if task_ctx is None and flow_ctx is None:
-        return None
-    if task_ctx is not None and flow_ctx is not None and _belongs_to_outer_flow(task_ctx, flow_ctx):
-        task_ctx = None
-    cached = getattr(_cache, "entry", None)
-    if cached is not None and cached[0] is task_ctx and cached[1] is flow_ctx:
-        return cast("RunInfo | None", cached[2])
-    info = run_info_for(task_ctx, flow_ctx)
-    _cache.entry = (task_ctx, flow_ctx, info)
-    return info
+    # A task run's entry is valid for the flow context it was made with (the run's names come from it); a flow
+    # run's entry depends on nothing else (and must not refer to its own context: a reference cycle).
+    if task_ctx is None:
+        if flow_ctx is None:
+            return None
+        owner: RunContext = flow_ctx
+        key = None
+    elif flow_ctx is not None and _belongs_to_outer_flow(task_ctx, flow_ctx):
+        task_ctx, owner, key = None, flow_ctx, None
+    else:
+        owner, key = task_ctx, flow_ctx
+    entry = owner._log_cache
+    if entry is not None and entry[0] is key:
+        return entry
+    entry = owner._log_cache = [key, run_info_for(task_ctx, flow_ctx), None]
+    return entry
+
+
+def current_run_info() -> RunInfo | None:
+    """The RunInfo of the run current in this thread/context, or None outside any run."""
+    entry = current_entry()
+    return cast("RunInfo | None", entry[1]) if entry is not None else None

@@ -135,6 +135,25 @@ class OTelRunLogHandler(LoggingHandler):
             self._is_emitting.reset(token)
 
     def _translate(self, record: logging.LogRecord) -> LogRecord:
+        fields = record.__dict__
+        run = fields.get(RUN_KEY)
+        if (
+            run is not None
+            and len(fields) == run.plain_record_size
+            and not record.exc_info
+            and logging.getLogRecordFactory() is logging.LogRecord
+        ):
+            # A run logger's record with nothing of its own (no `extra` of the call, nothing a filter or record
+            # factory added; no exception): its attributes are the run's, made once per run.
+            return LogRecord(
+                timestamp=int(record.created * 1e9),
+                observed_timestamp=time_ns(),
+                context=run.context,
+                severity_text=_SEVERITY_TEXT.get(record.levelname, record.levelname),
+                severity_number=std_to_otel(record.levelno),
+                body=truncate_message(record.getMessage(), self.max_message_length),
+                attributes=dict(run.log_attributes),
+            )
         attributes, event_name = self._get_attributes(record)
         run = cast("RunInfo | None", attributes.pop(RUN_KEY, None))
         limits = get_limits()

@@ -30,7 +30,7 @@ from contextvars import ContextVar, Token
 from typing import Any, Final, cast
 
 from otelflow.context import MissingContextError
-from otelflow.logging._runinfo import RUN_KEY, RunInfo, current_run_info
+from otelflow.logging._runinfo import RUN_KEY, RunInfo, current_entry, current_run_info
 from otelflow.logging.configuration import ensure_configured
 
 __all__ = [
@@ -83,8 +83,16 @@ def _is_disabled(run: RunInfo) -> bool:
     return run.run_id in disabled or run.flow_run_id in disabled
 
 
+_run_logger_pair: tuple[logging.Logger, logging.Logger] | None = None
+
+
 def _run_loggers() -> tuple[logging.Logger, logging.Logger]:
-    return logging.getLogger(FLOW_RUN_LOGGER_NAME), logging.getLogger(TASK_RUN_LOGGER_NAME)
+    """The ``otelflow.flow_runs`` and ``otelflow.task_runs`` loggers (looked up once: getLogger takes a lock)."""
+    global _run_logger_pair
+    pair = _run_logger_pair
+    if pair is None or logging.Logger.manager.loggerDict.get(TASK_RUN_LOGGER_NAME) is not pair[1]:
+        pair = _run_logger_pair = (logging.getLogger(FLOW_RUN_LOGGER_NAME), logging.getLogger(TASK_RUN_LOGGER_NAME))
+    return pair
 
 
 class disable_run_logger:
@@ -155,8 +163,9 @@ class RunLoggerAdapter(logging.LoggerAdapter):  # type: ignore[type-arg]
         self, logger: logging.Logger, extra: Mapping[str, object] | None = None, run: RunInfo | None = None
     ) -> None:
         merged: dict[str, object] = dict(run.extra) if run is not None else {}
-        merged.update(extra or {})
-        _check_extra(merged)
+        if extra:  # (the run's own fields are Prefect's names, never a LogRecord attribute)
+            merged.update(extra)
+            _check_extra(merged)
         super().__init__(logger, merged)
         self.run = run
         if run is not None:
@@ -248,26 +257,25 @@ def get_run_logger(context: object = None, **kwargs: object) -> RunLoggerAdapter
         name, context = context, None
     if "name" in kwargs:
         name = str(kwargs.pop("name"))
-    run = current_run_info() if context is None else _run_info_from(context)
+    plain = context is None and not name and not kwargs
+    entry = current_entry() if context is None else None
+    if plain and entry is not None and entry[2] is not None:
+        return cast(RunLoggerAdapter, entry[2])  # the run's default logger: made once per run
+    run = (entry[1] if entry is not None else None) if context is None else _run_info_from(context)
     if run is None:
         if all(logger.disabled for logger in _run_loggers()):
             null = logging.getLogger("null")
             null.disabled = True
             return null
         raise MissingContextError(_NO_RUN_MESSAGE)
-    if not name and not kwargs:
-        default = run.default_adapter()
-        if default is not None:
-            return cast(RunLoggerAdapter, default)
     if name:
         logger = get_logger(name)
-    elif run.is_task:
-        logger = logging.getLogger(TASK_RUN_LOGGER_NAME)
     else:
-        logger = logging.getLogger(FLOW_RUN_LOGGER_NAME)
+        flow_runs, task_runs = _run_loggers()
+        logger = task_runs if run.is_task else flow_runs
     adapter = RunLoggerAdapter(logger, kwargs, run)
-    if not name and not kwargs:
-        run.keep_adapter(adapter)
+    if plain and entry is not None:
+        entry[2] = adapter
     return adapter
 
 

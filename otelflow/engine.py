@@ -38,7 +38,7 @@ from opentelemetry.trace import Link, Status, StatusCode
 
 from otelflow import semconv, telemetry
 from otelflow._internal.limits import get_limits, truncate_stacktrace, truncate_text
-from otelflow._internal.params import parameter_attributes
+from otelflow._internal.params import add_parameter_types, parameter_attributes
 from otelflow.context import FlowRun, FlowRunContext, TagsContext, TaskRun, TaskRunContext
 from otelflow.exceptions import FlowRunTimeoutError, TaskRunTimeoutError, TerminationSignal, UpstreamTaskError
 from otelflow.futures import Link as InputLink
@@ -198,7 +198,8 @@ class _Run:
             inputs = self._inputs()
             if inputs is not None:
                 yield from self._resolve(inputs)
-            self._settle()
+            if self.kind == "flow" or self.obj.task_run_name is not None or not self.run.name:
+                self._settle()
             self._begin(undo)
             run = self.run
             while self.final is None:  # attempts: the first, then one per retry
@@ -246,8 +247,10 @@ class _Run:
 
         Only those are resolved (and copied): a big plain list argument costs one scan, not a copy per run.
         """
-        params = self.parameters
-        inputs = [name for name, value in params.items() if type(value) not in _SCALARS and contains_futures(value)]
+        inputs: list[str] = []
+        for name, value in self.parameters.items():
+            if type(value) not in _SCALARS and contains_futures(value):
+                inputs.append(name)
         return inputs if inputs or self.wait_for else None
 
     def _resolve(self, inputs: list[str]) -> Generator[Step, Any, None]:
@@ -327,12 +330,15 @@ class _Run:
             attrs[semconv.TAGS] = run_tags
         if self.parameters:
             settings = get_settings()
-            attrs.update(parameter_attributes(
-                self.parameters, settings.record_parameter_values, settings.parameter_value_max_length,
-                settings.redact_patterns, obj.binder.attribute_keys,
-            ))
+            if settings.record_parameter_values:
+                attrs.update(parameter_attributes(
+                    self.parameters, True, settings.parameter_value_max_length, settings.redact_patterns,
+                ))
+            else:
+                add_parameter_types(attrs, self.parameters, obj.binder.attribute_keys)
         links = [Link(ctx, link_attrs) for ctx, link_attrs in self.links] if self.links else None
-        span = telemetry.get_tracer().start_span(obj.span_name, attributes=attrs, links=links, start_time=self.start_ns)
+        tracer = telemetry.get_tracer()
+        span = tracer.start_span(obj.span_name, attributes=attrs, links=links, start_time=self.start_ns)
         self.span = span
         self.attrs = attrs
         _open_runs[id(self)] = self

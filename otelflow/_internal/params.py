@@ -178,6 +178,16 @@ def _value_text(value: Any, max_length: int, patterns: tuple[str, ...] = ()) -> 
     return text
 
 
+def add_parameter_types(attrs: dict[str, Any], params: dict[str, Any], keys: dict[str, str]) -> None:
+    """Add ``otelflow.parameter.<name>`` = the value's type name to ``attrs`` (the default: never the value).
+
+    ``keys`` are the attribute names made once per function (the binder's ``attribute_keys``); a name not in it
+    (a ``**kwargs`` entry) gets its key made here.
+    """
+    for name, value in params.items():
+        attrs[keys.get(name) or semconv.PARAMETER_PREFIX + name] = type(value).__name__
+
+
 def parameter_attributes(
     params: dict[str, Any],
     record_values: bool,
@@ -194,11 +204,10 @@ def parameter_attributes(
     redacted at any depth, and URLs/DSNs have their password replaced.
     """
     prefix = semconv.PARAMETER_PREFIX
-    if not record_values:
-        if keys is not None:  # the attribute names made once per function (the binder's)
-            return {keys.get(name) or prefix + name: type(value).__name__ for name, value in params.items()}
-        return {prefix + name: type(value).__name__ for name, value in params.items()}
     attrs: dict[str, Any] = {}
+    if not record_values:
+        add_parameter_types(attrs, params, keys or {})
+        return attrs
     for name, value in params.items():
         if type(value).__name__ in _SECRET_TYPES or _is_secret_name(name, patterns):
             attrs[prefix + name] = REDACTED

@@ -25,7 +25,7 @@ from time import time_ns
 from typing import Any, Final, TextIO, cast
 
 from opentelemetry._logs import LogRecord
-from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, get_current, get_value
+from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, Context, get_current, get_value
 from opentelemetry.instrumentation.log_utils import std_to_otel
 from opentelemetry.instrumentation.logging.handler import LoggingHandler
 
@@ -145,15 +145,22 @@ class OTelRunLogHandler(LoggingHandler):
         ):
             # A run logger's record with nothing of its own (no `extra` of the call, nothing a filter or record
             # factory added; no exception): its attributes are the run's, made once per run.
-            return LogRecord(
-                timestamp=int(record.created * 1e9),
-                observed_timestamp=time_ns(),
-                context=run.context,
-                severity_text=_SEVERITY_TEXT.get(record.levelname, record.levelname),
-                severity_number=std_to_otel(record.levelno),
-                body=truncate_message(record.getMessage(), self.max_message_length),
-                attributes=dict(run.log_attributes),
-            )
+            attributes, context, event_name = dict(run.log_attributes), run.context, None
+        else:
+            attributes, context, event_name = self._attributes_of(record)
+        return LogRecord(
+            timestamp=int(record.created * 1e9),
+            observed_timestamp=time_ns(),
+            context=context,
+            severity_text=_SEVERITY_TEXT.get(record.levelname, record.levelname),
+            severity_number=std_to_otel(record.levelno),
+            body=truncate_message(record.getMessage(), self.max_message_length),
+            attributes=attributes,
+            event_name=event_name,
+        )
+
+    def _attributes_of(self, record: logging.LogRecord) -> tuple[dict[str, Any], Context, str | None]:
+        """Any record's attributes (bounded in size), the context it correlates with, and its event name."""
         attributes, event_name = self._get_attributes(record)
         run = cast("RunInfo | None", attributes.pop(RUN_KEY, None))
         limits = get_limits()
@@ -180,16 +187,7 @@ class OTelRunLogHandler(LoggingHandler):
                 del attributes["trace_id"]
                 attributes.pop("span_id", None)
             attributes.update(run.attributes)
-        return LogRecord(
-            timestamp=int(record.created * 1e9),
-            observed_timestamp=time_ns(),
-            context=context,
-            severity_text=_SEVERITY_TEXT.get(record.levelname, record.levelname),
-            severity_number=std_to_otel(record.levelno),
-            body=truncate_message(record.getMessage(), self.max_message_length),
-            attributes=attributes,
-            event_name=event_name,
-        )
+        return attributes, context, event_name
 
 
 class ConsoleHandler(logging.StreamHandler):  # type: ignore[type-arg]

@@ -32,7 +32,7 @@ import logging
 import os
 import sys
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -181,6 +181,21 @@ def _safe_call(processor: Any, method: str, *args: Any, **kwargs: Any) -> Any:
         return None
 
 
+def _shutdown_each(processors: Sequence[Any]) -> None:
+    """Shut every processor down; one raising is reported and the others still shut down."""
+    for processor in processors:
+        _safe_call(processor, "shutdown")
+
+
+def _safe_flush(multi: Any, flush: Callable[[int], Any], timeout_millis: int) -> bool:
+    """A safe multi-processor's ``force_flush``: the SDK's own, with a processor's exception reported, not raised."""
+    try:
+        return bool(flush(timeout_millis))
+    except Exception as exc:
+        _processor_failed(multi, "force_flush", exc)
+        return False
+
+
 def _safe_span_multi() -> type:
     from opentelemetry.sdk.trace import SynchronousMultiSpanProcessor
 
@@ -210,15 +225,10 @@ def _safe_span_multi() -> type:
                     _processor_failed(sp, "on_end", exc)
 
         def shutdown(self) -> None:
-            for sp in self._span_processors:
-                _safe_call(sp, "shutdown")
+            _shutdown_each(self._span_processors)
 
         def force_flush(self, timeout_millis: int = 30000) -> bool:
-            try:
-                return bool(super().force_flush(timeout_millis))
-            except Exception as exc:
-                _processor_failed(self, "force_flush", exc)
-                return False
+            return _safe_flush(self, super().force_flush, timeout_millis)
 
     return SafeMultiSpanProcessor
 
@@ -254,15 +264,10 @@ def _safe_log_multi() -> type:
                     _processor_failed(lp, "on_emit", exc)
 
         def shutdown(self) -> None:
-            for lp in self._log_record_processors:
-                _safe_call(lp, "shutdown")
+            _shutdown_each(self._log_record_processors)
 
         def force_flush(self, timeout_millis: int = 30000) -> bool:
-            try:
-                return bool(super().force_flush(timeout_millis))
-            except Exception as exc:
-                _processor_failed(self, "force_flush", exc)
-                return False
+            return _safe_flush(self, super().force_flush, timeout_millis)
 
     return SafeMultiLogRecordProcessor
 

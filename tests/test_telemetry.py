@@ -363,3 +363,41 @@ def test_a_concurrent_multi_processor_is_protected_too():  # type: ignore[no-unt
         assert f() == 42
     assert "flow f" in {s.name for s in exporter.get_finished_spans()}
     assert any(e["method"] == "on_end" and "concurrent bug" in e["first_error"] for e in telemetry.processor_errors())
+
+
+def test_protected_multi_processors_report_a_raising_shutdown_or_flush(monkeypatch):  # type: ignore[no-untyped-def]
+    from opentelemetry.sdk._logs import LoggerProvider, LogRecordProcessor
+    from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+
+    from otelflow import telemetry
+
+    monkeypatch.setattr(telemetry, "_processor_errors", {})  # this test's errors stay out of the others' counts
+
+    class BrokenSpans(SpanProcessor):
+        def shutdown(self) -> None:
+            raise RuntimeError("span shutdown bug")
+
+        def force_flush(self, timeout_millis: int = 30000) -> bool:
+            raise RuntimeError("span flush bug")
+
+    class BrokenLogs(LogRecordProcessor):
+        def on_emit(self, log_record):  # type: ignore[no-untyped-def]
+            pass
+
+        def shutdown(self) -> None:
+            raise RuntimeError("log shutdown bug")
+
+        def force_flush(self, timeout_millis: int = 30000) -> bool:
+            raise RuntimeError("log flush bug")
+
+    tracer_provider = TracerProvider(shutdown_on_exit=False)
+    tracer_provider.add_span_processor(BrokenSpans())
+    logger_provider = LoggerProvider(shutdown_on_exit=False)
+    logger_provider.add_log_record_processor(BrokenLogs())
+    for provider in (tracer_provider, logger_provider):
+        telemetry._protect(provider)
+        assert provider.force_flush(1000) is False  # reported, not raised
+        provider.shutdown()
+    errors = {(e["processor"].rsplit(".", 1)[-1], e["method"]) for e in telemetry.processor_errors()}
+    assert {("BrokenSpans", "shutdown"), ("BrokenLogs", "shutdown")} <= errors
+    assert {("SafeMultiSpanProcessor", "force_flush"), ("SafeMultiLogRecordProcessor", "force_flush")} <= errors

@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as _dt
 import sys
 from collections.abc import Sequence
-from typing import IO
+from typing import IO, Final
 
 from rich.console import Console
 from rich.table import Table
@@ -80,12 +80,16 @@ def _state(state: str, suffix: str = "") -> Text:
 # --- runs ---------------------------------------------------------------------------------------------
 
 
+_MIN_NAME_WIDTH: Final = 8  # run and flow names are cut to no less (``RUN NAME`` itself is 8 wide)
+
+
 def render_runs(console: Console, rows: Sequence[tuple[RunRow, int, str | None]], now: int) -> None:
     """The runs table. ``rows``: (run, nesting level, name of its parent run when not listed above it).
 
     Piped: every column, whole. On a terminal narrower than 150 columns: no trace id, the run id's first 8
     characters (a prefix `show` and `logs` accept), a shorter start time; narrower still, the trace ids, the
-    task counts, the durations, then the start times go, before run names are cut.
+    task counts, the durations, then the start times go, before run names, then flow names, are cut (to no less
+    than 8 columns, with an ellipsis); states and run ids are never cut while the terminal has room for them.
     """
     tty = console.is_terminal
     wide = not tty or console.width >= 150
@@ -109,21 +113,33 @@ def render_runs(console: Console, rows: Sequence[tuple[RunRow, int, str | None]]
             cells.append(Text(run.trace_id))
         for (_, column, _), cell in zip(columns, cells, strict=True):
             column.append(cell)
+    widths: dict[str, int] = {}  # on a terminal: each column's width (flow names at most 30)
     if tty:
-        def natural() -> int:
-            return sum(max([len(h), *(c.cell_len for c in cells)]) for h, cells, _ in columns) + 2 * (len(columns) - 1)
+        def measure() -> None:
+            widths.clear()
+            for header, cells, _ in columns:
+                widths[header] = max([len(header), *(c.cell_len for c in cells)])
+            widths["FLOW"] = min(widths["FLOW"], 30)
 
+        def excess() -> int:
+            return sum(widths.values()) + 2 * (len(columns) - 1) - console.width
+
+        measure()
         for droppable in ("TRACE ID", "TASKS", "DURATION", "START"):
-            if natural() <= console.width:
+            if excess() <= 0:
                 break
             columns = [c for c in columns if c[0] != droppable]
+            measure()
+        for name_column in ("RUN NAME", "FLOW"):  # still too wide: cut run names, then flow names (never ids)
+            widths[name_column] -= max(0, min(excess(), widths[name_column] - _MIN_NAME_WIDTH))
     table = Table(box=None, show_edge=False, pad_edge=False, header_style="bold", show_header=True,
                   padding=(0, 2, 0, 0))
     for header, _, justify in columns:
         squeezable = header in ("FLOW", "RUN NAME")
         table.add_column(header, no_wrap=True, justify=justify,  # type: ignore[arg-type]
-                         overflow="ellipsis" if squeezable else "crop", min_width=8 if squeezable else None,
-                         max_width=30 if tty and header == "FLOW" else None)
+                         overflow="ellipsis" if squeezable else "crop",
+                         min_width=_MIN_NAME_WIDTH if squeezable else None,
+                         max_width=widths[header] if squeezable and tty else None)
     for i in range(len(rows)):
         table.add_row(*(cells[i] for _, cells, _ in columns))
     console.print(table, soft_wrap=not tty)

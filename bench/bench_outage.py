@@ -30,26 +30,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-FLOW = """
-import json, sys, time
-from otelflow import flow, task, telemetry
-
-@task
-def step(i: int) -> int:
-    return i
-
-@flow
-def many(n: int) -> int:
-    return sum(step(i) for i in range(n))
-
-started = time.perf_counter()
-many(int(sys.argv[1]))
-elapsed = time.perf_counter() - started
-print(json.dumps({"flow_s": elapsed}), flush=True)
-processors = telemetry._current().processors
-telemetry.shutdown()  # what the exit hook does, bounded by OTELFLOW_SHUTDOWN_TIMEOUT_SECONDS
-print(json.dumps({"stats": [p.describe() for p in processors]}), flush=True)
-"""
+FLOW = ROOT / "tests" / "many_steps_flow.py"  # shared with test_outage.py
 
 
 def _env(home: str, **extra: str) -> dict[str, str]:
@@ -68,8 +49,8 @@ def _closed_port() -> int:
 def _run(n: int, **extra: str) -> tuple[float, float, str, list[dict[str, object]]]:
     with tempfile.TemporaryDirectory() as home:
         started = time.perf_counter()
-        proc = subprocess.run([sys.executable, "-c", FLOW, str(n)], env=_env(home, **extra), capture_output=True,
-                              text=True, timeout=600)
+        proc = subprocess.run([sys.executable, str(FLOW), str(n), "--stats"], env=_env(home, **extra),
+                              capture_output=True, text=True, timeout=600)
         total = time.perf_counter() - started
     if proc.returncode:
         raise SystemExit(proc.stderr)

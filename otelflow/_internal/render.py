@@ -113,23 +113,19 @@ def render_runs(console: Console, rows: Sequence[tuple[RunRow, int, str | None]]
             cells.append(Text(run.trace_id))
         for (_, column, _), cell in zip(columns, cells, strict=True):
             column.append(cell)
-    widths: dict[str, int] = {}  # on a terminal: each column's width (flow names at most 30)
+    widths: dict[str, int] = {}  # on a terminal: the width of each column shown (flow names at most 30)
     if tty:
-        def measure() -> None:
-            widths.clear()
-            for header, cells, _ in columns:
-                widths[header] = max([len(header), *(c.cell_len for c in cells)])
-            widths["FLOW"] = min(widths["FLOW"], 30)
+        widths = {header: max([len(header), *(c.cell_len for c in cells)]) for header, cells, _ in columns}
+        widths["FLOW"] = min(widths["FLOW"], 30)
 
         def excess() -> int:
-            return sum(widths.values()) + 2 * (len(columns) - 1) - console.width
+            return sum(widths.values()) + 2 * (len(widths) - 1) - console.width
 
-        measure()
         for droppable in ("TRACE ID", "TASKS", "DURATION", "START"):
             if excess() <= 0:
                 break
-            columns = [c for c in columns if c[0] != droppable]
-            measure()
+            widths.pop(droppable, None)
+        columns = [c for c in columns if c[0] in widths]
         for name_column in ("RUN NAME", "FLOW"):  # still too wide: cut run names, then flow names (never ids)
             widths[name_column] -= max(0, min(excess(), widths[name_column] - _MIN_NAME_WIDTH))
     table = Table(box=None, show_edge=False, pad_edge=False, header_style="bold", show_header=True,

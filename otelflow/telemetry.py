@@ -28,6 +28,7 @@ from __future__ import annotations
 import atexit
 import collections
 import contextlib
+import functools
 import logging
 import os
 import sys
@@ -196,6 +197,7 @@ def _safe_flush(multi: Any, flush: Callable[[int], Any], timeout_millis: int) ->
         return False
 
 
+@functools.cache  # one class each: _protect swaps the SDK's instances to it
 def _safe_span_multi() -> type:
     from opentelemetry.sdk.trace import SynchronousMultiSpanProcessor
 
@@ -233,6 +235,7 @@ def _safe_span_multi() -> type:
     return SafeMultiSpanProcessor
 
 
+@functools.cache  # one class each: _protect swaps the SDK's instances to it
 def _safe_concurrent_span_multi() -> type:
     from opentelemetry.sdk.trace import ConcurrentMultiSpanProcessor
 
@@ -250,6 +253,7 @@ def _safe_concurrent_span_multi() -> type:
     return SafeConcurrentMultiSpanProcessor
 
 
+@functools.cache  # one class each: _protect swaps the SDK's instances to it
 def _safe_log_multi() -> type:
     from opentelemetry.sdk._logs._internal import SynchronousMultiLogRecordProcessor
 
@@ -284,15 +288,13 @@ def _protect(provider: Any) -> None:
 
         span_multi = getattr(provider, "_active_span_processor", None)
         if type(span_multi) is SynchronousMultiSpanProcessor:
-            span_multi.__class__ = _SAFE_CLASSES.setdefault("span", _safe_span_multi())
+            span_multi.__class__ = _safe_span_multi()
         elif type(span_multi) is ConcurrentMultiSpanProcessor:
-            span_multi.__class__ = _SAFE_CLASSES.setdefault("concurrent", _safe_concurrent_span_multi())
+            span_multi.__class__ = _safe_concurrent_span_multi()
         log_multi = getattr(provider, "_multi_log_record_processor", None)
         if type(log_multi) is SynchronousMultiLogRecordProcessor:
-            log_multi.__class__ = _SAFE_CLASSES.setdefault("log", _safe_log_multi())
+            log_multi.__class__ = _safe_log_multi()
 
-
-_SAFE_CLASSES: dict[str, type] = {}
 
 
 # --- exporters -------------------------------------------------------------------------------------------

@@ -235,6 +235,42 @@ def test_the_collector_comes_back_and_the_buffer_is_resent_in_order(tmp_path):  
     assert not list(tmp_path.glob("*.jsonl"))
 
 
+def test_an_unreadable_buffer_line_is_counted_dropped_with_its_cause(tmp_path):  # type: ignore[no-untyped-def]
+    """A line of the outage buffer that cannot be read back (a disk error, a damaged file) loses its items: they
+    are counted as dropped, with that cause, and every other line is still re-sent in order."""
+    from otelflow._internal.batching import ExportError
+
+    spans = _make_spans(2_000)
+    down = threading.Event()
+    down.set()
+    received: list = []  # type: ignore[type-arg]
+
+    def flaky(batch):  # type: ignore[no-untyped-def]
+        if down.is_set():
+            raise ExportError("connection refused")
+        received.extend(batch)
+        return True
+
+    processor = _buffered(tmp_path, flaky, max_export_batch_size=250)
+    for span in spans:
+        processor.emit(span)
+    assert not processor.force_flush(5) and processor.on_disk == 2_000  # eight 250-span lines on disk
+    (path,) = tmp_path.glob("*.jsonl")
+    data = path.read_bytes()
+    starts = [0] + [i + 1 for i, byte in enumerate(data) if byte == ord("\n")]
+    damaged = starts[4]  # the fifth line (the oldest ones are being probed with)
+    path.write_bytes(data[:damaged] + b"#" * 20 + data[damaged + 20:])
+    down.clear()  # the collector is back
+    deadline = time.monotonic() + 10
+    while processor.on_disk and time.monotonic() < deadline:
+        processor.force_flush(1)
+    processor.shutdown(5)
+    s = processor.stats
+    assert _ids(received) == list(range(1_000)) + list(range(1_250, 2_000))  # all but the damaged line, in order
+    assert s.dropped == 250 and s.drop_cause is not None and "outage buffer line unreadable" in s.drop_cause
+    assert len(received) + s.dropped == 2_000 and processor.on_disk == 0
+
+
 def test_a_stalled_collector_costs_producers_nothing_and_shutdown_keeps_the_batch_in_flight(tmp_path):  # type: ignore[no-untyped-def]
     release = threading.Event()
 

@@ -142,7 +142,6 @@ class BatchProcessor(Generic[T]):
         self._cond = threading.Condition(threading.Lock())
         self._flush_requests = 0
         self._flushed = 0
-        self._exporting = False
         self._worker_waiting = False
         self._inflight: _Job[T] | None = None
         self._books_closed = False
@@ -325,7 +324,6 @@ class BatchProcessor(Generic[T]):
         while self._queue or self._front:
             batch = self._take_batch()
             with self._cond:
-                self._exporting = True
                 self._cond.notify_all()  # room was made: wake blocked producers
             for piece in self._pieces(batch):
                 ok, error, too_large = self._call_export(piece)
@@ -344,7 +342,6 @@ class BatchProcessor(Generic[T]):
                         self._drop_locked(len(piece), error or "exporter reported failure")
                         self._healthy = False
             with self._cond:
-                self._exporting = False
                 self._cond.notify_all()
             if self._deadline_passed():
                 return
@@ -404,6 +401,14 @@ class BatchProcessor(Generic[T]):
                 self.stats.buffered += len(piece)
                 if dropped:
                     self._drop_locked(dropped, "outage buffer full (OTELFLOW_BUFFER_MAX_BYTES)")
+
+    def _peek_buffer(self) -> list[T] | None:
+        """The outage buffer's oldest batch; items of lines that cannot be read back are dropped with that cause."""
+        peeked: tuple[list[T] | None, int, str | None] = self._buffer.peek()
+        items, unreadable, error = peeked
+        if unreadable:
+            self._drop(unreadable, f"outage buffer line unreadable: {error}")
+        return items
 
     def _collect(self) -> None:
         job = self._inflight
@@ -485,7 +490,7 @@ class BatchProcessor(Generic[T]):
             self._next_probe = now
             if self._inflight is None:
                 if not buffer.empty:
-                    items = buffer.peek()
+                    items = self._peek_buffer()
                     if items is not None:
                         self._submit(items, from_buffer=True)
                 elif self._queue or self._front:
@@ -515,7 +520,7 @@ class BatchProcessor(Generic[T]):
         if self._inflight is None and not buffer.empty and not spill_all and (
             self._healthy or time.monotonic() >= self._next_probe
         ):
-            items = buffer.peek()
+            items = self._peek_buffer()
             if items is not None:
                 self._submit(items, from_buffer=True)
         if not stopping:

@@ -58,9 +58,7 @@ class OutageBuffer:
         self._closed_files: set[Path] = set()
         self.pending_items = 0
         self.pending_bytes = 0
-        self.dropped_items = 0  # oldest lines dropped to stay under max_bytes
         self.head_dropped = False  # the line being re-sent was dropped meanwhile (see commit)
-        self.written_items = 0
 
     @property
     def empty(self) -> bool:
@@ -80,7 +78,6 @@ class OutageBuffer:
         self._lines.append(_Line(path, end - size, end, len(batch)))
         self.pending_items += len(batch)
         self.pending_bytes += size
-        self.written_items += len(batch)
         dropped = 0
         # Progress is one offset per file, so lines go oldest first. The oldest may be being re-sent right now
         # (``in_flight``): it is dropped all the same, and :meth:`commit` then reports that it was.
@@ -91,23 +88,28 @@ class OutageBuffer:
             if in_flight:
                 self.head_dropped = True
                 in_flight = False
-        self.dropped_items += dropped
         return dropped
 
-    def peek(self) -> list[Any] | None:
-        """The oldest batch on disk, decoded (``None`` when empty). Unreadable lines are skipped and counted."""
+    def peek(self) -> tuple[list[Any] | None, int, str | None]:
+        """The oldest batch on disk, decoded (``None`` when empty); lines that cannot be read back are skipped.
+
+        Also returns how many items the skipped lines held (gone: the caller counts them as dropped) and the
+        first one's error.
+        """
         self.head_dropped = False
+        skipped, error = 0, None
         while self._lines:
             line = self._lines[0]
             try:
                 with open(line.path, "rb") as handle:
                     handle.seek(line.start)
                     raw = handle.read(line.end - line.start)
-                return ship.decode_line(raw, self.signal)
-            except Exception:
+                return ship.decode_line(raw, self.signal), skipped, error
+            except Exception as exc:
                 self._pop(line)
-                self.dropped_items += line.count
-        return None
+                skipped += line.count
+                error = error or f"{type(exc).__name__}: {exc}"
+        return None, skipped, error
 
     def commit(self) -> int:
         """The batch last peeked was delivered: forget it (durably). Returns its item count.
@@ -158,7 +160,7 @@ class OutageBuffer:
         writer.path = None
         self._lines.clear()
         self._closed_files.clear()
-        self.pending_items = self.pending_bytes = self.dropped_items = self.written_items = 0
+        self.pending_items = self.pending_bytes = 0
         self.head_dropped = False
 
     def close(self) -> None:

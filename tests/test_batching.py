@@ -178,6 +178,23 @@ def _ids(spans) -> list[int]:  # type: ignore[no-untyped-def]
     return [s.attributes["i"] for s in spans]
 
 
+def _collector_down():  # type: ignore[no-untyped-def]
+    """An export function refusing connections until ``down`` is cleared, then keeping what it is sent."""
+    from otelflow._internal.batching import ExportError
+
+    down = threading.Event()
+    down.set()
+    received: list = []  # type: ignore[type-arg]
+
+    def export(batch):  # type: ignore[no-untyped-def]
+        if down.is_set():
+            raise ExportError("connection refused")
+        received.extend(batch)
+        return True
+
+    return down, received, export
+
+
 def test_a_dead_collector_never_blocks_and_everything_lands_on_disk_then_ships(tmp_path):  # type: ignore[no-untyped-def]
     from otelflow._internal.batching import ExportError
     from otelflow._internal.ship import ship_directory
@@ -205,19 +222,8 @@ def test_a_dead_collector_never_blocks_and_everything_lands_on_disk_then_ships(t
 
 
 def test_the_collector_comes_back_and_the_buffer_is_resent_in_order(tmp_path):  # type: ignore[no-untyped-def]
-    from otelflow._internal.batching import ExportError
-
     spans = _make_spans(3_000)
-    down = threading.Event()
-    down.set()
-    received: list = []  # type: ignore[type-arg]
-
-    def flaky(batch):  # type: ignore[no-untyped-def]
-        if down.is_set():
-            raise ExportError("connection refused")
-        received.extend(batch)
-        return True
-
+    down, received, flaky = _collector_down()
     processor = _buffered(tmp_path, flaky)
     for span in spans[:2_000]:
         processor.emit(span)
@@ -238,19 +244,8 @@ def test_the_collector_comes_back_and_the_buffer_is_resent_in_order(tmp_path):  
 def test_an_unreadable_buffer_line_is_counted_dropped_with_its_cause(tmp_path):  # type: ignore[no-untyped-def]
     """A line of the outage buffer that cannot be read back (a disk error, a damaged file) loses its items: they
     are counted as dropped, with that cause, and every other line is still re-sent in order."""
-    from otelflow._internal.batching import ExportError
-
     spans = _make_spans(2_000)
-    down = threading.Event()
-    down.set()
-    received: list = []  # type: ignore[type-arg]
-
-    def flaky(batch):  # type: ignore[no-untyped-def]
-        if down.is_set():
-            raise ExportError("connection refused")
-        received.extend(batch)
-        return True
-
+    down, received, flaky = _collector_down()
     processor = _buffered(tmp_path, flaky, max_export_batch_size=250)
     for span in spans:
         processor.emit(span)

@@ -8,6 +8,7 @@ import time
 from collections.abc import Sequence
 
 from otelflow._internal.batching import BatchProcessor
+from otelflow._internal.ship import decode_line
 
 
 class SlowExporter:
@@ -178,6 +179,14 @@ def _ids(spans) -> list[int]:  # type: ignore[no-untyped-def]
     return [s.attributes["i"] for s in spans]
 
 
+def _emit_until_a_drop(processor, items) -> None:  # type: ignore[no-untyped-def]
+    """Emit every item, stopping at the first drop: a broken worker fails the test in one max_block, not N."""
+    for item in items:
+        processor.emit(item)
+        if processor.stats.dropped:
+            return
+
+
 def _collector_down():  # type: ignore[no-untyped-def]
     """An export function refusing connections until ``down`` is cleared, then keeping what it is sent."""
     from otelflow._internal.batching import ExportError
@@ -206,11 +215,10 @@ def test_a_dead_collector_never_blocks_and_everything_lands_on_disk_then_ships(t
         attempts.append(len(batch))
         raise ExportError("connection refused")
 
-    processor = _buffered(tmp_path, dead, max_block_seconds=30)
-    started = time.monotonic()
-    for span in spans:
-        processor.emit(span)
-    assert time.monotonic() - started < 5  # a 30 s max_block would show; the worker writes to disk instead
+    # Producers outrun the worker here, so they do wait for room: for the disk (milliseconds), never for the
+    # collector. A worker that kept them waiting on exports would run out their 1 s max_block: a drop.
+    processor = _buffered(tmp_path, dead, max_block_seconds=1)
+    _emit_until_a_drop(processor, spans)
     processor.shutdown(5)
     s = processor.stats
     assert (s.exported, s.dropped, processor.on_disk, s.buffered) == (0, 0, 5_000, 5_000)
@@ -249,20 +257,23 @@ def test_an_unreadable_buffer_line_is_counted_dropped_with_its_cause(tmp_path): 
     processor = _buffered(tmp_path, flaky, max_export_batch_size=250)
     for span in spans:
         processor.emit(span)
-    assert not processor.force_flush(5) and processor.on_disk == 2_000  # eight 250-span lines on disk
+    assert not processor.force_flush(5) and processor.on_disk == 2_000  # lines of up to 250 spans on disk
     (path,) = tmp_path.glob("*.jsonl")
-    data = path.read_bytes()
-    starts = [0] + [i + 1 for i, byte in enumerate(data) if byte == ord("\n")]
-    damaged = starts[4]  # the fifth line (the oldest ones are being probed with)
-    path.write_bytes(data[:damaged] + b"#" * 20 + data[damaged + 20:])
+    lines = path.read_bytes().splitlines(keepends=True)
+    assert len(lines) >= 5
+    lost = set(_ids(decode_line(lines[4], "traces")))  # the fifth line (the oldest one is being probed with)
+    assert lost
+    with open(path, "r+b") as handle:  # damaged in place: rewriting the whole file would race with the probe
+        handle.seek(sum(len(line) for line in lines[:4]))
+        handle.write(b"#" * 20)
     down.clear()  # the collector is back
     deadline = time.monotonic() + 10
     while processor.on_disk and time.monotonic() < deadline:
         processor.force_flush(1)
     processor.shutdown(5)
     s = processor.stats
-    assert _ids(received) == list(range(1_000)) + list(range(1_250, 2_000))  # all but the damaged line, in order
-    assert s.dropped == 250 and s.drop_cause is not None and "outage buffer line unreadable" in s.drop_cause
+    assert _ids(received) == [i for i in range(2_000) if i not in lost]  # all but the damaged line, in order
+    assert s.dropped == len(lost) and s.drop_cause is not None and "outage buffer line unreadable" in s.drop_cause
     assert len(received) + s.dropped == 2_000 and processor.on_disk == 0
 
 
@@ -273,12 +284,10 @@ def test_a_stalled_collector_costs_producers_nothing_and_shutdown_keeps_the_batc
         release.wait(30)  # accepts the connection, never answers
         return True
 
-    processor = _buffered(tmp_path, stalled, max_queue_size=512, max_export_batch_size=128, max_block_seconds=30)
-    spans = _make_spans(4_000)
-    started = time.monotonic()
-    for span in spans:
-        processor.emit(span)
-    assert time.monotonic() - started < 5
+    # The export never returns while the producers run: a full queue must be written to disk, not waited out
+    # (the 1 s max_block would run out: a drop).
+    processor = _buffered(tmp_path, stalled, max_queue_size=512, max_export_batch_size=128, max_block_seconds=1)
+    _emit_until_a_drop(processor, _make_spans(4_000))
     started = time.monotonic()
     processor.shutdown(1.0)
     assert time.monotonic() - started < 2.5

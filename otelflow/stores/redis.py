@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -229,7 +229,9 @@ class _RedisWatch(Watch):
     def __init__(self, store: RedisStore, channel: str) -> None:
         self._store = store
         with store._errors("watch"):
-            self._pubsub = store._client.pubsub()  # type: ignore[no-untyped-call]
+            # Typed as a plain factory: redis-py annotates pubsub() in some releases and not in others.
+            make_pubsub: Callable[[], Any] = store._client.pubsub
+            self._pubsub = make_pubsub()
             self._pubsub.subscribe(channel)
             # Wait for the server's confirmation: only then is a write made after our read sure to reach us.
             deadline = time.monotonic() + _SUBSCRIBE_TIMEOUT_S

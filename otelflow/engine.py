@@ -299,6 +299,19 @@ class _Run:
     def _begin(self, undo: list[Callable[[], object]]) -> None:
         """Start the span and enter the run's contexts, pairing every change with its undo step."""
         obj, run, kind = self.obj, self.run, self.kind
+        # A process's one-time set-up (configuring telemetry and logging, the signal handlers, the pending-record
+        # watcher: ~70 ms on a first flow run) happens before the run's clock starts: it is not the run's time.
+        tracer = telemetry.get_tracer()
+        if kind == "task":
+            if _watcher is None:
+                _watch_long_tasks()
+        else:
+            if not _signals_installed:
+                _install_signal_handlers()
+            if get_settings().log_run_events:
+                from otelflow.logging.configuration import ensure_configured
+
+                ensure_configured()
         self.start_ns = time.time_ns()
         tags_ctx = TagsContext.__var__.get(None)  # not TagsContext.get(): no empty context object per run
         current_tags = tags_ctx.current_tags if tags_ctx is not None else _NO_TAGS
@@ -337,16 +350,10 @@ class _Run:
             else:
                 add_parameter_types(attrs, self.parameters, obj.binder.attribute_keys)
         links = [Link(ctx, link_attrs) for ctx, link_attrs in self.links] if self.links else None
-        tracer = telemetry.get_tracer()
         span = tracer.start_span(obj.span_name, attributes=attrs, links=links, start_time=self.start_ns)
         self.span = span
         self.attrs = attrs
         _open_runs[id(self)] = self
-        if kind == "task":
-            if _watcher is None:
-                _watch_long_tasks()
-        elif not _signals_installed:
-            _install_signal_handlers()
         span_ctx = trace.set_span_in_context(span)
         # The span made current and the run context entered are the undo steps every run has: kept in two
         # fields (no closure per run), undone by _end after the other steps.

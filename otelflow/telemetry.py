@@ -31,6 +31,7 @@ import contextlib
 import functools
 import logging
 import os
+import re
 import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -342,11 +343,15 @@ def _capture() -> _ExporterErrors:
     return _error_capture
 
 
+# The HTTP status, not any "413" (the messages carry the endpoint: a collector on port 41347 is not "too large").
+_HTTP_413 = re.compile(r"(?<![\w:=./-])413(?![\w.])")
+
+
 def _cause(messages: Sequence[str]) -> str:
     """A short, real cause from the exporter's log messages: "connection refused", "message too large"..."""
     text = " | ".join(messages)
     low = text.lower()
-    if "larger than max" in low or "too large" in low or "413" in low or "exceeds max_request_size" in low:
+    if "larger than max" in low or "too large" in low or _HTTP_413.search(low) or "exceeds max_request_size" in low:
         return "message too large"
     if "refused" in low:
         return "connection refused"

@@ -116,14 +116,24 @@ def test_collector_errors_are_retried_without_loss(otlp_receiver, tmp_path):  # 
     assert len({s.span_id for s in spans}) == 6
 
 
-def _closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+def _closed_port(containing: str = "") -> int:
+    """A loopback port nothing listens on (one whose number contains ``containing``, when given)."""
+    candidates = [0] if not containing else [p for p in range(1024, 65536) if containing in str(p)]
+    for candidate in candidates:
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", candidate))
+            except OSError:
+                continue
+            return int(sock.getsockname()[1])
+    raise AssertionError(f"no free port containing {containing!r}")
 
 
-def test_dead_collector_never_hangs_the_script_and_keeps_telemetry_on_disk(tmp_path):  # type: ignore[no-untyped-def]
-    port = _closed_port()
+# "413": was, a dead collector on a port such as 41347 read as "message too large" (the port is in the
+# exporter's "Connection refused" message), so batches were halved and single spans dropped as unsendable.
+@pytest.mark.parametrize("port_digits", ["", "413"])
+def test_dead_collector_never_hangs_the_script_and_keeps_telemetry_on_disk(tmp_path, port_digits):  # type: ignore[no-untyped-def]
+    port = _closed_port(port_digits)
     started = time.monotonic()
     proc = check(run_script(
         PIPELINE, "50",

@@ -323,13 +323,14 @@ class _ExporterErrors(logging.Handler):
                 messages.append(message)
                 self.recent.append(message)
 
-    def start(self) -> None:
-        self._local.messages = []
-
-    def stop(self) -> list[str]:
-        messages: list[str] = getattr(self._local, "messages", None) or []
-        self._local.messages = None
+    def start(self) -> list[str]:
+        """Collect this thread's exporter messages into the list returned, until :meth:`stop`."""
+        messages: list[str] = []
+        self._local.messages = messages
         return messages
+
+    def stop(self) -> None:
+        self._local.messages = None
 
 
 _error_capture: _ExporterErrors | None = None
@@ -406,18 +407,25 @@ def _new_exporter(signal: str, choice: str) -> Any:
     return getattr(importlib.import_module(module), name)()
 
 
-def _otlp_export(exporter: Any) -> Any:
-    """``export(batch) -> True`` for an SDK OTLP exporter, raising ExportError with the real cause on failure."""
+def _otlp_export(exporter: Any) -> tuple[Callable[[Sequence[Any]], bool], Callable[[], str | None]]:
+    """``(export(batch) -> True, cause_hint())`` for an SDK OTLP exporter.
+
+    ``export`` raises ExportError with the real cause on failure; ``cause_hint`` is what the export under way has
+    logged so far.
+    """
     from otelflow._internal.batching import ExportError
 
     capture = _capture()
+    in_flight: list[list[str]] = []  # what the export under way has logged so far (one sender per exporter)
 
     def export(batch: Sequence[Any]) -> bool:
-        capture.start()
+        messages = capture.start()
+        in_flight.append(messages)
         try:
             result = exporter.export(batch)
         finally:
-            messages = capture.stop()
+            capture.stop()
+            in_flight.clear()
         if getattr(result, "name", "") == "SUCCESS":
             if messages:
                 capture.recent.clear()  # it recovered: earlier transient errors are no cause of anything now
@@ -425,7 +433,15 @@ def _otlp_export(exporter: Any) -> Any:
         cause = _cause(messages)
         raise ExportError(cause, too_large=cause == "message too large")
 
-    return export
+    def cause_hint() -> str | None:
+        """The failure the export under way has logged (it is in the exporter's own retries), if any.
+
+        Its own messages only: another export's (an earlier failure, the other signal's) say nothing about it.
+        """
+        current = in_flight[-1] if in_flight else None
+        return _cause(list(current)) if current else None
+
+    return export, cause_hint
 
 
 def _exporter(signal: str, kind: str) -> tuple[Any, Any, str, dict[str, Any]]:
@@ -453,11 +469,12 @@ def _exporter(signal: str, kind: str) -> tuple[Any, Any, str, dict[str, Any]]:
     choice = "console" if kind == "console" else ("grpc" if protocol == "grpc" else "http")
     exporter = _new_exporter(signal, choice)
     if kind == "console":
-        def export(batch: Sequence[Any]) -> bool:
+        def export_console(batch: Sequence[Any]) -> bool:
             return getattr(exporter.export(batch), "name", "") == "SUCCESS"
 
-        return export, exporter.shutdown, f"{kind} {protocol}", {}
-    options: dict[str, Any] = {"split": split, "cause_hint": _recent_cause}
+        return export_console, exporter.shutdown, f"{kind} {protocol}", {}
+    export, cause_hint = _otlp_export(exporter)
+    options: dict[str, Any] = {"split": split, "cause_hint": cause_hint}
     description = f"{kind} {protocol}"
     if settings.buffer_max_bytes > 0:
         from otelflow._internal.buffer import OutageBuffer
@@ -473,8 +490,50 @@ def _exporter(signal: str, kind: str) -> tuple[Any, Any, str, dict[str, Any]]:
             )
 
         options["on_unhealthy"] = on_unhealthy
+        options["reachable"] = _reachability_check(signal, protocol)
         description += f" (outage buffer {buffer_dir})"
-    return _otlp_export(exporter), exporter.shutdown, description, options
+    return export, exporter.shutdown, description, options
+
+
+_PROXY_VARIABLES = ("https_proxy", "http_proxy", "all_proxy", "grpc_proxy")
+
+
+def _reachability_check(signal: str, protocol: str) -> Callable[[], str | None] | None:
+    """A TCP connect to the collector's host and port: None when it answers, else why not.
+
+    Made before each probe while the collector looks down. None (no check) where a TCP connect to the endpoint
+    would not tell: a proxy in between, or a Unix socket.
+    """
+    import socket
+    import urllib.parse
+
+    if any(_env(name) or _env(name.upper()) for name in _PROXY_VARIABLES):
+        return None
+    grpc = protocol == "grpc"
+    endpoint = (_env(f"OTEL_EXPORTER_OTLP_{signal.upper()}_ENDPOINT") or _env("OTEL_EXPORTER_OTLP_ENDPOINT")
+                or ("http://localhost:4317" if grpc else "http://localhost:4318"))
+    try:
+        parts = urllib.parse.urlsplit(endpoint if "://" in endpoint else f"http://{endpoint}")
+        host, port = parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        return None
+    if parts.scheme not in ("http", "https") or not host:
+        return None
+
+    def check() -> str | None:
+        try:
+            socket.create_connection((host, port), timeout=1.0).close()
+        except ConnectionRefusedError:
+            return "connection refused"
+        except TimeoutError:
+            return "collector did not answer in time"
+        except socket.gaierror:
+            return "collector unavailable (name or service not known)"
+        except OSError as exc:
+            return f"collector unavailable ({exc.strerror or exc})"
+        return None
+
+    return check
 
 
 class _Reshipper:
@@ -507,7 +566,7 @@ class _Reshipper:
         except Exception as exc:
             self.error = f"{type(exc).__name__}: {exc}"
             return
-        send = _otlp_export(exporter)
+        send, _ = _otlp_export(exporter)
         limits = get_limits()
 
         def export(batch: Sequence[Any]) -> bool:

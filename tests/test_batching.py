@@ -277,6 +277,64 @@ def test_an_unreadable_buffer_line_is_counted_dropped_with_its_cause(tmp_path): 
     assert len(received) + s.dropped == 2_000 and processor.on_disk == 0
 
 
+def _retrying_exporter(down: threading.Event):  # type: ignore[no-untyped-def]
+    """An export like the SDK's while the collector is down: it sits in its own retries, then fails."""
+    from otelflow._internal.batching import ExportError
+
+    calls: list[int] = []
+    received: list = []  # type: ignore[type-arg]
+
+    def export(batch):  # type: ignore[no-untyped-def]
+        calls.append(len(batch))
+        if down.is_set():
+            time.sleep(3)  # the exporter's back-off between its retries (the SDK's lasts up to its 10 s timeout)
+            raise ExportError("connection refused")
+        received.extend(batch)
+        return True
+
+    return export, calls, received
+
+
+def test_probes_while_the_collector_is_down_are_connects_not_exports(tmp_path):  # type: ignore[no-untyped-def]
+    """Was: each probe was a whole exporter call sitting in the SDK's retries for seconds, so a collector that came
+    back was noticed late, and one that came back just before exit found the final probe stuck behind that call:
+    everything went to disk instead. Now the first export and each probe first try a connect (``reachable``)."""
+    down = threading.Event()
+    down.set()
+    export, calls, received = _retrying_exporter(down)
+    checks: list[str | None] = []
+
+    def reachable() -> str | None:
+        checks.append("connection refused" if down.is_set() else None)
+        return checks[-1]
+
+    processor = _buffered(tmp_path, export, reachable=reachable)
+    for span in _make_spans(100):
+        processor.emit(span)
+    assert not processor.force_flush(5) and processor.on_disk == 100
+    deadline = time.monotonic() + 10
+    while len(checks) < 3 and time.monotonic() < deadline:  # a few probes, each a connect refused
+        processor.force_flush(0.1)
+    assert len(checks) >= 3 and calls == []  # the exporter was never called while the collector was down
+    assert processor.stats.first_error == "connection refused"
+    down.clear()  # back just before exit: the final probe finds it
+    processor.shutdown(5)
+    assert _ids(received) == list(range(100)) and processor.on_disk == 0 and processor.stats.dropped == 0
+
+
+def test_a_broken_reachability_check_leaves_the_decision_to_the_export(tmp_path):  # type: ignore[no-untyped-def]
+    def reachable() -> str | None:
+        raise RuntimeError("check broke")
+
+    received: list = []  # type: ignore[type-arg]
+    processor = _buffered(tmp_path, lambda batch: received.extend(batch) or True, reachable=reachable)
+    for span in _make_spans(10):
+        processor.emit(span)
+    assert processor.force_flush(5)
+    processor.shutdown(5)
+    assert _ids(received) == list(range(10))
+
+
 def test_a_stalled_collector_costs_producers_nothing_and_shutdown_keeps_the_batch_in_flight(tmp_path):  # type: ignore[no-untyped-def]
     release = threading.Event()
 

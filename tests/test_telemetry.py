@@ -458,3 +458,81 @@ def test_a_process_first_run_span_starts_after_otelflow_set_up(tmp_path, first_r
     assert out["span_start"] >= out["configure"], out
     if first_run == "flow":  # the flow run logs "Beginning flow run": logging is set up before it starts
         assert out["span_start"] >= out["setup_logging"], out
+
+
+class _ScriptedExporter:
+    """An SDK-like exporter: logs what the OTLP exporters log, returns a result with a ``name``."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.fail_next = False
+        self.inside = threading.Event()
+        self.release = threading.Event()
+        self.log_while_inside = False
+
+    def export(self, batch: object) -> object:
+        import logging
+        import types
+
+        logger = logging.getLogger("opentelemetry.exporter.otlp.proto.http.trace_exporter")
+        if self.fail_next:
+            logger.warning("Transient error Connection refused encountered while exporting span batch, retrying")
+            return types.SimpleNamespace(name="FAILURE")
+        self.inside.set()
+        self.release.wait(10)
+        return types.SimpleNamespace(name="SUCCESS")
+
+
+def test_the_cause_hint_speaks_of_the_export_under_way_only() -> None:
+    """Was: the hint was whatever any export had logged last, so after one failure an export under way at exit
+    that had logged nothing was taken for one stuck in retries: given up, and what it carried left on disk."""
+    import logging
+    import threading
+
+    from otelflow._internal.batching import ExportError
+    from otelflow.telemetry import _otlp_export
+
+    fake = _ScriptedExporter()
+    export, cause_hint = _otlp_export(fake)
+    fake.fail_next = True
+    with pytest.raises(ExportError) as failed:
+        export([1])
+    assert failed.value.cause == "connection refused"
+    assert cause_hint() is None  # nothing under way
+    fake.fail_next = False
+    worker = threading.Thread(target=export, args=([2],))
+    worker.start()
+    assert fake.inside.wait(10)
+    assert cause_hint() is None  # under way, and it has logged nothing: the earlier failure is not its cause
+    logging.getLogger("opentelemetry.exporter.otlp.proto.http.trace_exporter").warning("x")  # another thread's
+    assert cause_hint() is None
+    fake.release.set()
+    worker.join(10)
+    assert not worker.is_alive()
+
+
+def test_the_reachability_check_connects_to_the_endpoint(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from otelflow.telemetry import _reachability_check
+
+    for name in ("HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY", "GRPC_PROXY", "https_proxy", "http_proxy", "all_proxy",
+                 "grpc_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    with socket.socket() as listening:
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        port = listening.getsockname()[1]
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{port}")
+        check = _reachability_check("traces", "http/protobuf")
+        assert check is not None and check() is None
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", f"http://127.0.0.1:{_closed_port()}/v1/traces")
+        signal_specific = _reachability_check("traces", "http/protobuf")
+        assert signal_specific is not None and signal_specific() == "connection refused"
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", f"127.0.0.1:{port}")  # gRPC style, no scheme
+        grpc = _reachability_check("traces", "grpc")
+        assert grpc is not None and grpc() is None
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "unix:///run/otel.sock")
+    assert _reachability_check("traces", "grpc") is None  # a TCP connect would not tell
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", f"http://127.0.0.1:{_closed_port()}")
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.invalid:3128")
+    assert _reachability_check("traces", "http/protobuf") is None  # the proxy, not the collector, would answer

@@ -72,6 +72,7 @@ class ProcessorStats:
 class _Job(Generic[T]):
     items: list[T]
     from_buffer: bool
+    probe: bool = False  # sent while the collector looked down: try ``reachable`` first
     done: bool = False
     ok: bool = False
     error: str | None = None
@@ -103,6 +104,7 @@ class BatchProcessor(Generic[T]):
         retry_max_seconds: float = 5.0,
         on_unhealthy: Callable[[str], None] | None = None,
         cause_hint: Callable[[], str | None] | None = None,
+        reachable: Callable[[], str | None] | None = None,
     ) -> None:
         self._export_fn = export
         self._shutdown_exporter = shutdown_exporter
@@ -117,7 +119,13 @@ class BatchProcessor(Generic[T]):
         self._retry_max = retry_max_seconds
         self._on_unhealthy = on_unhealthy
         self._cause_hint = cause_hint  # the cause of an export still under way (its retries logged it), if known
+        # A quick check that the collector is there (None) or why not, made before the first export and before
+        # each probe while it looked down: a probe then costs a TCP connect, not an exporter call sleeping in its
+        # own retries for seconds (which delayed recovery, and at exit left the final probe waiting until
+        # everything went to disk).
+        self._reachable = reachable
         self._healthy = True
+        self._reached = False  # no export has reached the collector yet: the first is checked like a probe
         self._shutdown = False
         self._deadline: float | None = None
         self._spill_at: float | None = None
@@ -355,7 +363,12 @@ class BatchProcessor(Generic[T]):
                 job = self._inflight
                 if job is None or job.done:
                     return
-            ok, error, too_large = self._call_export(job.items)
+            unreachable = self._unreachable() if job.probe else None
+            error: str | None
+            if unreachable is not None:
+                ok, error, too_large = False, unreachable, False
+            else:
+                ok, error, too_large = self._call_export(job.items)
             with self._cond:
                 job.ok, job.error, job.too_large, job.done = ok, error, too_large, True
                 self._cond.notify_all()
@@ -365,8 +378,17 @@ class BatchProcessor(Generic[T]):
 
     def _submit(self, items: list[T], from_buffer: bool) -> None:
         with self._cond:
-            self._inflight = _Job(items, from_buffer)
+            self._inflight = _Job(items, from_buffer, probe=not (self._healthy and self._reached))
             self._cond.notify_all()
+
+    def _unreachable(self) -> str | None:
+        """Why the collector cannot be reached now (a probe that fails at once), or None to try the export."""
+        if self._reachable is None:
+            return None
+        try:
+            return self._reachable()
+        except Exception:
+            return None  # a broken check must not hide a collector that is back: let the export decide
 
     def _park_inflight(self) -> None:
         """Write the live batch in flight to disk ahead of anything spilled after it, to keep the order.
@@ -423,7 +445,7 @@ class BatchProcessor(Generic[T]):
                 buffer.commit()
             with self._cond:
                 self.stats.exported += len(job.items)
-                self._healthy = True
+                self._healthy = self._reached = True
                 self._backoff = self._retry_initial
                 if job.from_buffer:
                     self.stats.resent += len(job.items)

@@ -269,7 +269,7 @@ def _load(index: RunIndex, row: RunRow, with_logs: bool = True) -> tuple[list[No
 
     spans = index.read_spans(row.trace_id)
     logs = index.read_logs(row.trace_id) if with_logs else []
-    roots = build_tree(spans, logs)
+    roots = build_tree(spans, logs, index.writer_gone_at)
     node = subtree(roots, row.span_id)
     shown = roots if node is None or row.parent_id is None else [node]
     return roots, shown, sum(len(n.walk()) for n in shown)
@@ -452,6 +452,11 @@ def spool_prune(home: str | None, days: float, dry_run: bool) -> None:
             path.unlink(missing_ok=True)
             # its `spool ship` progress file goes with it
             path.with_name(path.name + ".shipped").unlink(missing_ok=True)
+    if not dry_run:
+        from otelflow._internal.liveness import orphaned_locks
+
+        for lock in orphaned_locks(folder):  # an ended process's liveness lock, once its last file is gone
+            lock.unlink(missing_ok=True)
     click.echo(f"{len(doomed)} file(s), {freed / 2**20:.1f} MiB {'to free' if dry_run else 'freed'} in {folder}.")
 
 

@@ -458,7 +458,7 @@ def _exporter(signal: str, kind: str) -> tuple[Any, Any, str, dict[str, Any]]:
         return split_batch(batch, limits)
 
     if kind == "spool":
-        writer = spool.SpoolWriter(settings.spool_dir, signal)
+        writer = spool.SpoolWriter(settings.spool_dir, signal, mark_alive=True)
 
         def export_spool(batch: Sequence[Any]) -> bool:
             writer.write(encode(batch))

@@ -313,36 +313,12 @@ def test_logs_of_a_run_with_level_and_task_filters(home: Path) -> None:
 
 RUNNING = textwrap.dedent(
     """
-    import os, random, sys, time
+    import sys, time
     from pathlib import Path
 
-    from opentelemetry import trace
-    from opentelemetry.sdk.trace import ReadableSpan
-    from opentelemetry.trace import SpanContext, TraceFlags
-
     from otelflow import flow, get_run_logger, task, telemetry
-    from otelflow._internal.spool import encode_spans
-    from otelflow.settings import get_settings
 
     GO = Path(sys.argv[1])
-
-
-    def write_pending() -> None:
-        # What the engine's pending records look like (DESIGN: pending spans), written by hand until it does.
-        real = trace.get_current_span()
-        ctx = real.get_span_context()
-        attrs = dict(real.attributes)
-        attrs["otelflow.span.pending"] = True
-        if real.parent is not None:
-            attrs["otelflow.pending.parent_span_id"] = f"{real.parent.span_id:016x}"
-        record = ReadableSpan(
-            name=real.name, context=SpanContext(ctx.trace_id, random.getrandbits(64), False, TraceFlags(1)),
-            parent=ctx, resource=real.resource, attributes=attrs, start_time=real.start_time,
-            end_time=real.start_time, instrumentation_scope=real.instrumentation_scope)
-        spool = get_settings().spool_dir
-        spool.mkdir(parents=True, exist_ok=True)
-        with open(spool / f"traces-pending-{os.getpid()}.jsonl", "a") as handle:
-            handle.write(encode_spans([record]) + "\\n")
 
 
     @task
@@ -356,8 +332,7 @@ RUNNING = textwrap.dedent(
 
     @flow
     def slow() -> None:
-        write_pending()
-        get_run_logger().info("slow flow started")
+        get_run_logger().info("slow flow started")  # the engine has written the run's pending record
         wait_for_go()
         get_run_logger().info("slow flow done")
 
@@ -428,6 +403,40 @@ def test_a_running_flow_shows_as_running_and_logs_follow_it_to_the_end(tmp_path:
                 proc.wait()
 
 
+def test_logs_follow_ends_when_the_followed_run_is_killed(tmp_path: Path) -> None:
+    """Was: `logs --follow` of a run whose process was SIGKILLed waited forever for a run that could not end."""
+    script = tmp_path / "slow.py"
+    script.write_text(RUNNING)
+    env = subprocess_env(OTELFLOW_HOME=str(tmp_path), OTELFLOW_LOGGING_TO_CONSOLE="false",
+                         OTEL_BLRP_SCHEDULE_DELAY="50", OTEL_BSP_SCHEDULE_DELAY="50")
+    flow_proc = subprocess.Popen([PYTHON, str(script), str(tmp_path / "never")], cwd=REPO_ROOT, env=env,
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    follower: subprocess.Popen[str] | None = None
+    try:
+        wait_until(lambda: [r for r in runs_json(tmp_path) if r["state"] == "Running"], what="a pending run")
+        follower = subprocess.Popen(
+            [PYTHON, "-m", "otelflow", "logs", "latest", "--follow", "--interval", "0.1"], cwd=REPO_ROOT,
+            env=subprocess_env(OTELFLOW_HOME=str(tmp_path)), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True)
+        assert follower.stdout is not None
+        seen = ""
+        while "waiting for go" not in seen:  # the follower has seen the run alive
+            line = follower.stdout.readline()
+            assert line, f"follow ended early: {seen}"
+            seen += line
+        flow_proc.kill()
+        flow_proc.wait(timeout=60)
+        _, err = follower.communicate(timeout=60)  # ends by itself: the run's process is gone
+        assert follower.returncode == 0 and "Traceback" not in err, err
+        (run,) = runs_json(tmp_path)
+        assert run["state"] == "Crashed" and run["running"] is False
+    finally:
+        for proc in (flow_proc, follower):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+
 KILLED = textwrap.dedent(
     """
     import os, signal, time
@@ -453,7 +462,9 @@ KILLED = textwrap.dedent(
 )
 
 
-def test_a_killed_run_can_still_be_found(tmp_path: Path) -> None:
+def test_a_killed_run_shows_as_crashed_not_running_forever(tmp_path: Path) -> None:
+    """Was: a run whose process was SIGKILLed (the OOM killer) showed as Running forever, and `logs --follow`
+    waited on it forever. Its process's liveness lock is free: the run is Crashed, and says why."""
     script = tmp_path / "doomed.py"
     script.write_text(KILLED)
     env = subprocess_env(OTELFLOW_HOME=str(tmp_path), OTELFLOW_LOGGING_TO_CONSOLE="false",
@@ -461,10 +472,16 @@ def test_a_killed_run_can_still_be_found(tmp_path: Path) -> None:
     proc = subprocess.run([PYTHON, str(script)], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert proc.returncode == -9, proc.stderr
     (run,) = runs_json(tmp_path)
-    assert run["flow"] == "doomed" and run["state"] == "Running" and run["running"] is True
+    assert run["flow"] == "doomed" and run["state"] == "Crashed" and run["running"] is False
+    assert runs_json(tmp_path, "--state", "crashed") == [run] and runs_json(tmp_path, "--state", "running") == []
     shown = cli(tmp_path, "show", run["flow_run_name"]).stdout
-    assert f"flow doomed  {run['flow_run_name']}  Running…" in shown and "about to be killed" in shown
+    assert f"flow doomed  {run['flow_run_name']}  Crashed" in shown and "about to be killed" in shown
+    assert "its process is gone" in shown and "Running" not in shown
+    (span,) = json.loads(cli(tmp_path, "show", run["flow_run_id"], "--json").stdout)["spans"]
+    assert span["state"] == "Crashed" and span["running"] is False and span["end_unix_nano"] >= span["start_unix_nano"]
     assert "about to be killed" in cli(tmp_path, "logs", run["flow_run_id"][:8]).stdout
+    followed = cli(tmp_path, "logs", "--follow", "--interval", "0.05")  # returns: nothing more will come
+    assert "about to be killed" in followed.stdout
 
 
 # --- a damaged spool ------------------------------------------------------------------------------------
@@ -510,7 +527,7 @@ def test_index_is_rebuilt_when_missing_corrupt_or_its_files_change(own_home: Pat
     index = own_home / "spool-index.sqlite"
     assert index.exists()
     with sqlite3.connect(index) as db:
-        assert db.execute("SELECT COUNT(*) FROM files").fetchone()[0] == len(list((own_home / "spool").iterdir()))
+        assert db.execute("SELECT COUNT(*) FROM files").fetchone()[0] == len(list((own_home / "spool").glob("*.jsonl")))
         db.execute("UPDATE meta SET value = 'an older schema' WHERE key = 'schema'")
     assert runs_json(own_home) == before  # an index of another schema version is rebuilt
     for suffix in ("-wal", "-shm"):

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from otelflow import semconv
+from otelflow._internal.liveness import writer_gone_at
 from otelflow._internal.spool_read import (
     LogRecord,
     Skipped,
@@ -79,7 +80,11 @@ def index_path_for(spool: Path) -> Path:
 
 @dataclass(slots=True)
 class RunRow:
-    """A flow run as the index knows it (a pending record shows as state ``Running``)."""
+    """A flow run as the index knows it.
+
+    A run known only by its pending record shows as ``Running``, or as ``Crashed`` once the process that wrote
+    it is gone (:mod:`otelflow._internal.liveness`); ``end`` is then that process's last write.
+    """
 
     trace_id: str
     span_id: str
@@ -96,6 +101,7 @@ class RunRow:
     running: bool
     task_runs: int = 0
     task_runs_not_completed: int = 0
+    pending: bool = False  # known only by its pending record (no span yet): running, or crashed
 
 
 _RUN_SELECT = (
@@ -117,8 +123,8 @@ def _row(values: Sequence[Any]) -> RunRow:
         trace_id=values[0], span_id=values[1], parent_id=values[2], flow_name=values[3] or "",
         run_id=values[4] or "", run_name=values[5] or "", state=values[6] or "", start=values[7], end=values[8],
         status_code=values[9] or 0, tags=[str(t) for t in tags] if isinstance(tags, list) else [],
-        service=values[11] or "", running=bool(values[12]), task_runs=values[13] or 0,
-        task_runs_not_completed=values[14] or 0,
+        service=values[11] or "", running=bool(values[12]) and values[6] == "Running", task_runs=values[13] or 0,
+        task_runs_not_completed=values[14] or 0, pending=bool(values[12]),
     )
 
 
@@ -129,6 +135,7 @@ class RunIndex:
         self.spool = spool
         self.path = path if path is not None else index_path_for(spool)
         self.skipped = Skipped()
+        self._gone: dict[str, int] = {}
         self._db = self._open()
 
     # --- opening ----------------------------------------------------------------------------------
@@ -216,6 +223,38 @@ class RunIndex:
             if seen is not None and seen[1] == st.st_ino and seen[2] == st.st_size:
                 continue  # unchanged: the common case costs one stat
             self._index_file(path, name.split("-", 1)[0])
+        self._settle_orphans()
+
+    def _settle_orphans(self) -> None:
+        """Mark ``Crashed`` the runs still ``Running`` whose process is gone (SIGKILL, OOM killer, power cut).
+
+        Only files holding such runs are checked (one ``flock`` attempt each). Settled for good: a gone process
+        never comes back, and a real span that arrives later (shipped from elsewhere) still supersedes the row.
+        """
+        files = self._db.execute(
+            "SELECT DISTINCT f.id, f.name FROM runs r JOIN files f ON f.id = r.file_id"
+            " WHERE r.pending = 1 AND r.state = 'Running' AND NOT EXISTS (SELECT 1 FROM runs x"
+            " WHERE x.trace_id = r.trace_id AND x.span_id = r.span_id AND x.pending = 0)"
+        ).fetchall()
+        for fid, name in files:
+            when = self.writer_gone_at(name)
+            if when is not None:
+                with self._write():
+                    self._db.execute(
+                        "UPDATE runs SET state = 'Crashed', status_code = 2, end = MAX(start, ?)"
+                        " WHERE file_id = ? AND pending = 1 AND state = 'Running'", (when, fid))
+
+    def writer_gone_at(self, name: str) -> int | None:
+        """When the process that wrote spool file ``name`` last wrote to it, if that process is gone (ns).
+
+        Only "gone" is remembered (it is final): a writer alive now is asked again on the next refresh.
+        """
+        when = self._gone.get(name)
+        if when is None:
+            when = writer_gone_at(self.spool, name)
+            if when is not None:
+                self._gone[name] = when
+        return when
 
     @contextlib.contextmanager
     def _write(self) -> Iterator[None]:
@@ -391,7 +430,7 @@ class RunIndex:
             if by_trace and row.parent_id is not None and self._has_flow(row.trace_id, row.parent_id):
                 continue  # a trace id means its root run, not every flow run in it
             key = (row.trace_id, row.span_id)
-            if key not in found or (found[key].running and not row.running):
+            if key not in found or (found[key].pending and not row.pending):
                 found[key] = row
         return sorted(found.values(), key=lambda r: r.start, reverse=True)
 
@@ -408,10 +447,14 @@ class RunIndex:
         )]
 
     def read_spans(self, trace_id: str) -> list[SpanRecord]:
-        """Every span record (pending ones included) of one trace, read from its own lines only."""
+        """Every span record (pending ones included, with their ``source`` file) of one trace, from its own lines."""
         out: list[SpanRecord] = []
-        for name, line in self._read_lines(trace_id, "traces"):
-            out.extend(s for s in parse_span_line(line, self.skipped, name) if s.trace_id == trace_id)
+        for where, line in self._read_lines(trace_id, "traces"):
+            for span in parse_span_line(line, self.skipped, where):
+                if span.trace_id == trace_id:
+                    if span.attributes.get(PENDING_ATTR) is True:
+                        span.source = where.rsplit(":", 1)[0]  # its writer's liveness decides Running/Crashed
+                    out.append(span)
         return out
 
     def read_logs(self, trace_id: str, after: set[tuple[str, int]] | None = None) -> list[LogRecord]:

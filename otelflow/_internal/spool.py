@@ -178,12 +178,21 @@ class SpoolWriter:
     """
 
     def __init__(
-        self, directory: Path, signal: str, *, max_file_bytes: int = _MAX_FILE_BYTES, exclusive: bool = False
+        self,
+        directory: Path,
+        signal: str,
+        *,
+        max_file_bytes: int = _MAX_FILE_BYTES,
+        exclusive: bool = False,
+        mark_alive: bool = False,
     ) -> None:
         self.directory = directory
         self.signal = signal
         self.max_file_bytes = max_file_bytes
         self.exclusive = exclusive  # hold a flock on the open file (the outage buffer: no one ships it meanwhile)
+        # hold this process's liveness lock (the spool: the CLI tells a killed run from a running one)
+        self.mark_alive = mark_alive
+        self._mark: Any = None
         self.on_rotate: Any = None  # called with the closed file's path when the writer moves to a new file
         self.path: Path | None = None  # the file being written, once opened
         self._lock = threading.Lock()
@@ -206,6 +215,12 @@ class SpoolWriter:
                 # A new process (first use, or a forked child): a fresh start token.
                 self._start = f"{time.time_ns():x}{os.urandom(3).hex()}"
                 self._part = 0
+                if self.mark_alive:
+                    from otelflow._internal.liveness import WriterMark
+
+                    if self._mark is not None:
+                        self._mark.close()  # a forked child's copy of its parent's mark
+                    self._mark = WriterMark(self.directory, self.signal, pid, self._start)
             self.directory.mkdir(parents=True, exist_ok=True)
             self._key = (today, pid)
             self.path = self.directory / f"{self.signal}-{today}-{pid}-{self._start}-{self._part}.jsonl"
@@ -236,6 +251,10 @@ class SpoolWriter:
             if self._file is not None:
                 self._file.close()
                 self._file = None
+            if self._mark is not None:
+                self._mark.close()
+                self._mark = None
+                self._key = None  # a write after this starts afresh: new files under a new mark
 
 
 # --- reading: moved to spool_read.py (skips malformed lines, never raises); re-exported for importers ------

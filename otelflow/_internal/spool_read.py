@@ -139,6 +139,7 @@ class SpanRecord:
     events: list[tuple[str, int, dict[str, Any]]]
     links: list[tuple[str, str, dict[str, Any]]]
     resource: dict[str, Any] = field(default_factory=dict)
+    source: str = ""  # the spool file it was read from, where the reader needs it (pending records)
 
 
 class LogRecord:

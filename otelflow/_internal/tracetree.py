@@ -6,8 +6,10 @@ Built from the span and log records of one trace (see ``runindex``); rendered by
 from __future__ import annotations
 
 import bisect
+import datetime as _dt
 import re
 import statistics
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,7 +44,7 @@ class Node:
 
     @property
     def state(self) -> str:
-        """Final state name; ``Running`` for a run known only by its pending record."""
+        """Final state name; ``Running`` for a run known only by its pending record (its process alive)."""
         if self.running:
             return "Running"
         state = self.attrs.get(semconv.RUN_STATE)
@@ -122,8 +124,14 @@ class Group:
         return int(statistics.median(values)), max(values)
 
 
-def build_tree(spans: list[SpanRecord], logs: list[LogRecord]) -> list[Node]:
-    """Roots of the trace's tree (more than one when parents are in another process or not exported)."""
+def build_tree(
+    spans: list[SpanRecord], logs: list[LogRecord], gone_at: Callable[[str], int | None] | None = None
+) -> list[Node]:
+    """Roots of the trace's tree (more than one when parents are in another process or not exported).
+
+    A run known only by its pending record is ``Running``; ``gone_at(record.source)`` says when the process
+    that wrote it was last heard of, if it is gone: the run is then ``Crashed``, ending there.
+    """
     real: dict[str, Node] = {}
     pending: dict[str, SpanRecord] = {}
     for span in spans:
@@ -136,12 +144,21 @@ def build_tree(spans: list[SpanRecord], logs: list[LogRecord]) -> list[Node]:
             continue  # the run ended: its real span supersedes the early record
         parent = record.attributes.get(PENDING_PARENT_ATTR)
         parent_id = parent.lower() if isinstance(parent, str) and parent else None
+        gone = gone_at(record.source) if gone_at is not None and record.source else None
+        attributes = dict(record.attributes)
+        status_code, status_message, end = 0, "", record.end
+        if gone is not None:
+            attributes[semconv.RUN_STATE] = "Crashed"
+            status_code, end = 2, max(record.start, gone)
+            last = _dt.datetime.fromtimestamp(gone / 1e9).strftime("%Y-%m-%d %H:%M:%S")
+            status_message = (f"its process is gone: it ended without ending this run (killed: SIGKILL, the OOM "
+                              f"killer, a power cut); last heard of at {last}")
         stand_in = SpanRecord(
             trace_id=record.trace_id, span_id=real_id, parent_id=parent_id, name=record.name, start=record.start,
-            end=record.end, attributes=dict(record.attributes), status_code=0, status_message="", events=[],
-            links=[], resource=record.resource,
+            end=end, attributes=attributes, status_code=status_code, status_message=status_message, events=[],
+            links=[], resource=record.resource, source=record.source,
         )
-        real[real_id] = Node(stand_in, running=True)
+        real[real_id] = Node(stand_in, running=gone is None)
     flows = {str(n.attrs.get(semconv.RUN_ID)): n for n in real.values()
              if n.attrs.get(semconv.RUN_TYPE) == semconv.RUN_TYPE_FLOW}
     for log in logs:

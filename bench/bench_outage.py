@@ -2,7 +2,7 @@
 
     python bench/bench_outage.py                  # 20k-task flow: spool vs dead collector; re-ship 100k spans
     python bench/bench_outage.py -n 5000 --reship 20000
-    python bench/bench_outage.py --only flow      # or --only reship
+    python bench/bench_outage.py --only flow      # or --only reship, --only recover
 
 ``flow``: the same flow of ``n`` sequential task runs, each in a fresh process, (a) with the embedded spool
 exporter and (b) with ``OTEL_EXPORTER_OTLP_ENDPOINT`` pointing at a closed port (a dead collector: batches go
@@ -13,6 +13,9 @@ time (exit included, bounded by ``OTELFLOW_SHUTDOWN_TIMEOUT_SECONDS``), and the 
 ``reship``: writes ``--reship`` spans to an outage-buffer folder (512-span lines, as the processor writes them),
 then times :func:`otelflow._internal.ship.ship_directory` sending them over OTLP/HTTP to the loopback test
 receiver (tests/otlp_receiver.py, decoding every request with opentelemetry-proto).
+
+``recover``: ``--lines`` one-span lines in an outage buffer (a slow flow's outage), re-sent by the processor once
+the collector is back (lines joined into batches) against a request per line, both to the loopback receiver.
 """
 
 from __future__ import annotations
@@ -82,16 +85,12 @@ def bench_flow(n: int, repeats: int, shutdown: float) -> None:
     print(f"  ratio dead/spool: {dead / spool:.2f}x (target <= 1.2x)")
 
 
-def bench_reship(count: int) -> None:
-    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+def _task_spans(count: int) -> list[object]:
+    """``count`` finished spans with a task run's attributes."""
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-    from otlp_receiver import OTLPReceiver
-
-    from otelflow._internal.ship import ship_directory
-    from otelflow._internal.spool import SpoolWriter, encode_spans
 
     memory = InMemorySpanExporter()
     provider = TracerProvider(resource=Resource.create({"service.name": "bench"}), shutdown_on_exit=False)
@@ -101,7 +100,65 @@ def bench_reship(count: int) -> None:
              "otelflow.flow.name": "many", "otelflow.run.id": "0" * 36, "otelflow.flow_run.id": "1" * 36}
     for i in range(count):
         tracer.start_span("task step", attributes={**attrs, "otelflow.run.attempt": 1, "i": i}).end()
-    spans = memory.get_finished_spans()
+    return list(memory.get_finished_spans())
+
+
+def _received_spans(receiver: object) -> int:
+    return sum(len(ss.spans) for r in receiver.trace_requests for rs in r.resource_spans  # type: ignore[attr-defined]
+               for ss in rs.scope_spans)
+
+
+def bench_recover(lines: int) -> None:
+    """A slow flow's outage leaves a line of one span per worker wake-up: how fast the processor re-sends them
+    once the collector is back (lines joined into batches), against a request per line (what it did before, and
+    what `ship_directory` still does with a spool's 512-span lines). Both over real OTLP/HTTP to the loopback
+    receiver, from the same buffer."""
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from otlp_receiver import OTLPReceiver
+
+    from otelflow._internal.batching import BatchProcessor
+    from otelflow._internal.buffer import OutageBuffer
+    from otelflow._internal.ship import exporter_callable, ship_directory
+    from otelflow._internal.spool import encode_spans
+
+    spans = _task_spans(lines)
+    figures = {}
+    for variant in ("joined", "a request per line"):
+        with tempfile.TemporaryDirectory() as folder, OTLPReceiver() as receiver:
+            buffer = OutageBuffer(Path(folder), "traces", encode_spans, max_bytes=1 << 30)
+            for span in spans:
+                buffer.append([span])
+            exporter = OTLPSpanExporter(endpoint=receiver.endpoint + "/v1/traces")
+            if variant == "joined":
+                started = time.perf_counter()
+                processor = BatchProcessor(exporter_callable(exporter), exporter.shutdown, signal="traces",
+                                           buffer=buffer)
+                while processor.on_disk:
+                    processor.force_flush(1)
+                elapsed = time.perf_counter() - started
+                processor.shutdown(5)
+                requests = len(receiver.trace_requests)
+            else:
+                buffer.close()  # its lines stay on disk, as an outage at exit leaves them
+                started = time.perf_counter()
+                result = ship_directory(Path(folder), "traces", exporter, delete_shipped=True)
+                elapsed = time.perf_counter() - started
+                exporter.shutdown()
+                requests = result.lines_sent
+            figures[variant] = elapsed
+            print(f"re-send {lines} one-span lines, {variant}: {elapsed:.3f} s in {requests} request(s); "
+                  f"received {_received_spans(receiver)}")
+    print(f"joined: {figures['a request per line'] / figures['joined']:.1f}x faster than a request per line")
+
+
+def bench_reship(count: int) -> None:
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from otlp_receiver import OTLPReceiver
+
+    from otelflow._internal.ship import ship_directory
+    from otelflow._internal.spool import SpoolWriter, encode_spans
+
+    spans = _task_spans(count)
     with tempfile.TemporaryDirectory() as folder, OTLPReceiver() as receiver:
         writer = SpoolWriter(Path(folder), "traces")
         for start in range(0, count, 512):
@@ -113,8 +170,7 @@ def bench_reship(count: int) -> None:
         result = ship_directory(Path(folder), "traces", exporter, delete_shipped=True)
         elapsed = time.perf_counter() - started
         exporter.shutdown()
-        received = sum(len(ss.spans) for r in receiver.trace_requests for rs in r.resource_spans
-                       for ss in rs.scope_spans)
+        received = _received_spans(receiver)
     print(f"re-ship {count} buffered spans ({size / 2**20:.1f} MiB on disk, {result.lines_sent} lines) over "
           f"OTLP/HTTP: {elapsed:.2f} s = {count / elapsed:,.0f} spans/s; received {received}, failed={result.failed}")
 
@@ -125,12 +181,15 @@ def main() -> None:
     parser.add_argument("-r", "--repeats", type=int, default=2, help="repeats per variant (best flow time)")
     parser.add_argument("--shutdown", type=float, default=5.0, help="OTELFLOW_SHUTDOWN_TIMEOUT_SECONDS")
     parser.add_argument("--reship", type=int, default=100_000, help="spans to re-ship from the buffer")
-    parser.add_argument("--only", choices=["flow", "reship"])
+    parser.add_argument("--lines", type=int, default=2_000, help="one-span buffer lines to recover")
+    parser.add_argument("--only", choices=["flow", "reship", "recover"])
     args = parser.parse_args()
     if args.only in (None, "flow"):
         bench_flow(args.n, args.repeats, args.shutdown)
     if args.only in (None, "reship"):
         bench_reship(args.reship)
+    if args.only in (None, "recover"):
+        bench_recover(args.lines)
 
 
 if __name__ == "__main__":

@@ -424,3 +424,111 @@ def test_a_forked_child_never_resends_or_deletes_the_parents_buffer(tmp_path):  
     processor.shutdown(2)
     assert processor.on_disk == 100 and all(p.exists() for p in parent_files)
     assert len(list(tmp_path.glob("traces-*.jsonl"))) == len(parent_files) + 1
+
+
+# --- re-sending the outage buffer: lines joined into requests ------------------------------------------------
+
+
+def _one_span_lines(tmp_path, count):  # type: ignore[no-untyped-def]
+    """An outage buffer holding ``count`` lines of one span each (what a slow flow leaves during an outage)."""
+    from otelflow._internal.buffer import OutageBuffer
+    from otelflow._internal.spool import encode_spans
+
+    buffer = OutageBuffer(tmp_path, "traces", encode_spans, max_bytes=1 << 30)
+    spans = _make_spans(count)
+    for span in spans:
+        buffer.append([span])
+    return buffer, spans
+
+
+def test_the_buffer_joins_whole_lines_up_to_a_batch_and_commits_them(tmp_path):  # type: ignore[no-untyped-def]
+    from otelflow._internal import ship
+
+    buffer, _ = _one_span_lines(tmp_path, 10)
+    items, skipped, _ = buffer.peek(4)
+    assert items is not None and _ids(items) == [0, 1, 2, 3] and skipped == 0 and buffer.joined == 4
+    assert buffer.commit() == 4 and buffer.pending_items == 6
+    (path,) = tmp_path.glob("traces-*.jsonl")
+    lines = path.read_bytes().splitlines(keepends=True)
+    assert ship.read_progress(path) == sum(len(line) for line in lines[:4])  # durably past the four lines
+    buffer.resend_bytes = len(lines[4]) * 2  # the byte bound: two lines
+    items, _, _ = buffer.peek(100)
+    assert items is not None and _ids(items) == [4, 5]
+    buffer.join_less()  # refused as too large: one line at a time from now on
+    items, _, _ = buffer.peek(100)
+    assert items is not None and _ids(items) == [4] and buffer.commit() == 1
+
+
+def test_lines_dropped_while_being_resent_are_told_and_not_committed_twice(tmp_path):  # type: ignore[no-untyped-def]
+    buffer, spans = _one_span_lines(tmp_path, 10)
+    items, _, _ = buffer.peek(5)
+    assert items is not None and _ids(items) == [0, 1, 2, 3, 4]
+    buffer.max_bytes = buffer.pending_bytes  # full: the next line pushes the oldest (being re-sent) out
+    assert buffer.append(spans[:1], in_flight=True) == 1
+    assert buffer.inflight_dropped == 1 and buffer.pending_items == 10
+    assert buffer.commit() == 4  # the four still on disk, not the dropped one, and not line 5
+    items, _, _ = buffer.peek(100)
+    assert items is not None and _ids(items) == [5, 6, 7, 8, 9, 0]
+
+
+def test_an_unreadable_line_ends_a_join_and_is_skipped_as_the_oldest(tmp_path):  # type: ignore[no-untyped-def]
+    buffer, _ = _one_span_lines(tmp_path, 6)
+    (path,) = tmp_path.glob("traces-*.jsonl")
+    lines = path.read_bytes().splitlines(keepends=True)
+    with open(path, "r+b") as handle:
+        handle.seek(sum(len(line) for line in lines[:3]))
+        handle.write(b"#" * 10)
+    items, skipped, _ = buffer.peek(100)
+    assert items is not None and _ids(items) == [0, 1, 2] and skipped == 0
+    buffer.commit()
+    items, skipped, error = buffer.peek(100)
+    assert items is not None and _ids(items) == [4, 5] and skipped == 1 and error is not None
+
+
+def test_after_an_outage_small_lines_are_resent_in_few_requests_in_order(tmp_path):  # type: ignore[no-untyped-def]
+    """Was: one request per line. A slow flow's outage leaves a line of one span per worker wake-up; re-sent one
+    request each, they could not all go before the process exited (the rest waited for the next process)."""
+    down, received, flaky = _collector_down()
+    requests: list[int] = []
+
+    def counted(batch):  # type: ignore[no-untyped-def]
+        if not down.is_set():
+            requests.append(len(batch))
+        return flaky(batch)
+
+    processor = _buffered(tmp_path, counted, max_export_batch_size=256)
+    for span in _make_spans(300):
+        processor.emit(span)
+        processor.force_flush(5)  # each span written to disk as a line of its own
+    assert processor.on_disk == 300
+    down.clear()
+    deadline = time.monotonic() + 10
+    while processor.on_disk and time.monotonic() < deadline:
+        processor.force_flush(1)
+    processor.shutdown(5)
+    assert _ids(received) == list(range(300)) and processor.stats.dropped == 0
+    assert requests == [256, 44]
+
+
+def test_joined_lines_refused_as_too_large_are_resent_in_smaller_joins(tmp_path):  # type: ignore[no-untyped-def]
+    """A receiver with a smaller request limit than the join's: fewer lines per request, never a reordering, a
+    loop or a drop."""
+    from otelflow._internal.batching import ExportError
+
+    down, received, flaky = _collector_down()
+
+    def small_limit(batch):  # type: ignore[no-untyped-def]
+        if not down.is_set() and len(batch) > 10:
+            raise ExportError("message too large", too_large=True)
+        return flaky(batch)
+
+    processor = _buffered(tmp_path, small_limit, max_export_batch_size=256)
+    for span in _make_spans(100):
+        processor.emit(span)
+        processor.force_flush(5)
+    down.clear()
+    deadline = time.monotonic() + 10
+    while processor.on_disk and time.monotonic() < deadline:
+        processor.force_flush(1)
+    processor.shutdown(5)
+    assert _ids(received) == list(range(100)) and processor.stats.dropped == 0 and processor.on_disk == 0

@@ -405,6 +405,7 @@ class BatchProcessor(Generic[T]):
             # Left live: on failure it is dropped with this cause rather than re-sent.
             self._failed(f"outage buffer not writable: {type(exc).__name__}: {exc}")
             return
+        self._buffer.in_flight_is_newest()  # the buffer was empty (live batches go only then): it is the oldest
         job.from_buffer = True
         with self._cond:
             self.stats.buffered += len(job.items)
@@ -426,7 +427,7 @@ class BatchProcessor(Generic[T]):
 
     def _peek_buffer(self) -> list[T] | None:
         """The outage buffer's oldest batch; items of lines that cannot be read back are dropped with that cause."""
-        peeked: tuple[list[T] | None, int, str | None] = self._buffer.peek()
+        peeked: tuple[list[T] | None, int, str | None] = self._buffer.peek(self._batch_size)
         items, unreadable, error = peeked
         if unreadable:
             self._drop(unreadable, f"outage buffer line unreadable: {error}")
@@ -439,8 +440,9 @@ class BatchProcessor(Generic[T]):
         with self._cond:
             self._inflight = None
         buffer = self._buffer
+        # Items of the lines being re-sent that the buffer's bound dropped meanwhile (counted as dropped then).
+        gone = buffer.inflight_dropped if job.from_buffer else 0
         if job.ok:
-            undrop = job.from_buffer and buffer.head_dropped  # dropped from disk meanwhile, but delivered
             if job.from_buffer:
                 buffer.commit()
             with self._cond:
@@ -449,35 +451,37 @@ class BatchProcessor(Generic[T]):
                 self._backoff = self._retry_initial
                 if job.from_buffer:
                     self.stats.resent += len(job.items)
-                if undrop:
-                    self.stats.dropped -= len(job.items)
+                self.stats.dropped -= gone  # dropped from disk meanwhile, but delivered all the same
             return
         error = job.error or "exporter reported failure"
+        if job.too_large and job.from_buffer and buffer.joined > 1:
+            # Lines joined for the re-send made too large a request: leave them where they are (in order) and
+            # join fewer from now on. Each line alone was a request that fitted when it was written.
+            buffer.join_less()
+            return
         if job.too_large and len(job.items) > 1:
-            half = len(job.items) // 2
             if job.from_buffer:
-                # Re-write the line as two smaller ones at the end of the buffer (order is kept per span).
-                if buffer.head_dropped:
-                    buffer.commit()
-                    return  # dropped meanwhile, and counted
+                # Re-write the lines as two smaller ones at the end of the buffer (order is kept per span),
+                # less what the bound dropped meanwhile (the oldest items: they stay dropped, and counted).
                 buffer.commit()
-                self._spill(job.items[:half])
-                self._spill(job.items[half:])
+                rest = job.items[gone:]
+                half = len(rest) // 2
+                for piece in (rest[:half], rest[half:]):
+                    if piece:
+                        self._spill(piece)
                 with self._cond:
-                    self.stats.buffered -= len(job.items)  # the same items, not new ones
+                    self.stats.buffered -= len(rest)  # the same items, not new ones
             else:
+                half = len(job.items) // 2
                 self._front.extendleft([job.items[half:], job.items[:half]])
             return
         with self._cond:
             self._failed(error)
         if job.too_large:
             # One record a receiver refuses even alone: sending it again can never work.
-            if job.from_buffer and buffer.head_dropped:
-                buffer.commit()
-                return  # dropped meanwhile, and counted
             if job.from_buffer:
                 buffer.commit()
-            self._drop(len(job.items), error)
+            self._drop(len(job.items) - gone, error)  # what the bound dropped meanwhile is counted already
             return
         with self._cond:
             self._healthy = False

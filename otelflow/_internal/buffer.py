@@ -8,6 +8,9 @@ uses, so what this process leaves behind is re-sent by the next process that exp
 ``otelflow spool ship``), from where this one stopped.
 
 The buffer is bounded (``OTELFLOW_BUFFER_MAX_BYTES``): beyond it the oldest lines are dropped and counted.
+Re-sending joins consecutive lines into one request (up to a batch's items and ``resend_bytes``): an outage of
+a slow flow leaves a line per worker wake-up, often of one span, and re-sending those one request each could
+not finish before the process exited.
 Only the export worker thread calls it; it is not thread-safe and needs not be.
 """
 
@@ -26,6 +29,9 @@ from otelflow._internal.spool import SpoolWriter
 __all__ = ["OutageBuffer"]
 
 _FILE_BYTES = 16 * 1024 * 1024
+# Lines joined into one re-send request at most (OTLP/JSON bytes, larger than the protobuf sent): half the
+# receivers' 4 MiB default. A request still refused as too large is halved by the processor.
+_RESEND_BYTES = 2 * 1024 * 1024
 
 
 @dataclass(slots=True)
@@ -47,10 +53,12 @@ class OutageBuffer:
         *,
         max_bytes: int,
         file_bytes: int = _FILE_BYTES,
+        resend_bytes: int = _RESEND_BYTES,
     ) -> None:
         self.directory = directory
         self.signal = signal
         self.max_bytes = max_bytes
+        self.resend_bytes = resend_bytes
         self._encode = encode
         self._writer = SpoolWriter(directory, signal, max_file_bytes=file_bytes, exclusive=True)
         self._writer.on_rotate = self._rotated
@@ -58,7 +66,10 @@ class OutageBuffer:
         self._closed_files: set[Path] = set()
         self.pending_items = 0
         self.pending_bytes = 0
-        self.head_dropped = False  # the line being re-sent was dropped meanwhile (see commit)
+        self._peeked = 0  # the oldest lines being re-sent (the last peek's), still on disk
+        self.joined = 0  # how many lines the last peek joined
+        self._joined_bytes = 0
+        self.inflight_dropped = 0  # items of those lines dropped meanwhile to stay in bounds (see commit)
 
     @property
     def empty(self) -> bool:
@@ -68,7 +79,7 @@ class OutageBuffer:
     def append(self, batch: Sequence[Any], in_flight: bool = False) -> int:
         """Write one batch as one line; returns how many older items were dropped to stay in bounds.
 
-        ``in_flight``: the oldest line is being re-sent right now and must not be dropped.
+        ``in_flight``: the lines last peeked are being re-sent right now (see :meth:`commit`).
         """
         data = self._encode(batch)
         size = self._writer.write(data)
@@ -80,60 +91,94 @@ class OutageBuffer:
         self.pending_bytes += size
         dropped = 0
         # Progress is one offset per file, so lines go oldest first. The oldest may be being re-sent right now
-        # (``in_flight``): it is dropped all the same, and :meth:`commit` then reports that it was.
+        # (``in_flight``): they are dropped all the same, and ``inflight_dropped`` says how many of their items.
         while self.pending_bytes > self.max_bytes and len(self._lines) > 1:
             line = self._lines[0]
             self._pop(line)
             dropped += line.count
-            if in_flight:
-                self.head_dropped = True
-                in_flight = False
+            if in_flight and self._peeked:
+                self._peeked -= 1
+                self.inflight_dropped += line.count
         return dropped
 
-    def peek(self) -> tuple[list[Any] | None, int, str | None]:
-        """The oldest batch on disk, decoded (``None`` when empty); lines that cannot be read back are skipped.
+    def in_flight_is_newest(self) -> None:
+        """The line just appended is being sent right now (a live batch parked on disk while in flight)."""
+        self._peeked, self.inflight_dropped = 1, 0
 
-        Also returns how many items the skipped lines held (gone: the caller counts them as dropped) and the
-        first one's error.
+    def peek(self, max_items: int = 1) -> tuple[list[Any] | None, int, str | None]:
+        """The oldest batches on disk, decoded and joined (``None`` when empty); unreadable lines are skipped.
+
+        Joins whole consecutive lines while they hold at most ``max_items`` items and ``resend_bytes`` bytes
+        (always at least one line). Also returns how many items the skipped lines held (gone: the caller counts
+        them as dropped) and the first one's error.
         """
-        self.head_dropped = False
+        self._peeked = self.inflight_dropped = self.joined = 0
         skipped, error = 0, None
-        while self._lines:
-            line = self._lines[0]
-            try:
-                with open(line.path, "rb") as handle:
+        items: list[Any] = []
+        size = 0
+        with contextlib.ExitStack() as files:
+            handles: dict[Path, Any] = {}
+            while self._peeked < len(self._lines):
+                line = self._lines[self._peeked]
+                length = line.end - line.start
+                if self._peeked and (len(items) + line.count > max_items or size + length > self.resend_bytes):
+                    break
+                try:
+                    handle = handles.get(line.path)
+                    if handle is None:
+                        handle = handles[line.path] = files.enter_context(open(line.path, "rb"))
                     handle.seek(line.start)
-                    raw = handle.read(line.end - line.start)
-                return ship.decode_line(raw, self.signal), skipped, error
-            except Exception as exc:
-                self._pop(line)
-                skipped += line.count
-                error = error or f"{type(exc).__name__}: {exc}"
-        return None, skipped, error
+                    decoded = ship.decode_line(handle.read(length), self.signal)
+                except Exception as exc:
+                    if self._peeked:
+                        break  # skipped once it is the oldest: progress is one offset per file, oldest first
+                    self._pop(line)
+                    skipped += line.count
+                    error = error or f"{type(exc).__name__}: {exc}"
+                    continue
+                items.extend(decoded)
+                size += length
+                self._peeked += 1
+        self.joined, self._joined_bytes = self._peeked, size
+        return (items if self._peeked else None), skipped, error
+
+    def join_less(self) -> None:
+        """The receiver refused the joined lines as too large: join at most half as many bytes from now on."""
+        self.resend_bytes = max(1, self._joined_bytes // 2)
 
     def commit(self) -> int:
-        """The batch last peeked was delivered: forget it (durably). Returns its item count.
+        """The batches last peeked were delivered: forget them (durably). Returns their item count on disk.
 
-        Returns 0 when that line had already been dropped to stay in bounds (``head_dropped``).
+        Lines among them dropped meanwhile to stay in bounds are gone already (``inflight_dropped``).
         """
-        if self.head_dropped:
-            self.head_dropped = False
-            return 0
-        if not self._lines:
-            return 0
-        line = self._lines[0]
-        self._pop(line)
-        return line.count
+        delivered = 0
+        last: _Line | None = None
+        while self._peeked and self._lines:
+            line = self._lines[0]
+            if last is not None and line.path != last.path:
+                self._advance(last)  # a file finished within this commit
+            self._take(line)
+            delivered += line.count
+            last = line
+            self._peeked -= 1
+        if last is not None:
+            self._advance(last)  # one durable progress write per file, not per line (each is an fsync)
+        self._peeked = self.inflight_dropped = 0
+        return delivered
 
     def _pop(self, line: _Line) -> None:
+        self._take(line)
+        self._advance(line)
+
+    def _take(self, line: _Line) -> None:
         self._lines.popleft()
         self.pending_items -= line.count
         self.pending_bytes -= line.end - line.start
-        self._advance(line)
 
     def _advance(self, line: _Line) -> None:
         """Record that ``line.path`` is consumed up to ``line.end``; delete a finished, closed file."""
-        if line.path in self._closed_files and not any(x.path == line.path for x in self._lines):
+        # A file's lines are consecutive (written in order, oldest first): it has lines left iff the head is one.
+        if line.path in self._closed_files and not (self._lines and self._lines[0].path == line.path):
             self._delete(line.path)
             return
         with contextlib.suppress(OSError):  # worst case the next process re-sends this line
@@ -161,7 +206,7 @@ class OutageBuffer:
         self._lines.clear()
         self._closed_files.clear()
         self.pending_items = self.pending_bytes = 0
-        self.head_dropped = False
+        self._peeked = self.inflight_dropped = 0
 
     def close(self) -> None:
         """Close the file; delete it if everything in it was delivered (the rest stays for the next process)."""

@@ -501,8 +501,8 @@ _PROXY_VARIABLES = ("https_proxy", "http_proxy", "all_proxy", "grpc_proxy")
 def _reachability_check(signal: str, protocol: str) -> Callable[[], str | None] | None:
     """A TCP connect to the collector's host and port: None when it answers, else why not.
 
-    Made before each probe while the collector looks down. None (no check) where a TCP connect to the endpoint
-    would not tell: a proxy in between, or a Unix socket.
+    Made before the first export and before each probe while the collector looks down. None (no check) where a
+    TCP connect to the endpoint would not tell: a proxy in between, or a Unix socket.
     """
     import socket
     import urllib.parse

@@ -355,14 +355,43 @@ def wait_until(condition: Callable[[], Any], timeout: float = 60, what: str = "c
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def start_slow_flow(home: Path, go: Path) -> subprocess.Popen[str]:
+    """The RUNNING flow in a subprocess (home as OTELFLOW_HOME), waiting in its task until ``go`` exists."""
+    script = home / "slow.py"
+    script.write_text(RUNNING)
+    env = subprocess_env(OTELFLOW_HOME=str(home), OTELFLOW_LOGGING_TO_CONSOLE="false",
+                         OTEL_BLRP_SCHEDULE_DELAY="50", OTEL_BSP_SCHEDULE_DELAY="50")
+    return subprocess.Popen([PYTHON, str(script), str(go)], cwd=REPO_ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def follow_until(home: Path, text: str) -> tuple[subprocess.Popen[str], str]:
+    """``otelflow logs latest --follow`` in a subprocess, read until it has printed ``text``; (process, output)."""
+    follower = subprocess.Popen(
+        [PYTHON, "-m", "otelflow", "logs", "latest", "--follow", "--interval", "0.1"], cwd=REPO_ROOT,
+        env=subprocess_env(OTELFLOW_HOME=str(home)), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert follower.stdout is not None
+    seen = ""
+    while text not in seen:
+        line = follower.stdout.readline()
+        if not line:
+            follower.kill()
+            raise AssertionError(f"follow ended before printing {text!r}: {seen}")
+        seen += line
+    return follower, seen
+
+
+def stop(*procs: subprocess.Popen[str] | None) -> None:
+    """Kill what is still running of ``procs``."""
+    for proc in procs:
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 def test_a_running_flow_shows_as_running_and_logs_follow_it_to_the_end(tmp_path: Path) -> None:
     go = tmp_path / "go"
-    script = tmp_path / "slow.py"
-    script.write_text(RUNNING)
-    env = subprocess_env(OTELFLOW_HOME=str(tmp_path), OTELFLOW_LOGGING_TO_CONSOLE="false",
-                         OTEL_BLRP_SCHEDULE_DELAY="50", OTEL_BSP_SCHEDULE_DELAY="50")
-    flow_proc = subprocess.Popen([PYTHON, str(script), str(go)], cwd=REPO_ROOT, env=env,
-                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    flow_proc = start_slow_flow(tmp_path, go)
     follower: subprocess.Popen[str] | None = None
     try:
         running = wait_until(lambda: [r for r in runs_json(tmp_path) if r["flow"] == "slow"], what="a pending run")
@@ -370,16 +399,8 @@ def test_a_running_flow_shows_as_running_and_logs_follow_it_to_the_end(tmp_path:
         shown = cli(tmp_path, "show", running[0]["flow_run_name"]).stdout.splitlines()
         assert shown[1].startswith(f"flow slow  {running[0]['flow_run_name']}  Running…")
 
-        follower = subprocess.Popen(
-            [PYTHON, "-m", "otelflow", "logs", "latest", "--follow", "--interval", "0.1"], cwd=REPO_ROOT,
-            env=subprocess_env(OTELFLOW_HOME=str(tmp_path)), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            text=True)
-        assert follower.stdout is not None
-        seen = ""
-        while "waiting for go" not in seen:  # logged before the task waits: follow prints it while running
-            line = follower.stdout.readline()
-            assert line, f"follow ended early: {seen}"
-            seen += line
+        # logged before the task waits: follow prints it while the run is running
+        follower, seen = follow_until(tmp_path, "waiting for go")
         assert "slow flow started" in seen and follower.poll() is None
         # the task still running has no span yet: its log shows under the running flow run all the same
         during = cli(tmp_path, "show").stdout.splitlines()
@@ -397,33 +418,16 @@ def test_a_running_flow_shows_as_running_and_logs_follow_it_to_the_end(tmp_path:
         assert "Completed" in final[1] and any("task wait_for_go" in line for line in final)
     finally:
         go.touch()
-        for proc in (flow_proc, follower):
-            if proc is not None and proc.poll() is None:
-                proc.kill()
-                proc.wait()
+        stop(flow_proc, follower)
 
 
 def test_logs_follow_ends_when_the_followed_run_is_killed(tmp_path: Path) -> None:
     """Was: `logs --follow` of a run whose process was SIGKILLed waited forever for a run that could not end."""
-    script = tmp_path / "slow.py"
-    script.write_text(RUNNING)
-    env = subprocess_env(OTELFLOW_HOME=str(tmp_path), OTELFLOW_LOGGING_TO_CONSOLE="false",
-                         OTEL_BLRP_SCHEDULE_DELAY="50", OTEL_BSP_SCHEDULE_DELAY="50")
-    flow_proc = subprocess.Popen([PYTHON, str(script), str(tmp_path / "never")], cwd=REPO_ROOT, env=env,
-                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    flow_proc = start_slow_flow(tmp_path, tmp_path / "never")
     follower: subprocess.Popen[str] | None = None
     try:
         wait_until(lambda: [r for r in runs_json(tmp_path) if r["state"] == "Running"], what="a pending run")
-        follower = subprocess.Popen(
-            [PYTHON, "-m", "otelflow", "logs", "latest", "--follow", "--interval", "0.1"], cwd=REPO_ROOT,
-            env=subprocess_env(OTELFLOW_HOME=str(tmp_path)), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            text=True)
-        assert follower.stdout is not None
-        seen = ""
-        while "waiting for go" not in seen:  # the follower has seen the run alive
-            line = follower.stdout.readline()
-            assert line, f"follow ended early: {seen}"
-            seen += line
+        follower, _ = follow_until(tmp_path, "waiting for go")  # the follower has seen the run alive
         flow_proc.kill()
         flow_proc.wait(timeout=60)
         _, err = follower.communicate(timeout=60)  # ends by itself: the run's process is gone
@@ -431,10 +435,7 @@ def test_logs_follow_ends_when_the_followed_run_is_killed(tmp_path: Path) -> Non
         (run,) = runs_json(tmp_path)
         assert run["state"] == "Crashed" and run["running"] is False
     finally:
-        for proc in (flow_proc, follower):
-            if proc is not None and proc.poll() is None:
-                proc.kill()
-                proc.wait()
+        stop(flow_proc, follower)
 
 
 KILLED = textwrap.dedent(

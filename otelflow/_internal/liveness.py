@@ -71,15 +71,12 @@ class WriterMark:
             with contextlib.suppress(OSError):
                 os.close(fd)
 
-    def _forget_in_child(self) -> None:
-        # A forked child inherits the descriptor, and with it the parent's lock: close the child's copy, so the
-        # parent's runs do not look alive for as long as the child lives.
-        self.close()
-
 
 def _after_fork_in_child() -> None:
+    # A forked child inherits the descriptors, and with them its parent's locks: close the child's copies, so the
+    # parent's runs do not look alive for as long as the child lives.
     for mark in list(_marks):
-        mark._forget_in_child()
+        mark.close()
 
 
 if hasattr(os, "register_at_fork"):
@@ -91,10 +88,18 @@ def writer_gone_at(spool: Path, data_file: str) -> int | None:
 
     None also when it cannot be told (no lock file, no ``flock``): the caller keeps the run ``Running``.
     """
-    if fcntl is None:
-        return None
     lock = lock_path_for(spool, data_file)
-    if lock is None:
+    if lock is None or _held(lock) is not False:
+        return None
+    try:
+        return (spool / data_file).stat().st_mtime_ns
+    except OSError:
+        return None
+
+
+def _held(lock: Path) -> bool | None:
+    """Whether a live process holds ``lock``; None when that cannot be told (no such file, no ``flock``)."""
+    if fcntl is None:
         return None
     try:
         fd = os.open(lock, os.O_RDONLY)
@@ -103,13 +108,10 @@ def writer_gone_at(spool: Path, data_file: str) -> int | None:
     try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
     except OSError:
-        return None  # held: the writer lives
+        return True
     finally:
         os.close(fd)  # also lets go of the shared lock just taken
-    try:
-        return (spool / data_file).stat().st_mtime_ns
-    except OSError:
-        return None
+    return False
 
 
 def orphaned_locks(spool: Path) -> list[Path]:
@@ -122,19 +124,5 @@ def orphaned_locks(spool: Path) -> list[Path]:
         lock = lock_path_for(spool, data.name)
         if lock is not None:
             keys.add(lock.name)
-    out = []
-    for lock in sorted(folder.glob("*.lock")):
-        if lock.name in keys:
-            continue
-        try:
-            fd = os.open(lock, os.O_RDONLY)
-        except OSError:
-            continue
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except OSError:
-            continue  # a live process that has not written a line yet, or rotated its files away
-        finally:
-            os.close(fd)
-        out.append(lock)
-    return out
+    # Held: a live process that has not written a line yet, or whose files were pruned under it.
+    return [lock for lock in sorted(folder.glob("*.lock")) if lock.name not in keys and _held(lock) is False]

@@ -469,7 +469,6 @@ class _ScriptedExporter:
         self.fail_next = False
         self.inside = threading.Event()
         self.release = threading.Event()
-        self.log_while_inside = False
 
     def export(self, batch: object) -> object:
         import logging

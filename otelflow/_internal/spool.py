@@ -218,8 +218,7 @@ class SpoolWriter:
                 if self.mark_alive:
                     from otelflow._internal.liveness import WriterMark
 
-                    if self._mark is not None:
-                        self._mark.close()  # a forked child's copy of its parent's mark
+                    # (a forked child's copy of its parent's mark was closed at fork: liveness' fork hook)
                     self._mark = WriterMark(self.directory, self.signal, pid, self._start)
             self.directory.mkdir(parents=True, exist_ok=True)
             self._key = (today, pid)

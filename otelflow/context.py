@@ -36,13 +36,15 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextvars import ContextVar, Token
-from typing import TYPE_CHECKING, Any, ClassVar, Self, cast
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Self, cast
 
 from opentelemetry import baggage as otel_baggage
 from opentelemetry import context as otel_context
 from opentelemetry import trace
+from pydantic import BaseModel, ConfigDict, Field, InstanceOf, PrivateAttr, computed_field
 
 from otelflow import semconv
+from otelflow.exceptions import MissingContextError
 
 if TYPE_CHECKING:
     from otelflow.flows import Flow
@@ -53,10 +55,12 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ContextModel",
+    "EngineContext",
     "FlowRun",
     "FlowRunContext",
     "MissingContextError",
     "Profile",
+    "RunContext",
     "SettingsContext",
     "TagsContext",
     "TaskRun",
@@ -67,10 +71,6 @@ __all__ = [
     "serialize_context",
     "tags",
 ]
-
-
-class MissingContextError(RuntimeError):
-    """Raised when an API that needs a running flow or task (``get_run_logger()``) is called outside one."""
 
 
 @dataclasses.dataclass(slots=True, eq=False)
@@ -89,6 +89,10 @@ class FlowRun:
     run_count: int = 0
     state: State[Any] | None = None
     parent_task_run_id: uuid.UUID | None = None
+    # The flow run this one runs inside (a subflow's parent), None for a top-level run.
+    parent_flow_run_id: uuid.UUID | None = None
+    # When the current attempt started (UTC); None before the run starts.
+    start_time: datetime.datetime | None = None
     remote: bool = False
     # str(id), computed once: every task run of the flow carries it.
     id_str: str = dataclasses.field(default="", repr=False, compare=False)
@@ -115,6 +119,8 @@ class TaskRun:
     map_index: int | None = None
     run_count: int = 0
     state: State[Any] | None = None
+    # When the current attempt started (UTC): each retry moves it on. None before the run starts.
+    start_time: datetime.datetime | None = None
     remote: bool = False
     # What the engine knew when it created the run (the flow run's id as a string and its flow's name).
     flow_run_id_str: str = dataclasses.field(default="", repr=False, compare=False)
@@ -132,11 +138,115 @@ class TaskRun:
         return self.state.name if self.state else None
 
 
-class ContextModel:
-    """Base of otelflow's run contexts: enter to make it current, ``get()`` to read the current one.
+def _instance_setter(name: str) -> Callable[[Any, Any], None]:
+    """A setter for one of BaseModel's own instance attributes (``__dict__``, ``__pydantic_fields_set__``, ...).
 
-    Contexts are entered once at a time (re-entering the same object raises), exited in reverse order,
-    and restore whatever was current before.
+    What ``model_construct()`` does with ``object.__setattr__``, through the attribute's descriptor on BaseModel
+    when there is one (a slot, today: half the cost per call); ``object.__setattr__`` if a pydantic release
+    stores it otherwise. Only pydantic's documented instance attributes are set this way.
+    """
+    setter = getattr(vars(BaseModel).get(name), "__set__", None)
+    if setter is not None:
+        return cast("Callable[[Any, Any], None]", setter)
+    return lambda obj, value: object.__setattr__(obj, name, value)
+
+
+_set_dict = _instance_setter("__dict__")
+_set_fields_set = _instance_setter("__pydantic_fields_set__")
+_set_extra = _instance_setter("__pydantic_extra__")
+_set_private = _instance_setter("__pydantic_private__")
+
+# The context variables of the run contexts, also at module level: a class attribute of a pydantic model goes
+# through its metaclass's __getattr__ hook (several times slower), and the run logger looks them up per call.
+_FLOW_RUN_VAR: Final[ContextVar[Any]] = ContextVar("flow_run")
+_TASK_RUN_VAR: Final[ContextVar[Any]] = ContextVar("task_run")
+_TAGS_VAR: Final[ContextVar[Any]] = ContextVar("tags")
+
+
+class ContextModel(BaseModel):
+    """Base of run contexts: a pydantic model that is entered to become current, as Prefect's ``ContextModel``.
+
+    Subclass it for your own context: fields are validated, unknown fields are refused, and each subclass
+    has its own ``ContextVar`` (declare ``__var__`` yourself to name it; subclasses of a subclass share
+    their parent's, as in Prefect)::
+
+        class RequestContext(ContextModel):
+            request_id: str
+
+        with RequestContext(request_id="r-1"):
+            assert RequestContext.get().request_id == "r-1"
+
+    A context object is entered once at a time (entering it again while entered raises), contexts are exited
+    in reverse order, and exiting restores whatever was current before. ``model_copy()`` gives an object that
+    is not entered.
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")
+
+    __var__: ClassVar[ContextVar[Any]]
+    _token: Token[Any] | None = PrivateAttr(None)
+
+    if TYPE_CHECKING:
+        # As Prefect's: subclasses pass their keyword arguments through to pydantic's __init__.
+        def __init__(self, **data: Any) -> None: ...
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        """Give a subclass without an inherited ``__var__`` a context variable of its own."""
+        super().__pydantic_init_subclass__(**kwargs)
+        if getattr(cls, "__var__", None) is None:
+            cls.__var__ = ContextVar(cls.__name__)
+
+    @classmethod
+    def get(cls) -> Self | None:
+        """The current context of this type, or ``None``."""
+        current: Self | None = cls.__var__.get(None)
+        return current
+
+    # Entering and leaving use __pydantic_private__ (pydantic's documented store of private attribute values)
+    # directly rather than ``self._token``, which goes through BaseModel.__getattr__: every task run enters
+    # and leaves one context.
+    def __enter__(self) -> Self:
+        private: dict[str, Any] = self.__pydantic_private__  # type: ignore[assignment]
+        if private["_token"] is not None:
+            raise RuntimeError("Context already entered. Context enter calls cannot be nested.")
+        private["_token"] = self.__var__.set(self)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        private: dict[str, Any] = self.__pydantic_private__  # type: ignore[assignment]
+        token = private["_token"]
+        if token is None:
+            raise RuntimeError("Asymmetric use of context. Context exit called without an enter.")
+        self.__var__.reset(token)
+        private["_token"] = None
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
+        """A copy of the context (not entered), with ``update`` applied to its fields without validation."""
+        new = super().model_copy(update=update, deep=deep)
+        new._token = None
+        return new
+
+    def serialize(self, include_secrets: bool = True) -> dict[str, Any]:
+        """The fields that were set, as a dict (``model_dump(exclude_unset=True)``, as Prefect's)."""
+        return self.model_dump(exclude_unset=True, context={"include_secrets": include_secrets})
+
+    def _construct_fast(self, fields: dict[str, Any], private: dict[str, Any]) -> None:
+        """Make ``self`` hold ``fields`` (every field, in declaration order) and ``private``, without validation.
+
+        What ``model_construct()`` does, minus its per-field default lookup: the engine builds one run context
+        per task run from values it made itself, and a validating ``__init__`` would cost more than the rest of
+        the context handling. Only pydantic's documented instance attributes are set.
+        """
+        _set_dict(self, fields)
+        _set_fields_set(self, set(fields))
+        _set_extra(self, None)
+        _set_private(self, private)
+
+
+class _PlainContext:
+    """Entered and left as a :class:`ContextModel`, but a plain object: for otelflow's own contexts that keep
+    their own constructor and attributes (``Transaction``). Same messages, same one-variable-per-class rule.
     """
 
     __var__: ClassVar[ContextVar[Any]]
@@ -144,7 +254,7 @@ class ContextModel:
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        if "__var__" not in cls.__dict__:
+        if getattr(cls, "__var__", None) is None:
             cls.__var__ = ContextVar(cls.__name__)
 
     def __init__(self) -> None:
@@ -153,85 +263,132 @@ class ContextModel:
     @classmethod
     def get(cls) -> Self | None:
         """The current context of this type, or ``None``."""
-        return cast("Self | None", cls.__var__.get(None))
+        current: Self | None = cls.__var__.get(None)
+        return current
 
     def __enter__(self) -> Self:
         if self._token is not None:
-            raise RuntimeError(f"{type(self).__name__} is already entered; a context can be entered once at a time.")
+            raise RuntimeError("Context already entered. Context enter calls cannot be nested.")
         self._token = self.__var__.set(self)
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         if self._token is None:
-            raise RuntimeError(f"{type(self).__name__} was exited without being entered.")
+            raise RuntimeError("Asymmetric use of context. Context exit called without an enter.")
         self.__var__.reset(self._token)
         self._token = None
 
-    def model_copy(self, *, update: Mapping[str, Any] | None = None) -> Self:
-        """A shallow copy (not entered), with ``update`` applied (pydantic-style name, as Prefect's)."""
-        new = object.__new__(type(self))
-        for cls in type(self).__mro__:
-            for slot in getattr(cls, "__slots__", ()):
-                if hasattr(self, slot):
-                    object.__setattr__(new, slot, getattr(self, slot))
-        new._token = None
-        for key, value in (update or {}).items():
-            setattr(new, key, value)
-        return new
 
-    def serialize(self) -> dict[str, Any]:
-        """The context's public fields as a dict (values are not deep-copied)."""
-        return {
-            slot: getattr(self, slot)
-            for cls in type(self).__mro__
-            for slot in getattr(cls, "__slots__", ())
-            if not slot.startswith("_") and hasattr(self, slot)
-        }
+def _late_types() -> dict[str, Any]:
+    """The types otelflow's context fields name but this module does not import at its top: they import it
+    (``Flow``, ``Task``...), or a run does not need them (``Settings`` loads pydantic-settings)."""
+    from otelflow.flows import Flow
+    from otelflow.settings import Settings
+    from otelflow.states import State
+    from otelflow.task_runners import TaskRunner
+    from otelflow.tasks import Task
+
+    return {"Flow": Flow, "Settings": Settings, "State": State, "TaskRunner": TaskRunner, "Task": Task}
 
 
-class RunContext(ContextModel):
-    """What flow and task run contexts share: the run's OTel span, its parameters and start time."""
+class _OtelflowContextModel(ContextModel):
+    """otelflow's own context models: their schema is built on first use (validation, ``model_dump``), when the
+    types their fields name can be imported, and not at import time (importing otelflow is benchmarked)."""
 
-    __slots__ = ("_log_cache", "_otel_context", "_start_ns", "client", "parameters", "span")
+    model_config = ConfigDict(defer_build=True)
 
-    def __init__(
-        self,
-        parameters: dict[str, Any] | None = None,
-        span: trace.Span | None = None,
-        start_ns: int | None = None,
-        otel_ctx: otel_context.Context | None = None,
-    ) -> None:
-        super().__init__()
-        self.parameters: dict[str, Any] = parameters if parameters is not None else {}
-        self.span: trace.Span = span if span is not None else trace.INVALID_SPAN
-        # The OTel context carrying the run's span, when the engine made one (run logs reuse it).
-        self._otel_context = otel_ctx
-        # What run logging computed for this run on its first record (see otelflow.logging._runinfo).
-        self._log_cache: list[Any] | None = None
-        self._start_ns = start_ns if start_ns is not None else time.time_ns()
-        # Prefect exposes an API client here; otelflow has no server, so it is always None.
-        self.client: None = None
+    if TYPE_CHECKING:
+        def __init__(self, **data: Any) -> None: ...
 
-    def model_copy(self, *, update: Mapping[str, Any] | None = None) -> Self:
-        """A shallow copy (not entered), with ``update`` applied (pydantic-style name, as Prefect's)."""
-        new = super().model_copy(update=update)
+    @classmethod
+    def model_rebuild(
+        cls,
+        *,
+        force: bool = False,
+        raise_errors: bool = True,
+        _parent_namespace_depth: int = 2,
+        _types_namespace: Mapping[str, Any] | None = None,
+    ) -> bool | None:
+        """Build the schema; ``Flow``, ``Task``, ``TaskRunner``, ``State`` and ``Settings`` need not be passed.
+
+        Pydantic calls this public classmethod on the first use of a deferred model, so overriding it is how the
+        forward references get resolved.
+        """
+        if _types_namespace is None:
+            _types_namespace = _late_types()
+        return super().model_rebuild(
+            force=force,
+            raise_errors=raise_errors,
+            _parent_namespace_depth=_parent_namespace_depth,
+            _types_namespace=_types_namespace,
+        )
+
+
+class RunContext(_OtelflowContextModel):
+    """What flow and task run contexts share: the run's OTel span, its parameters and start time.
+
+    ``client`` is Prefect's API client; otelflow has no server, so it is always ``None``.
+    """
+
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    span: trace.Span = trace.INVALID_SPAN
+    client: None = None
+    # The OTel context carrying the run's span, when the engine made one (run logs reuse it).
+    _otel_context: otel_context.Context | None = PrivateAttr(None)
+    # What run logging computed for this run on its first record (see otelflow.logging._runinfo).
+    _log_cache: list[Any] | None = PrivateAttr(None)
+    _start_ns: int = PrivateAttr(default_factory=time.time_ns)
+
+    def _init_validated(self, start_ns: int | None, otel_ctx: otel_context.Context | None, **fields: Any) -> None:
+        """Pydantic's validating ``__init__``: for subclasses, and for keywords otelflow does not know."""
+        super().__init__(**fields)
+        private: dict[str, Any] = self.__pydantic_private__  # type: ignore[assignment]
+        private["_otel_context"] = otel_ctx
+        if start_ns is not None:
+            private["_start_ns"] = start_ns
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
+        """A copy of the context (not entered), with ``update`` applied to its fields without validation."""
+        new = super().model_copy(update=update, deep=deep)
         new._log_cache = None  # made again for the copy: the update may change the run
         return new
 
+    @computed_field  # type: ignore[prop-decorator]
     @property
     def start_time(self) -> datetime.datetime:
         """When the run started (UTC), as Prefect's ``RunContext.start_time``."""
         return datetime.datetime.fromtimestamp(self._start_ns / 1e9, tz=datetime.UTC)
 
+    def serialize(self, include_secrets: bool = True) -> dict[str, Any]:
+        """The run's fields that travel with it: ``parameters`` and ``start_time``, plus the subclass's own."""
+        return self.model_dump(include=set(self._serialized_fields), context={"include_secrets": include_secrets})
+
+    _serialized_fields: ClassVar[frozenset[str]] = frozenset({"parameters", "start_time"})
+
+
+_TASK_RUN_FIELD_SET: Final = {"parameters", "span", "client", "task", "task_run"}
+
 
 class FlowRunContext(RunContext):
-    """The current flow run: ``flow``, ``flow_run``, ``parameters``, ``task_runner``, ``background_tasks``.
+    """The current flow run: ``flow``, ``flow_run``, ``parameters``, ``task_runner``, ``log_prints``,
+    ``background_tasks``, ``start_time``.
 
     Inside :func:`hydrated_context` with a remote run identity, ``flow`` is ``None`` and
-    ``flow_run.remote`` is True.
+    ``flow_run.remote`` is True. Built by the engine without validation (see ``__init__``); a subclass
+    is a validating pydantic model.
     """
 
-    __slots__ = ("background_tasks", "flow", "flow_run", "log_prints", "task_runner")
+    __var__: ClassVar[ContextVar[Any]] = _FLOW_RUN_VAR
+    _serialized_fields: ClassVar[frozenset[str]] = frozenset(
+        {"flow_run", "flow", "parameters", "log_prints", "start_time"}
+    )
+
+    flow: Flow[..., Any] | None = None
+    flow_run: InstanceOf[FlowRun] | None = None
+    task_runner: TaskRunner | None = None
+    background_tasks: set[Any] = Field(default_factory=set)
+    # Whether print() in this flow run (and in task runs that do not say otherwise) is a run log.
+    log_prints: bool = False
 
     def __init__(
         self,
@@ -244,20 +401,47 @@ class FlowRunContext(RunContext):
         start_ns: int | None = None,
         log_prints: bool = False,
         otel_ctx: otel_context.Context | None = None,
+        **data: Any,
     ) -> None:
-        super().__init__(parameters, span, start_ns, otel_ctx)
-        self.flow = flow
-        self.flow_run = flow_run
-        self.task_runner = task_runner
-        self.background_tasks: set[Any] = background_tasks if background_tasks is not None else set()
-        # Whether print() in this flow run (and in task runs that do not say otherwise) is a run log.
-        self.log_prints = log_prints
+        fields = {
+            "parameters": parameters if parameters is not None else {},
+            "span": span if span is not None else trace.INVALID_SPAN,
+            "client": None,
+            "flow": flow,
+            "flow_run": flow_run,
+            "task_runner": task_runner,
+            "background_tasks": background_tasks if background_tasks is not None else set(),
+            "log_prints": log_prints,
+        }
+        if data or type(self) is not FlowRunContext:
+            self._init_validated(start_ns, otel_ctx, **fields, **data)
+            return
+        self._construct_fast(fields, {"_token": None, "_otel_context": otel_ctx, "_log_cache": None,
+                                      "_start_ns": start_ns if start_ns is not None else time.time_ns()})
+
+    @classmethod
+    def get(cls) -> Self | None:
+        """The current flow run context, or ``None``."""
+        # The module's variable rather than cls.__var__ (slow to read on a pydantic class): asked per task call.
+        current: Self | None = (_FLOW_RUN_VAR if cls is FlowRunContext else cls.__var__).get(None)
+        return current
+
+
+#: Prefect's name for the flow run context (``prefect.context.EngineContext``); the same class.
+EngineContext = FlowRunContext
 
 
 class TaskRunContext(RunContext):
-    """The current task run: ``task``, ``task_run``, ``parameters``."""
+    """The current task run: ``task``, ``task_run``, ``parameters``, ``start_time``.
 
-    __slots__ = ("task", "task_run")
+    Built by the engine without validation (see ``__init__``); a subclass is a validating pydantic model.
+    """
+
+    __var__: ClassVar[ContextVar[Any]] = _TASK_RUN_VAR
+    _serialized_fields: ClassVar[frozenset[str]] = frozenset({"task_run", "task", "parameters", "start_time"})
+
+    task: Task[..., Any] | None = None
+    task_run: InstanceOf[TaskRun] | None = None
 
     def __init__(
         self,
@@ -267,32 +451,49 @@ class TaskRunContext(RunContext):
         span: trace.Span | None = None,
         start_ns: int | None = None,
         otel_ctx: otel_context.Context | None = None,
+        **data: Any,
     ) -> None:
-        # Made once per task run: the fields are set here rather than through the base classes' __init__.
-        self._token = None
-        self.parameters = parameters if parameters is not None else {}
-        self.span = span if span is not None else trace.INVALID_SPAN
-        self._otel_context = otel_ctx
-        self._log_cache = None
-        self._start_ns = start_ns if start_ns is not None else time.time_ns()
-        self.client = None
-        self.task = task
-        self.task_run = task_run
-
-
-class TagsContext(ContextModel):
-    """The tags applied to runs started here. Use :func:`tags` rather than entering one yourself."""
-
-    __slots__ = ("current_tags",)
-
-    def __init__(self, current_tags: Iterable[str] = ()) -> None:
-        super().__init__()
-        self.current_tags: set[str] = set(current_tags)
+        if data or type(self) is not TaskRunContext:
+            self._init_validated(
+                start_ns, otel_ctx, task=task, task_run=task_run,
+                parameters=parameters if parameters is not None else {},
+                span=span if span is not None else trace.INVALID_SPAN, **data,
+            )
+            return
+        # One per task run, from values the engine made: _construct_fast() inlined, no validation.
+        fields = {"parameters": parameters if parameters is not None else {},
+                  "span": span if span is not None else trace.INVALID_SPAN,
+                  "client": None, "task": task, "task_run": task_run}
+        _set_dict(self, fields)
+        _set_fields_set(self, _TASK_RUN_FIELD_SET.copy())  # (a set's copy: no hashing, unlike set(fields))
+        _set_extra(self, None)
+        _set_private(self, {
+            "_token": None, "_otel_context": otel_ctx, "_log_cache": None,
+            "_start_ns": start_ns if start_ns is not None else time.time_ns(),
+        })
 
     @classmethod
-    def get(cls) -> TagsContext:
-        """The current tags context (an empty one outside any ``tags()`` block)."""
-        return cls.__var__.get(None) or TagsContext()
+    def get(cls) -> Self | None:
+        """The current task run context, or ``None``."""
+        current: Self | None = (_TASK_RUN_VAR if cls is TaskRunContext else cls.__var__).get(None)
+        return current
+
+
+class TagsContext(_OtelflowContextModel):
+    """The tags applied to runs started here. Use :func:`tags` rather than entering one yourself."""
+
+    __var__: ClassVar[ContextVar[Any]] = _TAGS_VAR
+
+    current_tags: set[str] = Field(default_factory=set)
+
+    def __init__(self, current_tags: Iterable[str] = (), **data: Any) -> None:
+        super().__init__(current_tags=current_tags, **data)
+
+    @classmethod
+    def get(cls) -> Self:
+        """The current tags context (a new empty one outside any ``tags()`` block)."""
+        current: Self | None = (_TAGS_VAR if cls is TagsContext else cls.__var__).get(None)
+        return current if current is not None else cls()
 
     def add_tags(self, *new_tags: str) -> None:
         """Add tags to this context (runs started afterwards in it carry them)."""
@@ -311,26 +512,37 @@ class Profile:
     settings: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
 
-class SettingsContext(ContextModel):
-    """The settings in force: ``profile`` and ``settings`` (an :class:`otelflow.settings.Settings`)."""
+class SettingsContext(_OtelflowContextModel):
+    """The settings in force: ``profile`` and ``settings`` (an :class:`otelflow.settings.Settings`).
 
-    __slots__ = ("profile", "settings")
+    ``SettingsContext()`` is the environment's settings; pass ``settings=`` for others. Enter it to make them
+    current for the block: :func:`otelflow.settings.get_current_settings` returns them.
+    """
 
-    def __init__(self, profile: Profile | None = None, settings: Settings | None = None) -> None:
-        super().__init__()
+    __var__: ClassVar[ContextVar[Any]] = ContextVar("settings")
+
+    profile: InstanceOf[Profile]
+    settings: Settings
+
+    def __init__(self, profile: Profile | None = None, settings: Settings | None = None, **data: Any) -> None:
         if settings is None:
             from otelflow.settings import get_settings
 
             settings = get_settings()
-        self.settings = settings
-        self.profile = profile or Profile("default", settings.model_dump())
+        if profile is None:  # (anything but Settings is for validation to refuse)
+            profile = Profile("default", settings.model_dump() if isinstance(settings, BaseModel) else {})
+        super().__init__(profile=profile, settings=settings, **data)
+
+    def __hash__(self) -> int:
+        """Hash of the settings' values (as Prefect's, so a settings context can key a cache)."""
+        return hash(self.settings.model_dump_json())
 
     @classmethod
     def get(cls) -> SettingsContext:
         """The current settings context (one stable object for the environment's settings when none was entered)."""
-        entered = cls.__var__.get(None)
+        entered: SettingsContext | None = cls.__var__.get(None)
         if entered is not None:
-            return cast(SettingsContext, entered)
+            return entered
         from otelflow.settings import get_settings
 
         settings = get_settings()
@@ -339,6 +551,14 @@ class SettingsContext(ContextModel):
             cached = SettingsContext(settings=settings)
             globals()["_root_settings_context"] = cached
         return cached
+
+
+def _trusted_tags_context(current_tags: set[str]) -> TagsContext:
+    """A TagsContext holding ``current_tags`` (a new set of strings made by the caller), without validation:
+    for tags() blocks and hydration, which check or parse the tags themselves."""
+    ctx = object.__new__(TagsContext)
+    ctx._construct_fast({"current_tags": current_tags}, {"_token": None})
+    return ctx
 
 
 _root_settings_context: SettingsContext | None = None
@@ -373,17 +593,30 @@ def tags(*new_tags: str, **kwargs: Any) -> Iterator[set[str]]:
     """
     if kwargs:
         raise TypeError(f"tags() got unexpected keyword arguments {sorted(kwargs)}; pass tags as strings.")
-    current = TagsContext.get().current_tags
-    with TagsContext(current.union(_check_tags(new_tags))) as ctx:
+    outer: TagsContext | None = _TAGS_VAR.get(None)
+    current: set[str] = outer.current_tags if outer is not None else set()
+    with _trusted_tags_context(current.union(_check_tags(new_tags))) as ctx:
         yield ctx.current_tags
 
 
 def get_run_context() -> FlowRunContext | TaskRunContext:
-    """The innermost run context (task run before flow run); raises :class:`MissingContextError` outside."""
-    ctx: FlowRunContext | TaskRunContext | None = TaskRunContext.get() or FlowRunContext.get()
-    if ctx is None:
-        raise MissingContextError("No run context available. You are not in a flow or task run context.")
-    return ctx
+    """The context of the run executing here: the task run's, or the flow run's (Prefect's ``get_run_context``).
+
+    A subflow called inside a task is the flow run (the task's context is still set, but belongs to the parent
+    flow run). Raises :class:`MissingContextError` outside any run.
+    """
+    task_ctx = TaskRunContext.get()
+    flow_ctx = FlowRunContext.get()
+    if task_ctx is not None and flow_ctx is not None:
+        flow_run, task_run = flow_ctx.flow_run, task_ctx.task_run
+        if flow_run is not None and task_run is not None and flow_run.id != task_run.flow_run_id:
+            return flow_ctx
+        return task_ctx
+    if task_ctx is not None:
+        return task_ctx
+    if flow_ctx is not None:
+        return flow_ctx
+    raise MissingContextError("No run context available. You are not in a flow or task run context.")
 
 
 # --- crossing process and service boundaries ---------------------------------------------------------
@@ -392,13 +625,14 @@ def get_run_context() -> FlowRunContext | TaskRunContext:
 def _run_baggage() -> dict[str, str]:
     """otelflow's baggage entries for the current run (task and flow identity, tags)."""
     entries: dict[str, str] = {}
-    flow_ctx = FlowRunContext.get()
+    # The module's variables rather than X.get(): class attributes of pydantic models are slow to read.
+    flow_ctx: FlowRunContext | None = _FLOW_RUN_VAR.get(None)
     flow_run = flow_ctx.flow_run if flow_ctx is not None else None
     if flow_run is not None:
         entries[semconv.FLOW_RUN_ID] = flow_run.id_str
         entries[semconv.FLOW_RUN_NAME] = flow_run.name
         entries[semconv.FLOW_NAME] = flow_run.flow_name
-    task_ctx = TaskRunContext.get()
+    task_ctx: TaskRunContext | None = _TASK_RUN_VAR.get(None)
     task_run = task_ctx.task_run if task_ctx is not None else None
     if task_run is not None and flow_run is not None and task_run.flow_run_id != flow_run.id:
         # A subflow called inside a task: the task context is still set but belongs to the parent flow
@@ -407,7 +641,8 @@ def _run_baggage() -> dict[str, str]:
     if task_run is not None:
         entries[semconv.TASK_RUN_ID] = task_run.id_str
         entries[semconv.TASK_RUN_NAME] = task_run.name
-    current_tags = TagsContext.get().current_tags
+    tags_ctx: TagsContext | None = _TAGS_VAR.get(None)
+    current_tags: set[str] = tags_ctx.current_tags if tags_ctx is not None else set()
     if task_run is not None:
         current_tags = current_tags.union(task_run.tags)
     elif flow_run is not None:
@@ -495,14 +730,17 @@ def _hydrate(carrier: Mapping[str, Any] | Iterable[tuple[str, str]] | None) -> l
             remote=True,
         )
         task_ctx = TaskRunContext(task_run=task_run, span=remote_span)
-    tags_ctx = TagsContext(TagsContext.get().current_tags.union(remote_tags))
+    outer_tags: TagsContext | None = _TAGS_VAR.get(None)
+    tags_ctx = _trusted_tags_context(
+        (outer_tags.current_tags if outer_tags is not None else set()).union(remote_tags)
+    )
     # Nothing above changed any state; below, each change is paired with its undo at once. A carrier
     # without a run identity sets the run contexts to None: the caller's local run must not stay current,
     # spans and logs inside belong to the carrier's trace.
     undo: list[Callable[[], None]] = [functools.partial(otel_context.detach, otel_context.attach(restored))]
-    undo.append(functools.partial(FlowRunContext.__var__.reset, FlowRunContext.__var__.set(flow_ctx)))
-    undo.append(functools.partial(TaskRunContext.__var__.reset, TaskRunContext.__var__.set(task_ctx)))
-    undo.append(functools.partial(TagsContext.__var__.reset, TagsContext.__var__.set(tags_ctx)))
+    undo.append(functools.partial(_FLOW_RUN_VAR.reset, _FLOW_RUN_VAR.set(flow_ctx)))
+    undo.append(functools.partial(_TASK_RUN_VAR.reset, _TASK_RUN_VAR.set(task_ctx)))
+    undo.append(functools.partial(_TAGS_VAR.reset, _TAGS_VAR.set(tags_ctx)))
     return undo
 
 

@@ -21,6 +21,10 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import datetime
+import functools
+import inspect
+import logging
 import os
 import random
 import signal
@@ -39,7 +43,15 @@ from opentelemetry.trace import Link, Status, StatusCode
 from otelflow import semconv, telemetry
 from otelflow._internal.limits import get_limits, truncate_stacktrace, truncate_text
 from otelflow._internal.params import add_parameter_types, parameter_attributes
-from otelflow.context import FlowRun, FlowRunContext, TagsContext, TaskRun, TaskRunContext
+from otelflow.context import (
+    _FLOW_RUN_VAR,
+    _TAGS_VAR,
+    FlowRun,
+    FlowRunContext,
+    TagsContext,
+    TaskRun,
+    TaskRunContext,
+)
 from otelflow.exceptions import FlowRunTimeoutError, TaskRunTimeoutError, TerminationSignal, UpstreamTaskError
 from otelflow.futures import Link as InputLink
 from otelflow.futures import (
@@ -99,7 +111,7 @@ def _flow_run_name() -> str:
 
 def new_task_run(task: Task[..., Any], map_index: int | None = None) -> TaskRun:
     """A fresh task run record (id, default name, map index) before the run starts."""
-    flow_ctx = FlowRunContext.__var__.get(None)
+    flow_ctx = _FLOW_RUN_VAR.get(None)
     flow_run = flow_ctx.flow_run if flow_ctx is not None else None
     if flow_run is None:
         return TaskRun(id=_run_id(), name=f"{task.name}-{_rng.getrandbits(12):03x}", task_name=task.name,
@@ -137,7 +149,6 @@ def _custom_run_name(option: Any, parameters: dict[str, Any], what: str) -> str:
 _CALL, _WAIT, _SLEEP, _BLOCKING, _AWAIT = range(5)
 Step = tuple[int, Any]
 _CALL_STEP: Step = (_CALL, None)
-_RUNNING = Running()  # shared: a run's state while its first attempt runs (replaced when it ends)
 
 _NOTSET: Any = object()
 _SCALARS = frozenset({str, int, float, bool, type(None), bytes})
@@ -153,6 +164,28 @@ _CRASH_MESSAGES: tuple[tuple[type[BaseException], str], ...] = (
 
 def _format_exception(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
+
+
+def _safe_str(exc: BaseException) -> str:
+    try:
+        return str(exc)
+    except Exception:  # a broken __str__ must not break the run's record
+        return "<unprintable>"
+
+
+def _utc(timestamp: Any) -> datetime.datetime:
+    """A state's timestamp as an aware UTC datetime."""
+    if isinstance(timestamp, datetime.datetime):
+        return timestamp
+    return datetime.datetime.fromtimestamp(timestamp, tz=datetime.UTC)
+
+
+def _hook_name(hook: Any) -> str:
+    # Prefect's rule: the function's name, a partial's function's name, else the class name.
+    name = getattr(hook, "__name__", None)
+    if name is None:
+        name = hook.func.__name__ if isinstance(hook, functools.partial) else type(hook).__name__
+    return str(name)
 
 
 class _Run:
@@ -201,10 +234,16 @@ class _Run:
             if self.kind == "flow" or self.obj.task_run_name is not None or not self.run.name:
                 self._settle()
             self._begin(undo)
-            run = self.run
+            run, obj = self.run, self.obj
             while self.final is None:  # attempts: the first, then one per retry
                 run.run_count += 1
-                run.state = _RUNNING if run.run_count == 1 else Retrying()
+                # Each attempt is a state of its own: a hook or a caller holding it never sees another run's.
+                state = run.state = Running() if run.run_count == 1 else Retrying()
+                run.start_time = _utc(state.timestamp)
+                if obj.on_running_hooks:
+                    yield from self._call_hooks("on_running", obj.on_running_hooks, state)
+                if self.kind == "flow":
+                    self._log_beginning()  # after the Running hooks, and again for each attempt, as Prefect does
                 try:
                     result = yield _CALL_STEP
                 except Exception as exc:
@@ -238,9 +277,56 @@ class _Run:
                 yield (_BLOCKING, self._close_task_runner)
         except BaseException as exc:
             self._crash(exc)
+        final = self._settle_final()
+        hooks = self._final_hooks(final)
+        if hooks is not None:
+            try:
+                yield from self._call_hooks(hooks[0], hooks[1], final)
+            except BaseException as exc:  # an interrupt while a hook ran: the run's state stands, the caller sees it
+                self.reraise = self.reraise or exc
         self._end(undo)
-        assert self.final is not None
-        return self.final
+        return final
+
+    def _final_hooks(self, final: State[Any]) -> tuple[str, list[Any]] | None:
+        """The hooks the final state calls (Prefect's order of checks), or None."""
+        obj = self.obj
+        if final.type is StateType.FAILED:
+            option, hooks = "on_failure", obj.on_failure_hooks
+        elif final.type is StateType.COMPLETED:
+            option, hooks = "on_completion", obj.on_completion_hooks
+        elif self.kind == "flow" and final.type is StateType.CRASHED:
+            option, hooks = "on_crashed", obj.on_crashed_hooks
+        elif self.kind == "flow" and final.type is StateType.CANCELLED:
+            option, hooks = "on_cancellation", obj.on_cancellation_hooks
+        else:
+            return None
+        return (option, hooks) if hooks else None
+
+    def _call_hooks(self, option: str, hooks: list[Any], state: State[Any]) -> Generator[Step, Any, None]:
+        """Call each hook as Prefect does: logged before and after, an exception logged and never raised.
+
+        Each call is a ``hook`` event on the run's span (which hook, for which state, how it ended).
+        """
+        logger = _run_logger()
+        span = self.span
+        for hook in list(hooks):
+            name = _hook_name(hook)
+            logger.info("Running hook %r in response to entering state %r", name, state.name)
+            event: dict[str, Any] = {semconv.HOOK_NAME: name, semconv.HOOK_KIND: option, semconv.HOOK_STATE: state.name}
+            try:
+                result = hook(self.obj, self.run, state)
+                if inspect.isawaitable(result):
+                    yield (_AWAIT, result)
+            except Exception as exc:
+                logger.error("An error was encountered while running hook %r", name, exc_info=True)
+                event[semconv.HOOK_OUTCOME] = "failed"
+                event[semconv.EXCEPTION_TYPE] = type(exc).__qualname__
+                event[semconv.EXCEPTION_MESSAGE] = truncate_text(_safe_str(exc), get_limits().exception_message)
+            else:
+                logger.info("Hook %r finished running successfully", name)
+                event[semconv.HOOK_OUTCOME] = "completed"
+            if span.is_recording():
+                span.add_event(semconv.EVENT_HOOK, event)
 
     def _inputs(self) -> list[str] | None:
         """Names of the arguments holding futures, states or annotations; None when nothing needs resolving.
@@ -265,7 +351,7 @@ class _Run:
                 "Discovered a task depending on itself. Raising to avoid a deadlock. Please inspect the "
                 f"inputs and dependencies of {self.obj.name}."
             )
-            self.final = Failed(error, _failure_message("task", error))
+            self.final = Failed(data=error, message=_failure_message("task", error))
             self.raised = error
             return
         if futures:
@@ -278,7 +364,7 @@ class _Run:
                 params[name] = resolve_inputs(params[name], links=self.links, parameter_name=name,
                                               current_task_run=current)
         except UpstreamTaskError as exc:
-            self.final = Pending(str(exc), name="NotReady")
+            self.final = Pending(message=str(exc), name="NotReady")
 
     def _settle(self) -> None:
         """Validate a flow's parameters and resolve the run's name, before its span starts."""
@@ -288,7 +374,7 @@ class _Run:
                 self.parameters = run.parameters = self.obj.validate_parameters_of(self.parameters)
             except Exception as exc:
                 message = "Validation of flow parameters failed with error:"
-                self.final = Failed(exc, f"{message} {_format_exception(exc)}")
+                self.final = Failed(data=exc, message=f"{message} {_format_exception(exc)}")
                 self.raised = exc
         option = self.obj.flow_run_name if self.kind == "flow" else self.obj.task_run_name
         if option is not None:
@@ -313,7 +399,7 @@ class _Run:
 
                 ensure_configured()
         self.start_ns = time.time_ns()
-        tags_ctx = TagsContext.__var__.get(None)  # not TagsContext.get(): no empty context object per run
+        tags_ctx = _TAGS_VAR.get(None)  # not TagsContext.get(): no empty context object per run
         current_tags = tags_ctx.current_tags if tags_ctx is not None else _NO_TAGS
         run_tags = sorted(current_tags.union(obj.tags)) if (current_tags or obj.tags) else []
         run.tags = run_tags
@@ -365,6 +451,9 @@ class _Run:
             ctx.__enter__()
             self.run_ctx = ctx
         else:
+            parent = _FLOW_RUN_VAR.get(None)
+            if parent is not None and parent.flow_run is not None:
+                run.parent_flow_run_id = parent.flow_run.id  # a subflow
             self.task_runner = obj.task_runner.duplicate()
             ctx = FlowRunContext(flow=obj, flow_run=run, parameters=self.parameters, task_runner=self.task_runner,
                                  span=span, start_ns=self.start_ns, log_prints=log_prints, otel_ctx=span_ctx)
@@ -375,7 +464,6 @@ class _Run:
             self.task_runner.__enter__()
             self.runner_open = True
             undo.append(self._close_task_runner)
-            _run_logger().info("Beginning flow run %r for flow %r", run.name, obj.name)
         if run_tags and kind == "flow":
             tags_ctx = TagsContext(current_tags.union(run_tags))
             tags_ctx.__enter__()
@@ -397,14 +485,21 @@ class _Run:
                 if span.is_recording():
                     span.set_attribute(semconv.TASK_CACHED, True)
 
+    def _log_beginning(self) -> None:
+        what = "subflow" if self.run.parent_flow_run_id is not None else "flow"
+        _run_logger().info("Beginning %s run %r for flow %r", what, self.run.name, self.obj.name)
+
     def _close_task_runner(self) -> None:
         if self.runner_open:
             self.runner_open = False
             self.task_runner.__exit__(None, None, None)
 
     def _log_final(self) -> None:
-        if self.final is not None:
-            _run_logger().info("Finished in state %s", self.final)
+        # Prefect's closing line: a task run that did not complete logs it as an error; a flow run always as info.
+        final = self.final
+        if final is not None:
+            level = logging.INFO if self.kind == "flow" or final.type is StateType.COMPLETED else logging.ERROR
+            _run_logger().log(level, "Finished in state %s", final)
 
     def _succeed(self, result: Any) -> Generator[Step, Any, None]:
         if self.kind == "flow":
@@ -426,8 +521,8 @@ class _Run:
         condition = getattr(obj, "retry_condition_fn", None)
         if condition is not None:
             try:
-                verdict = condition(obj, run, Failed(outcome, f"{self.kind.title()} run encountered unexpected "
-                                                              f"{_failure_type(outcome)}: {outcome!r}"))
+                message = f"{self.kind.title()} run encountered unexpected {_failure_type(outcome)}: {outcome!r}"
+                verdict = condition(obj, run, Failed(data=outcome, message=message))
                 if hasattr(verdict, "__await__"):
                     verdict = yield (_AWAIT, verdict)
                 verdict = bool(verdict)
@@ -440,10 +535,25 @@ class _Run:
             if not verdict:
                 return None
         delay: float = obj.retry_delay_for(retries_done)
-        _run_logger().info(
-            "%s run failed with %s: %r - Retry %s/%s will start %s", self.kind.title(), _failure_type(outcome),
-            outcome, retries_done + 1, obj.retries, f"{delay} second(s) from now" if delay else "immediately",
-        )
+        logger = _run_logger()
+        if self.kind == "task":
+            logger.info(
+                "Task run failed with %s: %r - Retry %s/%s will start %s", _failure_type(outcome), outcome,
+                retries_done + 1, obj.retries, f"{delay} second(s) from now" if delay else "immediately",
+            )
+        else:
+            # Prefect's flow engine: the failure is logged as for a final one, then the orchestrator's answer.
+            proposed = "Failed"
+            if isinstance(outcome, TimeoutError):
+                proposed = "TimedOut"
+                logger.error(self._timeout_message(outcome))
+            elif isinstance(outcome, BaseException):
+                logger.error("Encountered exception during execution: %r", outcome,
+                             exc_info=(type(outcome), outcome, outcome.__traceback__))
+            logger.info(
+                "Received non-final state 'AwaitingRetry' when proposing final state %r and will attempt to run "
+                "again...", proposed,
+            )
         if self.span.is_recording():
             exc_type, message = _describe_outcome(outcome)
             self.span.add_event(semconv.EVENT_RETRY, {
@@ -460,32 +570,43 @@ class _Run:
         if isinstance(outcome, State):
             self.return_value = outcome
             self.final = return_value_to_state(outcome)
-            _run_logger().error("Task run failed with state: %r", outcome)
+            exhausted = " - Retries are exhausted" if self.obj.retries else ""
+            _run_logger().error("Task run failed with state: %r%s", outcome, exhausted)
             return
         self.raised = outcome
         exc_info = (type(outcome), outcome, outcome.__traceback__)
-        if isinstance(outcome, TimeoutError):
-            if isinstance(outcome, (TaskRunTimeoutError, FlowRunTimeoutError)):
-                message = f"{kind.title()} run exceeded timeout of {self.obj.timeout_seconds} second(s)"
-            else:
-                message = f"{kind.title()} run failed due to timeout: {outcome!r}"
-            self.final = Failed(outcome, message, name="TimedOut")
-            _run_logger().error(message, exc_info=exc_info)
-            return
-        self.final = Failed(outcome, _failure_message(kind, outcome))
         if kind == "task":
             exhausted = " - Retries are exhausted" if self.obj.retries else ""
             _run_logger().error("Task run failed with exception: %r%s", outcome, exhausted, exc_info=exc_info)
-        else:
+        if isinstance(outcome, TimeoutError):
+            message = self._timeout_message(outcome)
+            self.final = Failed(data=outcome, message=message, name="TimedOut")
+            _run_logger().error(message)
+            return
+        self.final = Failed(data=outcome, message=_failure_message(kind, outcome))
+        if kind == "flow":
             _run_logger().error("Encountered exception during execution: %r", outcome, exc_info=exc_info)
+
+    def _timeout_message(self, exc: TimeoutError) -> str:
+        # Only the run's own timeout "exceeded" it; any other TimeoutError (a task's, the user's) failed it.
+        own = TaskRunTimeoutError if self.kind == "task" else FlowRunTimeoutError
+        if isinstance(exc, own):
+            return f"{self.kind.title()} run exceeded timeout of {self.obj.timeout_seconds} second(s)"
+        return f"{self.kind.title()} run failed due to timeout: {exc!r}"
 
     def _crash(self, exc: BaseException) -> None:
         """Something outside the user's code ended the run (a signal, an interrupt, a failing setup step)."""
+        self.reraise = exc  # a cancellation stays one for the caller (asyncio expects it back)
+        signals = sys.modules.get("otelflow._internal.signals")
+        signum = signals.terminating() if signals is not None else None
+        if signum is not None and isinstance(exc, asyncio.CancelledError):
+            # A termination signal stopped the event loop this async run was awaiting on; asyncio then cancels
+            # its task. The cause is the signal, and the run ends as one stopped by it.
+            exc = TerminationSignal(signum)
         message = next((m for t, m in _CRASH_MESSAGES if isinstance(exc, t)), None)
         if message is None:
             message = f"Execution was interrupted by an unexpected exception: {_format_exception(exc)}"
-        self.final = Crashed(exc, message)
-        self.reraise = exc
+        self.final = Crashed(data=exc, message=message)
         if self.span.is_recording():
             _run_logger().error("Crash detected! %s", message)
         if isinstance(exc, TerminationSignal):
@@ -494,11 +615,11 @@ class _Run:
             self.runner_open = False
             _terminate_open_runs(exc, message, self)
 
-    def _end(self, undo: list[Callable[[], object]]) -> None:
-        """Record the final state on the span, leave the contexts (every undo step runs), end the span."""
+    def _settle_final(self) -> State[Any]:
+        """The final state, made the run's: its details name the run, ``run.state`` is it."""
         final = self.final
         if final is None:  # pragma: no cover - every path above sets it
-            final = self.final = Crashed(None, "Run ended without a final state.")
+            final = self.final = Crashed(message="Run ended without a final state.")
         details = final._details
         if details is None:  # the usual case: a state this run made
             final._details = (
@@ -509,9 +630,17 @@ class _Run:
             details.flow_run_id = details.flow_run_id or self.run.flow_run_id
         else:
             details.flow_run_id = details.flow_run_id or self.run.id
-        span = self.span
-        final._span_context = span.get_span_context() if span.is_recording() else None
+        final._span_context = self.span.get_span_context() if self.span.is_recording() else None
         self.run.state = final
+        return final
+
+    def _end(self, undo: list[Callable[[], object]]) -> None:
+        """Record the final state on the span, leave the contexts (every undo step runs), end the span."""
+        final = self.final
+        assert final is not None
+        span = self.span
+        if self.kind == "task":
+            self._log_final()
         # Claiming the run (atomic under the GIL) decides who ends its span: this thread, or a termination
         # signal that already ended it Crashed from the main thread.
         owned = _open_runs.pop(id(self), None) is not None
@@ -554,7 +683,9 @@ class _Run:
         if return_type == "state":
             return state
         value = self.return_value
-        if value is not _NOTSET and not isinstance(value, State):
+        # A task's call returns what its function returned, a State included (Prefect: a task returning
+        # Failed(...) gives the caller that State, no exception). A flow's returned States decide its state.
+        if value is not _NOTSET and (self.kind == "task" or not isinstance(value, State)):
             return value
         if self.raised is not None:
             raise self.raised
@@ -628,7 +759,7 @@ def _terminate_open_runs(exc: TerminationSignal, message: str, current: _Run) ->
         run = _open_runs.get(key)
         if run is None or run is current or _open_runs.pop(key, None) is None:
             continue
-        state = Crashed(exc, message)
+        state = Crashed(data=exc, message=message)
         run.run.state = state
         span = run.span
         if span.is_recording():
@@ -709,7 +840,7 @@ def _should_log_prints(obj: Any) -> bool:
     # Prefect: an explicit True/False wins; None inherits the enclosing flow run's setting.
     if obj.log_prints is not None:
         return bool(obj.log_prints)
-    flow_ctx = FlowRunContext.__var__.get(None)
+    flow_ctx = _FLOW_RUN_VAR.get(None)
     return flow_ctx is not None and flow_ctx.log_prints
 
 

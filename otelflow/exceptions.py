@@ -8,27 +8,29 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from otelflow.context import MissingContextError
-
 if TYPE_CHECKING:
     from otelflow.states import State
 
 __all__ = [
     "CancelledRun",
     "CrashedRun",
+    "ExternalSignal",
     "FailedRun",
+    "FlowPauseTimeout",
     "FlowRunTimeoutError",
     "InvalidNameError",
     "MappingLengthMismatch",
     "MappingMissingIterable",
     "MissingContextError",
     "MissingResult",
+    "NotPausedError",
     "OtelflowException",
     "ParameterBindError",
     "ParameterTypeError",
     "PausedRun",
     "PrefectException",
     "ReservedArgumentError",
+    "SerializationError",
     "TaskRunTimeoutError",
     "TerminationSignal",
     "UnfinishedRun",
@@ -79,12 +81,16 @@ class ParameterTypeError(OtelflowException):
     """A flow parameter failed validation against the flow function's type hints."""
 
 
-class ReservedArgumentError(TypeError, OtelflowException):
+class ReservedArgumentError(OtelflowException, TypeError):
     """A flow or task function has a parameter whose name otelflow reserves (``return_state``, ``wait_for``)."""
 
 
-class InvalidNameError(ValueError, OtelflowException):
+class InvalidNameError(OtelflowException, ValueError):
     """A flow or task name contains a character that is not allowed."""
+
+
+class MissingContextError(OtelflowException, RuntimeError):
+    """An API that needs a running flow or task (``get_run_logger()``) was called outside one."""
 
 
 class UpstreamTaskError(OtelflowException):
@@ -99,6 +105,26 @@ class MappingMissingIterable(OtelflowException):
     """``task.map()`` received no iterable argument to map over."""
 
 
+class FlowPauseTimeout(OtelflowException):
+    """A paused flow run was not resumed in time (or a resume came after the pause timed out).
+
+    Not a ``TimeoutError``, as in Prefect: a flow run that lets it through ends ``Failed``, not ``TimedOut``.
+    """
+
+
+class NotPausedError(OtelflowException, RuntimeError):
+    """``resume_flow_run`` was called for a flow run that is not paused.
+
+    Also a ``RuntimeError`` (otelflow's base for it before it moved here), so earlier ``except RuntimeError``
+    clauses keep catching it.
+    """
+
+
+class SerializationError(OtelflowException):
+    """A value cannot be serialized: a task result in a transaction that cannot be stored as JSON (the
+    transaction is rolled back)."""
+
+
 class TaskRunTimeoutError(TimeoutError):
     """A task run exceeded its ``timeout_seconds``."""
 
@@ -107,11 +133,15 @@ class FlowRunTimeoutError(TimeoutError):
     """A flow run exceeded its ``timeout_seconds``."""
 
 
-class TerminationSignal(BaseException):
-    """The process received SIGTERM (or SIGHUP) while a run was in progress; the run ends Crashed.
+class ExternalSignal(BaseException):
+    """Base of signal-like exceptions raised from outside the run, which user code should never catch.
 
     A ``BaseException`` so that a user's ``except Exception`` cannot swallow a shutdown request.
     """
+
+
+class TerminationSignal(ExternalSignal):
+    """The process received SIGTERM (or SIGHUP) while a run was in progress; the run ends Crashed."""
 
     def __init__(self, signal: int) -> None:
         super().__init__(f"Received signal {signal}.")

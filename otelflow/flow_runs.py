@@ -28,6 +28,8 @@ unknown fields, basic JSON types) and the flow validates it fully with the model
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 import json
 import threading
 import time
@@ -36,6 +38,7 @@ from typing import Any
 
 from otelflow import semconv
 from otelflow.context import FlowRunContext, TaskRunContext
+from otelflow.exceptions import FlowPauseTimeout, NotPausedError
 from otelflow.input.actions import FlowRunInputExists, create_flow_run_input, ensure_flow_run_id
 from otelflow.input.run_input import (
     AutomaticRunInput,
@@ -59,14 +62,6 @@ __all__ = [
 
 _RECORD_KEY = "pause"
 _PAUSED, _RESUMED, _TIMED_OUT = "PAUSED", "RESUMED", "TIMED_OUT"
-
-
-class FlowPauseTimeout(TimeoutError):
-    """A paused flow run was not resumed in time (or a resume came after the pause timed out)."""
-
-
-class NotPausedError(RuntimeError):
-    """``resume_flow_run`` was called for a flow run that is not paused."""
 
 
 _pause_counts: dict[uuid.UUID, int] = {}
@@ -109,7 +104,14 @@ def _in_event_loop() -> bool:
     return True
 
 
-def _pause(wait_for_input: Any, timeout: float | None, poll_interval: float, key: str | None, verb: str) -> Any:
+def _pause(
+    wait_for_input: Any,
+    timeout: float | None,
+    poll_interval: float,
+    key: str | None,
+    verb: str,
+    stop: threading.Event | None = None,
+) -> Any:
     from otelflow.logging import get_run_logger
 
     context = FlowRunContext.get()
@@ -137,12 +139,17 @@ def _pause(wait_for_input: Any, timeout: float | None, poll_interval: float, key
         paused = _Paused(flow_run_id, {semconv.PAUSE_KEY: pause_key}, timeout, message="Paused")
 
         def resumed() -> bool | None:
+            if stop is not None and stop.is_set():
+                return False  # the awaiting coroutine is gone (cancelled): stop waiting
             record = _read_record(flow_run_id) or {}
             return True if record.get("pause_key") == pause_key and record.get("state") == _RESUMED else None
 
         try:
             paused.pause()
-            if wait_for(get_store(), _namespace(flow_run_id), resumed, timeout, poll_interval) is None:
+            outcome = wait_for(get_store(), _namespace(flow_run_id), resumed, timeout, poll_interval)
+            if outcome is False:
+                raise asyncio.CancelledError("The pause was cancelled.")
+            if outcome is None:
                 record = _read_record(flow_run_id) or {}
                 if not (record.get("pause_key") == pause_key and record.get("state") == _RESUMED):
                     _write_record(flow_run_id, {**record, "state": _TIMED_OUT})
@@ -178,7 +185,7 @@ async def apause_flow_run(
     wait_for_input: Any = None, timeout: float | None = 3600, poll_interval: float = 10, key: str | None = None
 ) -> Any:
     """:func:`pause_flow_run` waiting in a worker thread, so the event loop keeps running."""
-    return await asyncio.to_thread(_pause, wait_for_input, timeout, poll_interval, key, "paused")
+    return await _wait_off_loop(wait_for_input, timeout, poll_interval, key, "paused")
 
 
 def suspend_flow_run(
@@ -204,7 +211,41 @@ async def asuspend_flow_run(
 ) -> Any:
     """:func:`suspend_flow_run` waiting in a worker thread."""
     _check_suspend(flow_run_id)
-    return await asyncio.to_thread(_pause, wait_for_input, timeout, 10, key, "suspended")
+    return await _wait_off_loop(wait_for_input, timeout, 10, key, "suspended")
+
+
+async def _wait_off_loop(wait_for_input: Any, timeout: float | None, poll_interval: float, key: str | None,
+                         verb: str) -> Any:
+    """Run :func:`_pause` in a daemon thread of its own and await it; a cancelled await stops the wait.
+
+    Not ``asyncio.to_thread``: ``asyncio.run`` joins the default executor's threads when it ends, so a SIGTERM
+    to a paused async flow would keep the process alive until the pause timed out (an hour by default).
+    """
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[Any] = loop.create_future()
+    stop = threading.Event()
+    context = contextvars.copy_context()
+
+    def settle(ok: bool, value: Any) -> None:
+        if not done.done():
+            if ok:
+                done.set_result(value)
+            else:
+                done.set_exception(value)
+
+    def wait() -> None:
+        try:
+            outcome = (True, context.run(_pause, wait_for_input, timeout, poll_interval, key, verb, stop))
+        except BaseException as exc:
+            outcome = (False, exc)
+        with contextlib.suppress(RuntimeError):  # the loop has closed: nobody awaits the outcome any more
+            loop.call_soon_threadsafe(settle, *outcome)
+
+    threading.Thread(target=wait, name=f"otelflow-{verb}", daemon=True).start()
+    try:
+        return await done
+    finally:
+        stop.set()
 
 
 def _check_suspend(flow_run_id: uuid.UUID | str | None) -> None:

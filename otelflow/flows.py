@@ -20,13 +20,20 @@ import functools
 import hashlib
 import inspect
 import re
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterable
 from typing import TYPE_CHECKING, Any, Generic, Literal, ParamSpec, TypeVar, Unpack, cast, overload
 
 from otelflow import semconv
 from otelflow.exceptions import InvalidNameError
 from otelflow.task_runners import TaskRunner, ThreadPoolTaskRunner
-from otelflow.tasks import RunNameOption, _check_run_name_template, _CommonOptions, _RunOptions
+from otelflow.tasks import (
+    RunNameOption,
+    StateHook,
+    _check_run_name_template,
+    _CommonOptions,
+    _not_applicable,
+    _RunOptions,
+)
 
 if TYPE_CHECKING:
     from otelflow.states import State
@@ -47,6 +54,8 @@ class FlowOptions(_CommonOptions, total=False):
     flow_run_name: RunNameOption | None
     task_runner: TaskRunner | type[TaskRunner] | None
     validate_parameters: bool
+    on_cancellation: Iterable[StateHook] | None
+    on_crashed: Iterable[StateHook] | None
 
 
 def _file_hash(fn: Callable[..., Any]) -> str | None:
@@ -92,6 +101,19 @@ class Flow(_RunOptions, Generic[P, R]):
     def _default_name(self, fn: Callable[..., Any]) -> str:
         return str(getattr(fn, "__name__", type(fn).__name__)).replace("_", "-").replace("<lambda>", "unknown-lambda")
 
+    on_cancellation_hooks: list[StateHook]
+    on_crashed_hooks: list[StateHook]
+
+    def on_crashed(self, fn: StateHook) -> StateHook:
+        """Register ``fn(flow, flow_run, state)`` to run when a run of this flow ends Crashed (decorator form)."""
+        self.on_crashed_hooks.append(fn)
+        return fn
+
+    def on_cancellation(self, fn: StateHook) -> StateHook:
+        """Register ``fn(flow, flow_run, state)`` to run when a run of this flow is cancelled (decorator form)."""
+        self.on_cancellation_hooks.append(fn)
+        return fn
+
     def with_options(self, **options: Unpack[FlowOptions]) -> Flow[P, R]:
         """A copy of this flow with some options changed."""
         return cast("Flow[P, R]", self._with_options(options))
@@ -122,6 +144,24 @@ class Flow(_RunOptions, Generic[P, R]):
         if self.isasync:
             return engine.run_flow_async(self, parameters, wait_for=wait_for, return_type=return_type)
         return engine.run_flow(self, parameters, wait_for=wait_for, return_type=return_type)
+
+    # Prefect's deployment API needs its server and workers: each says so, and what to do instead.
+    def serve(self, *args: Any, **kwargs: Any) -> Any:
+        """Not available: call the flow (on a schedule of your own: cron, a Kubernetes CronJob...)."""
+        raise _not_applicable(f"{self.name}.serve()", "Call the flow directly, from your own scheduler.")
+
+    def deploy(self, *args: Any, **kwargs: Any) -> Any:
+        """Not available: call the flow directly."""
+        raise _not_applicable(f"{self.name}.deploy()", "Call the flow directly, from your own scheduler.")
+
+    def to_deployment(self, *args: Any, **kwargs: Any) -> Any:
+        """Not available: call the flow directly."""
+        raise _not_applicable(f"{self.name}.to_deployment()", "Call the flow directly, from your own scheduler.")
+
+    @classmethod
+    def from_source(cls, *args: Any, **kwargs: Any) -> Any:
+        """Not available: import the flow's module and call it."""
+        raise _not_applicable("Flow.from_source()", "Import the flow's module and call the flow.")
 
     def __repr__(self) -> str:
         return f"Flow(name={self.name!r})"

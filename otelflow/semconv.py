@@ -17,6 +17,7 @@ __all__ = [
     "CODE_FUNCTION_NAME",
     "CODE_LINE_NUMBER",
     "ERROR_TYPE",
+    "EVENT_HOOK",
     "EVENT_INPUT_RECEIVED",
     "EVENT_PAUSED",
     "EVENT_RESUMED",
@@ -30,6 +31,10 @@ __all__ = [
     "FLOW_NAME",
     "FLOW_RUN_ID",
     "FLOW_RUN_NAME",
+    "HOOK_KIND",
+    "HOOK_NAME",
+    "HOOK_OUTCOME",
+    "HOOK_STATE",
     "INPUT_NAME",
     "INPUT_TYPE",
     "INSTRUMENTATION_NAME",
@@ -120,6 +125,13 @@ EXCEPTION_STACKTRACE: Final = "exception.stacktrace"
 # State transitions are events named after the state ("Running", "Retrying", ...); see states.py.
 EVENT_RETRY: Final = "Retrying"
 EVENT_ATTR_DELAY: Final = _k("retry.delay_seconds")
+# One event per state hook called (on_completion, on_failure, on_crashed, on_cancellation, on_running): which
+# hook, for which state, and how it ended ("completed" | "failed", then with exception.type / exception.message).
+EVENT_HOOK: Final = "hook"
+HOOK_NAME: Final = _k("hook.name")
+HOOK_KIND: Final = _k("hook.kind")  # "on_completion" | "on_failure" | "on_crashed" | "on_cancellation" | "on_running"
+HOOK_STATE: Final = _k("hook.state")  # the name of the state the hook responded to
+HOOK_OUTCOME: Final = _k("hook.outcome")  # "completed" | "failed"
 
 # --- transactions (otelflow.transactions) ----------------------------------------------------------
 # Span ``transaction {key}`` (``transaction`` without a key); its task runs carry TRANSACTION_KEY.

@@ -13,7 +13,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["Settings", "get_settings", "reset_settings"]
+__all__ = ["Settings", "get_current_settings", "get_settings", "reset_settings"]
 
 
 class Settings(BaseSettings):
@@ -145,6 +145,21 @@ def get_settings() -> Settings:
             if _settings is None:
                 _settings = Settings()
     return _settings
+
+
+def get_current_settings() -> Settings:
+    """The settings in force here: those of the entered :class:`~otelflow.context.SettingsContext`, else the
+    environment's (:func:`get_settings`). Prefect's ``prefect.settings.get_current_settings``.
+
+    Example::
+
+        from otelflow.settings import get_current_settings
+
+        home = get_current_settings().home
+    """
+    from otelflow.context import SettingsContext
+
+    return SettingsContext.get().settings
 
 
 def reset_settings() -> None:

@@ -21,6 +21,7 @@ Example::
 
 from __future__ import annotations
 
+import copy
 import functools
 import inspect
 import random
@@ -60,6 +61,8 @@ RetryDelay = float | int | list[float] | Callable[[int], list[float]]
 RetryCondition = Callable[..., bool | Awaitable[bool]]
 RunNameOption = str | Callable[..., str]
 TxnHook = Callable[[Any], Any]
+# A state hook: ``hook(task, task_run, state)`` / ``hook(flow, flow_run, state)``; sync, or async (awaited).
+StateHook = Callable[[Any, Any, Any], Any]
 
 _RESERVED_ARGUMENTS = ("return_state", "wait_for")
 _MAX_RETRY_DELAYS = 50
@@ -86,6 +89,9 @@ class _CommonOptions(TypedDict, total=False):
     retry_delay_seconds: RetryDelay | None
     timeout_seconds: float | None
     log_prints: bool | None
+    on_completion: Iterable[StateHook] | None
+    on_failure: Iterable[StateHook] | None
+    on_running: Iterable[StateHook] | None
 
 
 class TaskOptions(_CommonOptions, total=False):
@@ -134,12 +140,52 @@ def _check_run_name_template(template: Any, option: str, signature: inspect.Sign
             )
 
 
+# The state hook options each kind takes, in the order Prefect checks them: the option name and the attribute
+# holding the list.
+_HOOK_OPTIONS: dict[str, tuple[str, ...]] = {
+    "task": ("on_completion", "on_failure", "on_running"),
+    "flow": ("on_completion", "on_failure", "on_cancellation", "on_crashed", "on_running"),
+}
+
+
+def _not_applicable(what: str, instead: str) -> NotImplementedError:
+    """The error of a Prefect API that needs Prefect's server or workers, which otelflow does not have."""
+    return NotImplementedError(
+        f"{what} needs Prefect's API server and workers; otelflow has neither (see the README's Prefect API "
+        f"table). {instead}"
+    )
+
+
+def _hook_list(kind: str, option: str, hooks: Any) -> list[StateHook]:
+    """A hook option as a list, with Prefect's errors for a non-iterable or a non-callable."""
+    example = f"@{kind}({option}=[hook1, hook2])\ndef my_{kind}():\n\tpass"
+    try:
+        listed = list(hooks)
+    except TypeError:
+        raise TypeError(
+            f"Expected iterable for '{option}'; got {type(hooks).__name__} instead. Please provide a list of "
+            f"hooks to '{option}':\n\n{example}"
+        ) from None
+    for hook in listed:
+        if not callable(hook):
+            raise TypeError(
+                f"Expected callables in '{option}'; got {type(hook).__name__} instead. Please provide a list of "
+                f"hooks to '{option}':\n\n{example}"
+            )
+    return listed
+
+
 class _RunOptions:
     """Options flows and tasks share (declared in ``_CommonOptions``), validated once here."""
 
     _kind: ClassVar[str]
     _option_names: ClassVar[frozenset[str]]
     _options: dict[str, Any]
+    # How the function was defined in a class: "classmethod" / "staticmethod" when decorated on top of one.
+    _method_kind: str | None = None
+    on_completion_hooks: list[StateHook]
+    on_failure_hooks: list[StateHook]
+    on_running_hooks: list[StateHook]
 
     def _init_options(self, fn: Callable[..., Any], options: Mapping[str, Any]) -> None:
         kind = self._kind
@@ -147,6 +193,7 @@ class _RunOptions:
         if unknown:
             raise TypeError(f"@{kind} got unknown options {sorted(unknown)}; valid: {sorted(self._option_names)}.")
         if isinstance(fn, classmethod | staticmethod):
+            self._method_kind = "classmethod" if isinstance(fn, classmethod) else "staticmethod"
             fn = fn.__func__
         if not callable(fn):
             raise TypeError(f"@{kind} must decorate a function, got {type(fn).__name__}.")
@@ -197,7 +244,58 @@ class _RunOptions:
         # updates it only after retries (an attribute set on a live span costs several times a start one).
         self.static_attributes: dict[str, Any] = {semconv.RUN_TYPE: kind, **_code_attributes(fn),
                                                   semconv.RUN_ATTEMPT: 1}
+        for option in _HOOK_OPTIONS[kind]:
+            hooks = options.get(option)
+            setattr(self, f"{option}_hooks", _hook_list(kind, option, hooks) if hooks is not None else [])
         functools.update_wrapper(cast(Any, self), fn)
+
+    def __get__(self, instance: Any, owner: type[Any] | None = None) -> Any:
+        """Bind a flow or task defined in a class, as Python binds a method (Prefect's descriptor protocol).
+
+        Read from an instance, the instance is passed first (``self``); a classmethod gets the class
+        (``cls``); a staticmethod gets nothing. The bound value is a parameter of the run like any other.
+        """
+        if self._method_kind == "staticmethod":
+            return self
+        if self._method_kind == "classmethod":
+            first = owner if owner is not None else type(instance)
+        elif instance is None:
+            return self
+        else:
+            first = instance
+        bound = copy.copy(self)
+        bound.binder = self.binder.bound_to(first)
+        return bound
+
+    @property
+    def ismethod(self) -> bool:
+        """True for a flow/task read from an instance (bound to it, as a method)."""
+        return self._method_kind is None and hasattr(self.binder, "_first")
+
+    @property
+    def isclassmethod(self) -> bool:
+        """True when the function was a classmethod."""
+        return self._method_kind == "classmethod"
+
+    @property
+    def isstaticmethod(self) -> bool:
+        """True when the function was a staticmethod."""
+        return self._method_kind == "staticmethod"
+
+    def on_completion(self, fn: StateHook) -> StateHook:
+        """Register ``fn(obj, run, state)`` to run when a run of this flow/task ends Completed (decorator form)."""
+        self.on_completion_hooks.append(fn)
+        return fn
+
+    def on_failure(self, fn: StateHook) -> StateHook:
+        """Register ``fn(obj, run, state)`` to run when a run of this flow/task ends Failed (decorator form)."""
+        self.on_failure_hooks.append(fn)
+        return fn
+
+    def on_running(self, fn: StateHook) -> StateHook:
+        """Register ``fn(obj, run, state)`` to run when a run of this flow/task enters Running (each attempt)."""
+        self.on_running_hooks.append(fn)
+        return fn
 
     def _default_name(self, fn: Callable[..., Any]) -> str:
         return str(getattr(fn, "__name__", type(fn).__name__))
@@ -220,7 +318,21 @@ class _RunOptions:
         if unknown:
             valid = sorted(self._option_names)
             raise TypeError(f"with_options() got unknown options {sorted(unknown)}; valid: {valid}.")
-        return cast(Any, type(self))(self.fn, **{**self._options, **options})
+        # Hooks registered with the decorator form since the object was made are carried over, as in Prefect.
+        carried = {
+            option: list(getattr(self, f"{option}_hooks")) for option in _HOOK_OPTIONS[self._kind]
+            if not options.get(option)
+        }
+        if self._kind == "task":
+            carried["on_commit"] = list(getattr(self, "on_commit_hooks", ()))
+            carried["on_rollback"] = list(getattr(self, "on_rollback_hooks", ()))
+        fn: Any = self.fn
+        if self._method_kind is not None:
+            fn = classmethod(fn) if self._method_kind == "classmethod" else staticmethod(fn)
+        new = cast(Any, type(self))(fn, **{**self._options, **carried, **options})
+        if self.binder is not new.binder and hasattr(self.binder, "_first"):
+            new.binder = new.binder.bound_to(self.binder._first)  # a bound copy stays bound
+        return new
 
     def _split_call_options(self, kwargs: dict[str, Any]) -> tuple[bool, Any]:
         return bool(kwargs.pop("return_state", False)), kwargs.pop("wait_for", None)
@@ -353,6 +465,18 @@ class Task(_RunOptions, Generic[P, R]):
                 states.append(future.state)
             return states
         return futures
+
+    def delay(self, *args: Any, **kwargs: Any) -> Any:
+        """Prefect's background task submission: not available (no task workers)."""
+        raise _not_applicable(f"{self.name}.delay()", "Call the task, or .submit() it inside a flow.")
+
+    def apply_async(self, *args: Any, **kwargs: Any) -> Any:
+        """Prefect's background task submission: not available (no task workers)."""
+        raise _not_applicable(f"{self.name}.apply_async()", "Call the task, or .submit() it inside a flow.")
+
+    def serve(self, *args: Any, **kwargs: Any) -> Any:
+        """Prefect's task worker: not available."""
+        raise _not_applicable(f"{self.name}.serve()", "Call the task, or .submit() it inside a flow.")
 
     def __repr__(self) -> str:
         return f"Task(name={self.name!r})"

@@ -73,7 +73,8 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 
 from otelflow import semconv
-from otelflow.context import ContextModel, FlowRunContext
+from otelflow.context import FlowRunContext, _PlainContext
+from otelflow.exceptions import SerializationError
 from otelflow.stores import Store, StoreError, get_store
 
 if TYPE_CHECKING:
@@ -127,10 +128,6 @@ class TransactionState(enum.Enum):
 
 class TransactionTimeout(TimeoutError):
     """The transaction ran past its ``timeout`` and was rolled back."""
-
-
-class SerializationError(TypeError):
-    """A task result in a transaction cannot be stored as JSON; the transaction was rolled back."""
 
 
 class _StateFlag:
@@ -326,7 +323,7 @@ class _GetDescriptor:
         return obj.get_value
 
 
-class Transaction(ContextModel):
+class Transaction(_PlainContext):
     """A unit of work: its tasks commit together or roll back together; with a ``key``, it runs once.
 
     ``Transaction(key=None, timeout=None, store=None, commit_mode=None, isolation_level=None,
@@ -789,6 +786,11 @@ class Transaction(ContextModel):
                 lease.store.release_lock(lease.name, lease.holder)
         if self._state in (TransactionState.COMMITTED, TransactionState.ROLLED_BACK):
             self._closed = True
+            if self._otel_token is not None:
+                # Its span stops being current with it: a transaction committed by hand, whose __exit__ never
+                # comes, left its ended span current for everything after it in the thread.
+                otel_context.detach(self._otel_token)
+                self._otel_token = None
             if self._token is None or self._parent is None:
                 self._end_span(self._outcome())
 

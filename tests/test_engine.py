@@ -21,7 +21,7 @@ from otelflow.exceptions import (
     UnfinishedRun,
 )
 from otelflow.futures import FutureList, TaskRunFuture
-from otelflow.states import State
+from otelflow.states import Completed, State
 from otelflow.task_runners import ThreadPoolTaskRunner
 from otelflow.utilities.annotations import allow_failure, quote, unmapped
 
@@ -602,6 +602,73 @@ def test_with_options_and_unknown_option():  # type: ignore[no-untyped-def]
         base.with_options(retires=3)
 
 
+def test_every_task_run_ends_with_prefects_finished_line(captured, settings_env):  # type: ignore[no-untyped-def]
+    settings_env(LOG_RUN_EVENTS="true")
+
+    @task
+    def ok():  # type: ignore[no-untyped-def]
+        return 1
+
+    @task
+    def skipped():  # type: ignore[no-untyped-def]
+        return Completed(message="No work to do", name="Skipped")
+
+    @task(timeout_seconds=0.2)
+    def slow():  # type: ignore[no-untyped-def]
+        threading.Event().wait(3)
+
+    @flow
+    def child():  # type: ignore[no-untyped-def]
+        return ok()
+
+    @flow
+    def parent():  # type: ignore[no-untyped-def]
+        ok()
+        skipped()
+        child()
+        slow(return_state=True)
+
+    parent()
+    logs = [(r.log_record.severity_text, str(r.log_record.body)) for r in captured.logs]
+    child_run = captured.flow_spans()[0].attributes[sc.RUN_NAME]
+    assert logs[1:] == [
+        ("INFO", "Finished in state Completed()"),
+        ("INFO", "Finished in state Skipped('No work to do', type=COMPLETED)"),
+        ("INFO", f"Beginning subflow run '{child_run}' for flow 'child'"),
+        ("INFO", "Finished in state Completed()"),
+        ("INFO", "Finished in state Completed()"),
+        ("ERROR", "Task run failed with exception: TaskRunTimeoutError('Scope timed out after 0.2 second(s).')"),
+        ("ERROR", "Task run exceeded timeout of 0.2 second(s)"),
+        ("ERROR", "Finished in state TimedOut('Task run exceeded timeout of 0.2 second(s)', type=FAILED)"),
+        ("INFO", "Finished in state Completed()"),
+    ]
+    skipped_span = captured.spans_named("task skipped")[0]
+    assert skipped_span.attributes[sc.RUN_STATE] == "Skipped"
+
+
+def test_flow_retries_log_prefects_lines(captured, settings_env):  # type: ignore[no-untyped-def]
+    settings_env(LOG_RUN_EVENTS="true")
+    attempts = []
+
+    @flow(retries=1)
+    def flaky():  # type: ignore[no-untyped-def]
+        attempts.append(1)
+        if len(attempts) == 1:
+            raise ValueError("first fails")
+        return "ok"
+
+    assert flaky() == "ok"
+    bodies = [str(r.log_record.body) for r in captured.logs]
+    run_name = captured.flow_spans()[0].attributes[sc.RUN_NAME]
+    assert bodies == [
+        f"Beginning flow run '{run_name}' for flow 'flaky'",
+        "Encountered exception during execution: ValueError('first fails')",
+        "Received non-final state 'AwaitingRetry' when proposing final state 'Failed' and will attempt to run again...",
+        f"Beginning flow run '{run_name}' for flow 'flaky'",
+        "Finished in state Completed()",
+    ]
+
+
 def test_engine_logs_run_lifecycle_like_prefect(captured, settings_env):  # type: ignore[no-untyped-def]
     settings_env(LOG_RUN_EVENTS="true")
 
@@ -618,19 +685,23 @@ def test_engine_logs_run_lifecycle_like_prefect(captured, settings_env):  # type
     logs = [(r.log_record.severity_text, str(r.log_record.body), r) for r in captured.logs]
     bodies = [body for _, body, _ in logs]
     assert bodies[0].startswith("Beginning flow run ")
-    assert bodies[1] == "Task run failed with exception: ValueError('bad row') - Retry 1/1 will start immediately"
-    assert bodies[2] == "Task run failed with exception: ValueError('bad row') - Retries are exhausted"
-    assert bodies[3] == "Encountered exception during execution: ValueError('bad row')"
-    assert bodies[4] == "Finished in state Failed('Flow run encountered an exception: ValueError: bad row')"
-    # Prefect's levels: the retry notice is INFO, failures ERROR, the final state INFO.
-    assert [sev for sev, _, _ in logs] == ["INFO", "INFO", "ERROR", "ERROR", "INFO"]
+    assert bodies[1:] == [
+        "Task run failed with exception: ValueError('bad row') - Retry 1/1 will start immediately",
+        "Task run failed with exception: ValueError('bad row') - Retries are exhausted",
+        "Finished in state Failed('Task run encountered an exception ValueError: bad row')",
+        "Encountered exception during execution: ValueError('bad row')",
+        "Finished in state Failed('Flow run encountered an exception: ValueError: bad row')",
+    ]
+    # Prefect's levels: the retry notice is INFO, failures ERROR, a task's failed final state ERROR, a flow's INFO.
+    assert [sev for sev, _, _ in logs] == ["INFO", "INFO", "ERROR", "ERROR", "ERROR", "INFO"]
     failure = logs[2][2].log_record
     assert failure.attributes[sc.EXCEPTION_TYPE] == "ValueError"
     assert "bad row" in failure.attributes[sc.EXCEPTION_STACKTRACE]
     (task_span,) = captured.task_spans()
     assert failure.span_id == task_span.context.span_id
+    assert logs[3][2].log_record.span_id == task_span.context.span_id
     flow_span = captured.flow_spans()[0]
-    assert logs[3][2].log_record.span_id == flow_span.context.span_id
+    assert logs[4][2].log_record.span_id == flow_span.context.span_id
 
     settings_env(LOG_RUN_EVENTS="false")
     captured.clear()

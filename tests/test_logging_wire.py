@@ -44,14 +44,19 @@ def test_run_logs_over_otlp_http_correlate_with_their_spans(otlp_receiver, tmp_p
     result = subprocess.run([PYTHON, str(script)], env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
 
-    logs = otlp_receiver.wait_for(lambda: len(otlp_receiver.logs()) >= 5 and otlp_receiver.logs())
+    logs = otlp_receiver.wait_for(lambda: len(otlp_receiver.logs()) >= 7 and otlp_receiver.logs())
     spans = otlp_receiver.wait_for(lambda: len(otlp_receiver.spans()) >= 3 and otlp_receiver.spans())
     (flow_span,) = [s for s in spans if s.name == "flow data-pipeline"]
     task_spans = {s.attributes[sc.RUN_ID]: s for s in spans if s.name == "task process_data"}
-    assert len(logs) == 5  # 3 from the code, 2 lifecycle records from the engine
+    assert len(logs) == 7  # 3 from the code, 4 lifecycle records from the engine (flow begin/end, each task's end)
 
     (begin,) = [log for log in logs if log.body.startswith("Beginning flow run ")]
-    (finish,) = [log for log in logs if log.body.startswith("Finished in state ")]
+    ends = [log for log in logs if log.body.startswith("Finished in state ")]
+    (finish,) = [log for log in ends if sc.TASK_RUN_ID not in log.attributes]
+    task_ends = [log for log in ends if sc.TASK_RUN_ID in log.attributes]
+    assert [log.body for log in task_ends] == ["Finished in state Completed()"] * 2
+    assert sorted(log.span_id for log in task_ends) == sorted(s.span_id for s in task_spans.values())
+    assert all(log.scope_name == "otelflow.task_runs" for log in task_ends)
     assert begin.body.endswith("for flow 'data-pipeline'")
     assert finish.body.startswith("Finished in state Completed") and finish.severity_text == "INFO"
     for engine_log in (begin, finish):

@@ -7,12 +7,14 @@ task_runners.py, logging/loggers.py) and checks otelflow's behaviour and the tel
 from __future__ import annotations
 
 import asyncio
+import datetime
 import hashlib
 import importlib.util
 import logging
 import subprocess
 import textwrap
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -492,6 +494,89 @@ def test_a_task_returning_a_failed_state_is_retried(captured: Any) -> None:
     assert [e.name for e in captured.task_spans()[0].events] == ["Retrying", "Retrying"]
 
 
+def test_each_attempt_has_its_own_start_time(captured: Any) -> None:
+    starts: list[Any] = []
+
+    @task(retries=3)
+    def flaky() -> str:
+        ctx = TaskRunContext.get()
+        assert ctx is not None and ctx.task_run is not None
+        starts.append(ctx.task_run.start_time)
+        if len(starts) < 4:
+            raise ValueError("again")
+        return "ok"
+
+    assert flaky() == "ok"
+    assert all(isinstance(t, datetime.datetime) and t.tzinfo is not None for t in starts)
+    assert starts == sorted(starts) and len(set(starts)) == 4  # strictly increasing: one per attempt
+
+
+def test_a_task_returning_a_failed_state_gives_the_caller_that_state(captured: Any) -> None:
+    @task
+    def gives_up() -> State[Any]:
+        return Failed(message="nothing to process")
+
+    @flow
+    def pipeline() -> tuple[Any, Any]:
+        ok = add_one(1)
+        state = gives_up()  # no exception: the call returns the State the function returned
+        return ok, state
+
+    ok, state = pipeline()
+    assert ok == 2 and isinstance(state, State) and state.is_failed() and state.message == "nothing to process"
+
+    @flow
+    def returns_both() -> list[Any]:
+        return [add_one(1, return_state=True), gives_up()]
+
+    final = returns_both(return_state=True)
+    assert final.is_failed() and final.message == "1/2 states failed."
+    assert attrs(captured.spans_named("task gives_up")[0])[sc.RUN_STATE] == "Failed"
+
+
+async def test_an_async_task_returning_a_failed_state_gives_the_caller_that_state(captured: Any) -> None:
+    @task
+    async def gives_up() -> State[Any]:
+        return Failed(message="async nothing")
+
+    @flow
+    async def pipeline() -> State[Any]:
+        state = await gives_up()
+        assert isinstance(state, State) and state.message == "async nothing"
+        return state
+
+    final = await pipeline(return_state=True)
+    assert final.is_failed() and final.message == "1/1 states failed."
+
+
+def test_running_runs_never_share_a_state_object(captured: Any) -> None:
+    release = threading.Event()
+    started = threading.Barrier(3, timeout=10)
+
+    @task
+    def hold(i: int) -> int:
+        started.wait()
+        release.wait(10)
+        return i
+
+    @flow
+    def pipeline() -> list[Any]:
+        before = time.time()
+        futures = [hold.submit(0), hold.submit(1)]
+        started.wait()
+        states = [f.state for f in futures]
+        release.set()
+        return [states, before, [f.result() for f in futures]]
+
+    (first, second), before, results = pipeline()
+    assert results == [0, 1]
+    assert first.is_running() and second.is_running()
+    assert first is not second
+    stamps = [s.timestamp.timestamp() if isinstance(s.timestamp, datetime.datetime) else s.timestamp
+              for s in (first, second)]
+    assert all(stamp >= before for stamp in stamps)  # made when the run started, not when otelflow was imported
+
+
 async def test_an_async_retry_condition_is_awaited(captured: Any) -> None:
     calls: list[str] = []
 
@@ -592,6 +677,23 @@ def test_timeout_messages_use_prefects_wording(captured: Any) -> None:
     assert flow_state.message == "Flow run exceeded timeout of 0.1 second(s)"
     with pytest.raises(TimeoutError, match=r"Scope timed out after 0.1 second\(s\)"):
         flow_state.result()
+
+
+def test_a_tasks_timeout_is_the_tasks_own_in_a_flow_without_one(captured: Any) -> None:
+    @task(timeout_seconds=0.2)
+    def slow() -> None:
+        threading.Event().wait(3)
+
+    @flow
+    def no_timeout() -> None:
+        slow()
+
+    state = no_timeout(return_state=True)
+    assert state.name == "TimedOut"
+    assert state.message == (
+        "Flow run failed due to timeout: TaskRunTimeoutError('Scope timed out after 0.2 second(s).')"
+    )
+    assert captured.spans_named("task slow")[0].status.description == "Task run exceeded timeout of 0.2 second(s)"
 
 
 # --- 10. the default thread pool never deadlocks ------------------------------------------------------------------
@@ -816,7 +918,7 @@ def test_future_list_result_and_wait_honour_their_timeout(captured: Any) -> None
         futures = gated.map(range(4))
         for index in (0, 1, 3):
             futures[index].wait()
-        with pytest.raises(TimeoutError, match=r"1 of 4 task runs did not finish within 0\.2 seconds"):
+        with pytest.raises(TimeoutError, match=r"Timed out waiting for all futures to complete within 0\.2 seconds"):
             futures.result(timeout=0.2)
         futures.wait(timeout=0.05)  # returns without raising
         assert not futures[2].done()

@@ -157,3 +157,45 @@ def test_a_long_task_gets_a_pending_record(tmp_path: Path, threshold: str) -> No
     assert quick_pending == []  # short task runs pay nothing
     (endless,) = [s for s in _spans(spool) if s["name"] == "task endless" and not s["attrs"].get(sc.SPAN_PENDING)]
     assert pending[0]["parentSpanId"] == endless["spanId"]  # superseded by the real span it names as parent
+
+
+PAUSED_SCRIPT = textwrap.dedent('''
+    import asyncio, sys
+    from otelflow import flow
+    from otelflow.flow_runs import pause_flow_run
+
+    @flow
+    async def waits_async():
+        print("ready", flush=True)
+        await pause_flow_run(timeout=600)
+
+    @flow
+    def waits_sync():
+        print("ready", flush=True)
+        pause_flow_run(timeout=600)
+
+    if sys.argv[1] == "async":
+        asyncio.run(waits_async())
+    else:
+        waits_sync()
+''')
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_sigterm_ends_a_paused_flow_at_once(tmp_path: Path, kind: str) -> None:
+    # A paused async flow waited in asyncio's default executor, which asyncio.run joins on the way out: the process
+    # logged Crashed, then stayed alive until the pause timed out (600 s here). communicate() bounds the wait.
+    script = tmp_path / "paused.py"
+    script.write_text(PAUSED_SCRIPT)
+    home = tmp_path / "home"
+    proc = subprocess.Popen([PYTHON, str(script), kind], env=subprocess_env(OTELFLOW_HOME=str(home)),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "ready"
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == -signal.SIGTERM, stderr
+    (flow_span,) = [s for s in _spans(home / "spool") if s["name"] == f"flow waits-{kind}"
+                    and not s["attrs"].get(sc.SPAN_PENDING)]
+    assert flow_span["attrs"][sc.RUN_STATE] == "Crashed"
+    assert flow_span["status"]["message"] == TERMINATED

@@ -13,6 +13,7 @@ from typing import Any
 
 import pydantic
 import pytest
+from opentelemetry import trace
 
 from otelflow import semconv, task
 from otelflow.context import TaskRun
@@ -297,6 +298,7 @@ def test_manual_control_as_in_the_seed(store_url: str) -> None:
             txn.__exit__(None, None, None)
     assert txn.is_committed and record(store_url, k) is not None
     assert get_transaction() is None  # committed by hand: no longer current although __exit__ never ran
+    assert not trace.get_current_span().get_span_context().is_valid  # nor is its span
 
     txn2 = Transaction(key=key())
     txn2.__enter__()
@@ -304,6 +306,7 @@ def test_manual_control_as_in_the_seed(store_url: str) -> None:
     assert txn2.rollback() is True
     assert txn2.is_rolled_back and calls[-1] == f"undo update {txn2.key}"
     assert get_transaction() is None
+    assert not trace.get_current_span().get_span_context().is_valid
 
 
 def test_timeout_rolls_back_with_a_clear_error(store_url: str) -> None:

@@ -79,6 +79,15 @@ class ParameterBinder:
             bound.apply_defaults()
         return dict(bound.arguments)
 
+    def bound_to(self, first: Any) -> ParameterBinder:
+        """A binder whose calls get ``first`` as their first argument: a flow or task read from an instance
+        (``self``) or a class (``cls``), as Python binds a method. The bound value is a parameter like any other."""
+        binder = object.__new__(_BoundParameterBinder)
+        for slot in ParameterBinder.__slots__:
+            object.__setattr__(binder, slot, getattr(self, slot))
+        binder._first = first
+        return binder
+
     def call_args(self, params: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
         """``(args, kwargs)`` to call the function with, from parameters by name."""
         if self._fast:
@@ -214,3 +223,14 @@ def parameter_attributes(
         else:
             attrs[prefix + name] = _value_text(value, max_length, patterns)
     return attrs
+
+
+class _BoundParameterBinder(ParameterBinder):
+    """A :class:`ParameterBinder` that passes one value first (see :meth:`ParameterBinder.bound_to`)."""
+
+    __slots__ = ("_first",)
+    _first: Any
+
+    def bind(self, args: tuple[Any, ...], kwargs: dict[str, Any], *, apply_defaults: bool = True) -> dict[str, Any]:
+        """Parameters by name, the bound value first."""
+        return super().bind((self._first, *args), kwargs, apply_defaults=apply_defaults)

@@ -29,13 +29,14 @@ from typing import Any
 
 from otelflow.exceptions import TerminationSignal
 
-__all__ = ["install"]
+__all__ = ["install", "terminating"]
 
 _SIGNALS = tuple(s for s in (getattr(signal, "SIGTERM", None), getattr(signal, "SIGHUP", None)) if s is not None)
 _previous: dict[int, Any] = {}
 _installed = False
 _lock = threading.Lock()
 _has_open_runs: Callable[[], bool] = lambda: False  # noqa: E731 - replaced by install()
+_terminating: int | None = None
 
 
 def install(has_open_runs: Callable[[], bool]) -> None:
@@ -69,8 +70,17 @@ def install(has_open_runs: Callable[[], bool]) -> None:
             sys.excepthook = excepthook
 
 
+def terminating() -> int | None:
+    """The signal that is stopping the process (raised as :class:`TerminationSignal`), or None."""
+    return _terminating
+
+
 def _handle(signum: int, frame: FrameType | None) -> None:
+    global _terminating
     if _has_open_runs():
+        # Remembered: in an async program the exception leaves the event loop, and the runs learn of it only as a
+        # cancellation of their task.
+        _terminating = signum
         raise TerminationSignal(signum)
     previous = _previous.get(signum, signal.SIG_DFL)
     if callable(previous):

@@ -403,7 +403,7 @@ class _Paused:
         from otelflow.states import Paused
 
         self.paused = True
-        self._ctx.flow_run.state = Paused(self._message)
+        self._ctx.flow_run.state = Paused(message=self._message)
         self._ctx.span.add_event(semconv.EVENT_PAUSED, self._attributes)
 
     def resume(self) -> None:

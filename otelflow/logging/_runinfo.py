@@ -15,15 +15,15 @@ from opentelemetry import trace
 
 from otelflow import semconv
 from otelflow._internal.limits import get_limits, truncate_text
-from otelflow.context import FlowRunContext, RunContext, TaskRunContext
+from otelflow.context import _FLOW_RUN_VAR, _TASK_RUN_VAR, FlowRunContext, RunContext, TaskRunContext
 
 if TYPE_CHECKING:
     from opentelemetry.context import Context
 
 __all__ = ["RUN_KEY", "RunInfo", "current_entry", "current_run_info", "run_info_for"]
 
-# Where the run logger adapter leaves the RunInfo on a stdlib LogRecord (``extra``). Handlers read it and
-# never export it as an attribute.
+# Where the run logger adapter leaves the RunInfo on a stdlib LogRecord (added to the record's ``extra``, never
+# to the adapter's). Handlers read it and never export it as an attribute.
 RUN_KEY = "_otelflow_run"
 # How many fields a stdlib LogRecord has before any ``extra`` (the Python version decides: 3.12 added one).
 _STANDARD_RECORD_SIZE = len(vars(logging.LogRecord("", logging.INFO, "", 0, "", None, None)))
@@ -33,7 +33,7 @@ class RunInfo:
     """One run's log correlation: attributes, span context, hex ids, display name. Immutable once built."""
 
     __slots__ = ("attributes", "context", "display", "extra", "flow_run_id", "is_task", "log_attributes",
-                 "plain_record_size", "run_id", "span_context")
+                 "plain_record_size", "run_id", "span_context", "unset_fields")
 
     def __init__(
         self,
@@ -52,25 +52,34 @@ class RunInfo:
         self.run_id = run_id
         self.flow_run_id = flow_run_id
         self.is_task = is_task
-        # Prefect's fields on every run log record (``record.flow_run_id``...), set by run_info_for().
-        self.extra: dict[str, str] = {}
+        # Prefect's fields on every run log record (``record.flow_run_id``...), set by run_info_for(): the run
+        # logger's ``extra``, in Prefect's order.
+        self.extra: dict[str, str | None] = {}
+        # The fields of ``extra`` that are None (a flow run's ``deployment_name``): a record carries them, as
+        # Prefect's does, but an OTel attribute cannot be None, so they are not exported.
+        self.unset_fields: tuple[str, ...] = ()
         # What a run log record exports when it carries nothing but the run (see set_extra()).
         self.log_attributes: dict[str, Any] = attributes
         self.plain_record_size = -1
 
-    def set_extra(self, extra: dict[str, str]) -> None:
+    def set_extra(self, extra: dict[str, str | None], unset_fields: tuple[str, ...] = ()) -> None:
         """Set Prefect's record fields, and what a plain record of this run exports (computed once per run).
 
-        A record made by the run's default logger with no ``extra`` of the call carries exactly the standard
-        LogRecord fields, Prefect's fields and the RunInfo: ``plain_record_size`` keys. The OTel handler
-        exports such a record's attributes from ``log_attributes`` instead of scanning the record.
+        ``unset_fields`` names the fields whose value is None. A record made by the run's default logger with no
+        ``extra`` of the call carries exactly the standard LogRecord fields, Prefect's fields and the RunInfo:
+        ``plain_record_size`` keys. The OTel handler exports such a record's attributes from ``log_attributes``
+        instead of scanning the record.
         """
         self.extra = extra
-        limit = get_limits().attribute_value
-        if extra and max(map(len, extra.values())) > limit:  # a huge run name: cut, visibly
-            extra = {k: truncate_text(v, limit) for k, v in extra.items()}
-        self.log_attributes = {**extra, **self.attributes}
         self.plain_record_size = _STANDARD_RECORD_SIZE + len(extra) + 1
+        self.unset_fields = unset_fields
+        exported: dict[str, str] = extra  # type: ignore[assignment]  # (the None values are left out next)
+        if unset_fields:
+            exported = {k: v for k, v in extra.items() if v is not None}
+        limit = get_limits().attribute_value
+        if exported and max(map(len, exported.values())) > limit:  # a huge run name: cut, visibly
+            exported = {k: truncate_text(v, limit) for k, v in exported.items()}
+        self.log_attributes = {**exported, **self.attributes}
 
     # Hex ids are only needed by console/JSON/structlog output, not by OTel export: computed on demand.
     @property
@@ -134,18 +143,37 @@ def run_info_for(task_ctx: TaskRunContext | None, flow_ctx: FlowRunContext | Non
     if "" in attrs.values():
         # A remote run identity (hydrated_context) may lack names; an empty attribute says nothing useful.
         attrs = {k: v for k, v in attrs.items() if v != ""}
-    info = RunInfo(attrs, run_ctx.span, display, run_id, flow_run_id, task_run is not None, run_ctx._otel_context)
-    # Prefect's record fields (flow_run_logger / task_run_logger), "<unknown>" where Prefect says so.
-    extra = {
-        "flow_run_id": flow_run_id_str or (str(flow_run_id) if flow_run_id is not None else "<unknown>"),
-        "flow_run_name": (flow_run.name if flow_run is not None else "") or "<unknown>",
-        "flow_name": (flow_run.flow_name if flow_run is not None else "") or "<unknown>",
-    }
+    # The span's OTel context, kept with the run's private values (pydantic's documented __pydantic_private__).
+    private: dict[str, Any] = run_ctx.__pydantic_private__  # type: ignore[assignment]
+    otel_ctx = private["_otel_context"]
+    info = RunInfo(attrs, run_ctx.span, display, run_id, flow_run_id, task_run is not None, otel_ctx)
+    # Prefect's record fields, keys and order as its task_run_logger / flow_run_logger make them; "<unknown>"
+    # where Prefect says so (a remote run identity from hydrated_context() may lack names).
+    flow_run_name = (flow_run.name if flow_run is not None else "") or "<unknown>"
+    flow_name = (flow_run.flow_name if flow_run is not None else "") or "<unknown>"
+    extra: dict[str, str | None]
     if task_run is not None:
-        extra["task_run_id"] = task_run.id_str
-        extra["task_run_name"] = task_run.name or "<unknown>"
-        extra["task_name"] = task_run.task_name or "<unknown>"
-    info.set_extra(extra)
+        # Prefect: the task run's flow run id (None for a task run outside flows).
+        task_flow_run_id: str | None = None
+        if task_run.flow_run_id is not None:
+            task_flow_run_id = task_run.flow_run_id_str or (
+                flow_run.id_str if flow_run is not None and flow_run.id is task_run.flow_run_id
+                else str(task_run.flow_run_id)
+            )
+        extra = {
+            "task_run_id": task_run.id_str,
+            "flow_run_id": task_flow_run_id,
+            "task_run_name": task_run.name,
+            "task_name": task_run.task_name or "<unknown>",
+            "flow_run_name": flow_run_name,
+            "flow_name": flow_name,
+        }
+        info.set_extra(extra, () if task_flow_run_id is not None else ("flow_run_id",))
+    else:
+        # otelflow has no deployments: Prefect's deployment_name is None outside one.
+        extra = {"flow_run_name": flow_run_name, "flow_run_id": flow_run_id_str, "flow_name": flow_name,
+                 "deployment_name": None}
+        info.set_extra(extra, ("deployment_name",))
     return info
 
 
@@ -163,8 +191,8 @@ def current_entry() -> list[Any] | None:
     ``get_run_logger().info(...)`` on every line of a task costs two context lookups, not a rebuild. The entry
     lives as long as the run context; it refers to the RunInfo and run logger, which never refer back.
     """
-    task_ctx = TaskRunContext.__var__.get(None)
-    flow_ctx = FlowRunContext.__var__.get(None)
+    task_ctx: TaskRunContext | None = _TASK_RUN_VAR.get(None)
+    flow_ctx: FlowRunContext | None = _FLOW_RUN_VAR.get(None)
     if task_ctx is not None and task_ctx.task_run is None:
         task_ctx = None
     if flow_ctx is not None and flow_ctx.flow_run is None:
@@ -180,10 +208,13 @@ def current_entry() -> list[Any] | None:
         task_ctx, owner, key = None, flow_ctx, None
     else:
         owner, key = task_ctx, flow_ctx
-    entry = owner._log_cache
+    # The run's private values (pydantic's documented __pydantic_private__), read directly: owner._log_cache would
+    # go through BaseModel.__getattr__ on every get_run_logger() call.
+    private: dict[str, Any] = owner.__pydantic_private__  # type: ignore[assignment]
+    entry: list[Any] | None = private["_log_cache"]
     if entry is not None and entry[0] is key:
         return entry
-    entry = owner._log_cache = [key, run_info_for(task_ctx, flow_ctx), None]
+    entry = private["_log_cache"] = [key, run_info_for(task_ctx, flow_ctx), None]
     return entry
 
 

@@ -163,6 +163,10 @@ class OTelRunLogHandler(LoggingHandler):
         """Any record's attributes (bounded in size), the context it correlates with, and its event name."""
         attributes, event_name = self._get_attributes(record)
         run = cast("RunInfo | None", attributes.pop(RUN_KEY, None))
+        if run is not None:
+            for key in run.unset_fields:  # Prefect's fields without a value (deployment_name): no OTel attribute
+                if attributes.get(key, "") is None:
+                    del attributes[key]
         limits = get_limits()
         for key, value in attributes.items():
             kind = type(value)

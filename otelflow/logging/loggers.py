@@ -29,7 +29,7 @@ from collections.abc import Mapping, MutableMapping
 from contextvars import ContextVar, Token
 from typing import Any, Final, cast
 
-from otelflow.context import MissingContextError
+from otelflow.exceptions import MissingContextError
 from otelflow.logging._runinfo import RUN_KEY, RunInfo, current_entry, current_run_info
 from otelflow.logging.configuration import ensure_configured
 
@@ -151,10 +151,11 @@ class disable_run_logger:
 class RunLoggerAdapter(logging.LoggerAdapter):  # type: ignore[type-arg]
     """The logger of one flow or task run (Prefect's ``PrefectLogAdapter``).
 
-    Every record carries Prefect's run fields (``flow_run_id``, ``flow_run_name``, ``flow_name`` and, for task
-    runs, ``task_run_id``, ``task_run_name``, ``task_name``) on the stdlib record, exported as OTel log
-    attributes next to otelflow's own. ``extra`` given to :func:`get_run_logger` (or to the adapter) and to
-    each call are merged, the call's winning, and exported keeping their types.
+    ``extra`` is Prefect's: the run's fields (``flow_run_name``, ``flow_run_id``, ``flow_name``,
+    ``deployment_name`` for a flow run; ``task_run_id``, ``flow_run_id``, ``task_run_name``, ``task_name``,
+    ``flow_run_name``, ``flow_name`` for a task run) then the keyword arguments given to :func:`get_run_logger`.
+    Every record carries them, and the ``extra`` of the call, which wins; the record is exported as an OTel
+    log record correlated with the run's span (``run``, kept on the adapter, not in ``extra``).
     """
 
     run: RunInfo | None
@@ -163,13 +164,11 @@ class RunLoggerAdapter(logging.LoggerAdapter):  # type: ignore[type-arg]
         self, logger: logging.Logger, extra: Mapping[str, object] | None = None, run: RunInfo | None = None
     ) -> None:
         merged: dict[str, object] = dict(run.extra) if run is not None else {}
-        if extra:  # (the run's own fields are Prefect's names, never a LogRecord attribute)
+        if extra:
             merged.update(extra)
             _check_extra(merged)
         super().__init__(logger, merged)
         self.run = run
-        if run is not None:
-            merged[RUN_KEY] = run
 
     def isEnabledFor(self, level: int) -> bool:
         """False when the level is filtered out or the run logger is disabled."""
@@ -178,24 +177,22 @@ class RunLoggerAdapter(logging.LoggerAdapter):  # type: ignore[type-arg]
         return bool(self.logger.isEnabledFor(level))
 
     def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, MutableMapping[str, Any]]:
-        """Merge the call's ``extra`` with the adapter's (which carries the run)."""
+        """The record's ``extra``: the adapter's, then the call's (as Prefect's), plus the run for the handlers."""
         extra = kwargs.get("extra")
         if extra:
             _check_extra(extra)
             merged = {**self.extra, **extra}  # type: ignore[dict-item]
-            if self.run is not None:
-                merged[RUN_KEY] = self.run
-            kwargs["extra"] = merged
         else:
-            kwargs["extra"] = self.extra
+            # A new dict per record, as Prefect's: changes made to ``self.extra`` apply to later records.
+            merged = {**self.extra}  # type: ignore[dict-item]
+        if self.run is not None:
+            merged[RUN_KEY] = self.run
+        kwargs["extra"] = merged
         return msg, kwargs
 
     def getChild(self, suffix: str, extra: Mapping[str, object] | None = None) -> RunLoggerAdapter:
         """A run logger for a child logger name, with more ``extra`` (Prefect's API)."""
-        own = self.run.extra if self.run is not None else {}
-        merged = {k: v for k, v in self.extra.items() if k != RUN_KEY and k not in own}  # type: ignore[union-attr]
-        merged.update(extra or {})
-        return RunLoggerAdapter(self.logger.getChild(suffix), merged, self.run)
+        return RunLoggerAdapter(self.logger.getChild(suffix), {**self.extra, **(extra or {})}, self.run)  # type: ignore[dict-item]
 
 
 PrefectLogAdapter = RunLoggerAdapter
@@ -210,10 +207,8 @@ def _check_extra(extra: Mapping[str, object]) -> None:
         )
 
 
-_NO_RUN_MESSAGE: Final = (
-    "There is no active flow or task run context. get_run_logger() works inside a @flow or @task "
-    "(or inside hydrated_context() with a run identity); use otelflow.logging.get_logger() elsewhere."
-)
+# Prefect's words, so code matching the message keeps working.
+_NO_RUN_MESSAGE: Final = "There is no active flow or task run context."
 
 
 def _run_info_from(context: object) -> RunInfo | None:
@@ -226,7 +221,7 @@ def _run_info_from(context: object) -> RunInfo | None:
         task_ctx = TaskRunContext.get()
         flow_run, task_run = context.flow_run, task_ctx.task_run if task_ctx is not None else None
         if task_run is None or flow_run is None or task_run.flow_run_id != flow_run.id:
-            task_ctx = None  # Prefect: a task run logger only for a task of this flow run
+            task_ctx = None  # a task run logger only for a task of this flow run
         return run_info_for(task_ctx, context)
     raise TypeError(
         f"Received unexpected type {type(context).__name__!r} for context. "
@@ -234,47 +229,59 @@ def _run_info_from(context: object) -> RunInfo | None:
     )
 
 
+def _no_run_logger(kwargs: Mapping[str, object]) -> RunLoggerAdapter | logging.Logger:
+    """What get_run_logger() gives where no run is current: Prefect's answers, else MissingContextError."""
+    from otelflow.context import FlowRunContext
+
+    flow_ctx = FlowRunContext.get()
+    if flow_ctx is not None and flow_ctx.flow_run is None:
+        # A flow run context made by hand, without a run (Prefect: a logger that says so).
+        flow_name = flow_ctx.flow.name if flow_ctx.flow is not None else "<unknown>"
+        unknown = {"flow_run_name": "<unknown>", "flow_run_id": "<unknown>", "flow_name": flow_name,
+                   "deployment_name": None}
+        return RunLoggerAdapter(_run_loggers()[0], {**unknown, **kwargs})
+    if all(logger.disabled for logger in _run_loggers()):
+        null = logging.getLogger("null")
+        null.disabled = True
+        return null
+    raise MissingContextError(_NO_RUN_MESSAGE)
+
+
 def get_run_logger(context: object = None, **kwargs: object) -> RunLoggerAdapter | logging.Logger:
     """The logger of the current task run (else flow run); its records are correlated with the run's span.
 
-    Prefect's signature: ``context`` overrides the run (a ``FlowRunContext`` or ``TaskRunContext``);
-    ``kwargs`` are added to every record as ``extra`` (exported as attributes). A string (or ``name=``)
-    picks a logger under ``otelflow.`` instead of ``otelflow.task_runs``/``otelflow.flow_runs``.
-    Raises :class:`~otelflow.context.MissingContextError` outside any run, except inside
-    :func:`~otelflow.context.hydrated_context` with a remote run identity, where the records correlate with
-    the remote run's span, and inside ``with disable_run_logger():``, where it returns a disabled logger.
+    Prefect's signature: ``context`` overrides the run (a ``FlowRunContext`` or ``TaskRunContext``; anything
+    else raises ``TypeError``); ``kwargs`` are added to the logger's ``extra``, so every record carries them
+    (exported as attributes). Raises :class:`~otelflow.exceptions.MissingContextError` outside any run, except
+    inside :func:`~otelflow.context.hydrated_context` with a remote run identity, where the records correlate
+    with the remote run's span, and inside ``with disable_run_logger():``, where it returns a disabled logger.
 
     Example::
 
         @task
         def extract():
-            logger = get_run_logger()
-            logger.info("extracted %d rows", 3, extra={"source": "s3"})
+            logger = get_run_logger(source="s3")
+            logger.info("extracted %d rows", 3, extra={"table": "orders"})
     """
     ensure_configured()
-    name: str | None = None
-    if isinstance(context, str):
-        name, context = context, None
-    if "name" in kwargs:
-        name = str(kwargs.pop("name"))
-    plain = context is None and not name and not kwargs
-    entry = current_entry() if context is None else None
-    if plain and entry is not None and entry[2] is not None:
-        return cast(RunLoggerAdapter, entry[2])  # the run's default logger: made once per run
-    run = (entry[1] if entry is not None else None) if context is None else _run_info_from(context)
-    if run is None:
-        if all(logger.disabled for logger in _run_loggers()):
-            null = logging.getLogger("null")
-            null.disabled = True
-            return null
-        raise MissingContextError(_NO_RUN_MESSAGE)
-    if name:
-        logger = get_logger(name)
+    entry: list[Any] | None = None
+    if context:  # Prefect tests truthiness: None, "" and other falsy values mean the current run
+        run = _run_info_from(context)
     else:
-        flow_runs, task_runs = _run_loggers()
-        logger = task_runs if run.is_task else flow_runs
-    adapter = RunLoggerAdapter(logger, kwargs, run)
-    if plain and entry is not None:
+        entry = current_entry()
+        if entry is None:
+            run = None
+        elif kwargs:
+            run = entry[1]
+        elif entry[2] is not None:
+            return cast(RunLoggerAdapter, entry[2])  # the run's default logger: made once per run
+        else:
+            run = entry[1]
+    if run is None:
+        return _no_run_logger(kwargs)
+    flow_runs, task_runs = _run_loggers()
+    adapter = RunLoggerAdapter(task_runs if run.is_task else flow_runs, kwargs, run)
+    if entry is not None and not kwargs:
         entry[2] = adapter
     return adapter
 

@@ -15,6 +15,9 @@ Or without pytest::
 
     with capture_telemetry() as captured:
         pipeline()
+
+To run a whole suite against a throwaway otelflow home, store and spool (Prefect's ``prefect_test_harness``),
+see :func:`otelflow.testing.utilities.otelflow_test_harness`.
 """
 
 from __future__ import annotations

@@ -52,7 +52,13 @@ from otelflow.context import (
     TaskRun,
     TaskRunContext,
 )
-from otelflow.exceptions import FlowRunTimeoutError, TaskRunTimeoutError, TerminationSignal, UpstreamTaskError
+from otelflow.exceptions import (
+    FlowPauseTimeout,
+    FlowRunTimeoutError,
+    TaskRunTimeoutError,
+    TerminationSignal,
+    UpstreamTaskError,
+)
 from otelflow.futures import Link as InputLink
 from otelflow.futures import (
     blocking_wait,
@@ -113,9 +119,8 @@ def new_task_run(task: Task[..., Any], map_index: int | None = None) -> TaskRun:
     """A fresh task run record (id, default name, map index) before the run starts."""
     flow_ctx = _FLOW_RUN_VAR.get(None)
     flow_run = flow_ctx.flow_run if flow_ctx is not None else None
-    if flow_run is None:
-        return TaskRun(id=_run_id(), name=f"{task.name}-{_rng.getrandbits(12):03x}", task_name=task.name,
-                       map_index=map_index)
+    if flow_run is None:  # outside a flow Prefect names the run after the task, with no suffix
+        return TaskRun(id=_run_id(), name=task.name, task_name=task.name, map_index=map_index)
     return TaskRun(
         id=_run_id(), name=f"{task.name}-{_rng.getrandbits(12):03x}", task_name=task.name,
         flow_run_id=flow_run.id, map_index=map_index, flow_run_id_str=flow_run.id_str, flow_name=flow_run.flow_name,
@@ -207,6 +212,8 @@ class _Run:
     txn: Any = None
     attrs: dict[str, Any]
     pending_sent = False
+    retry_declined = False  # the retry_condition_fn said no
+    invalid: BaseException | None = None  # why a flow's parameters did not validate
     otel_token: Any = None  # the token of the OTel context made current for the run
     run_ctx: Any = None  # the flow/task run context entered for the run
 
@@ -375,10 +382,18 @@ class _Run:
             except Exception as exc:
                 message = "Validation of flow parameters failed with error:"
                 self.final = Failed(data=exc, message=f"{message} {_format_exception(exc)}")
-                self.raised = exc
+                self.raised = self.invalid = exc
         option = self.obj.flow_run_name if self.kind == "flow" else self.obj.task_run_name
         if option is not None:
-            run.name = _custom_run_name(option, self.parameters, f"{self.kind}_run_name")
+            if callable(option):
+                # Prefect calls it inside the run's context: otelflow.runtime and the run contexts see this run.
+                ctx: Any = (FlowRunContext(flow=self.obj, flow_run=run, parameters=self.parameters)
+                            if self.kind == "flow" else
+                            TaskRunContext(task=self.obj, task_run=run, parameters=self.parameters))
+                with ctx:
+                    run.name = _custom_run_name(option, self.parameters, f"{self.kind}_run_name")
+            else:
+                run.name = _custom_run_name(option, self.parameters, f"{self.kind}_run_name")
         elif not run.name:
             run.name = _flow_run_name()
 
@@ -476,6 +491,8 @@ class _Run:
         if kind == "flow":
             self.pending_sent = True
             _emit_pending(span, obj.span_name, attrs, self.start_ns)
+            if self.invalid is not None:
+                _run_logger().error("Validation of flow parameters failed with error: %s", self.invalid)
         if self.txn is not None and self.final is None:
             hit, value = self.txn.task_begin(obj, run)
             if hit:
@@ -498,7 +515,9 @@ class _Run:
         # Prefect's closing line: a task run that did not complete logs it as an error; a flow run always as info.
         final = self.final
         if final is not None:
-            level = logging.INFO if self.kind == "flow" or final.type is StateType.COMPLETED else logging.ERROR
+            # (Prefect's async flow engine logs it as a task's: ERROR unless completed; its sync one always INFO.)
+            info = final.type is StateType.COMPLETED or (self.kind == "flow" and not self.obj.isasync)
+            level = logging.INFO if info else logging.ERROR
             _run_logger().log(level, "Finished in state %s", final)
 
     def _succeed(self, result: Any) -> Generator[Step, Any, None]:
@@ -533,6 +552,7 @@ class _Run:
                 )
                 return None
             if not verdict:
+                self.retry_declined = True  # Prefect logs no "Task run failed ..." line then
                 return None
         delay: float = obj.retry_delay_for(retries_done)
         logger = _run_logger()
@@ -570,12 +590,13 @@ class _Run:
         if isinstance(outcome, State):
             self.return_value = outcome
             self.final = return_value_to_state(outcome)
-            exhausted = " - Retries are exhausted" if self.obj.retries else ""
-            _run_logger().error("Task run failed with state: %r%s", outcome, exhausted)
+            if not self.retry_declined:
+                exhausted = " - Retries are exhausted" if self.obj.retries else ""
+                _run_logger().error("Task run failed with state: %r%s", outcome, exhausted)
             return
         self.raised = outcome
         exc_info = (type(outcome), outcome, outcome.__traceback__)
-        if kind == "task":
+        if kind == "task" and not self.retry_declined:
             exhausted = " - Retries are exhausted" if self.obj.retries else ""
             _run_logger().error("Task run failed with exception: %r%s", outcome, exhausted, exc_info=exc_info)
         if isinstance(outcome, TimeoutError):
@@ -583,7 +604,12 @@ class _Run:
             self.final = Failed(data=outcome, message=message, name="TimedOut")
             _run_logger().error(message)
             return
-        self.final = Failed(data=outcome, message=_failure_message(kind, outcome))
+        if kind == "flow" and isinstance(outcome, FlowPauseTimeout):
+            # Prefect's orchestrator fails a pause that timed out with this state (no exception in it: its
+            # result() raises FailedRun); the flow's call still raises the FlowPauseTimeout.
+            self.final = Failed(message="The flow was failed and never resumed.")
+        else:
+            self.final = Failed(data=outcome, message=_failure_message(kind, outcome))
         if kind == "flow":
             _run_logger().error("Encountered exception during execution: %r", outcome, exc_info=exc_info)
 

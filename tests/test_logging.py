@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextvars
+import io
 import logging
 import threading
 from pathlib import Path
@@ -437,6 +438,8 @@ def test_log_eavesdropper_by_name_and_by_logger(captured):  # type: ignore[no-un
 
 
 def test_log_prints_sends_prints_of_that_run_to_its_run_logger(captured, capsys):  # type: ignore[no-untyped-def]
+    elsewhere = io.StringIO()
+
     @task
     def printing_task():  # type: ignore[no-untyped-def]
         print("from task", 2)
@@ -444,7 +447,8 @@ def test_log_prints_sends_prints_of_that_run_to_its_run_logger(captured, capsys)
     @flow(log_prints=True)
     def printing_flow():  # type: ignore[no-untyped-def]
         print("hello", "world")
-        print("to a file", file=__import__("sys").stdout)  # explicit file: printed, as in Prefect
+        print("to stdout", file=__import__("sys").stdout)  # stdout/stderr named explicitly: still a run log
+        print("to a file", file=elsewhere)  # any other file: printed, as in Prefect
         printing_task()
 
     @flow
@@ -455,11 +459,12 @@ def test_log_prints_sends_prints_of_that_run_to_its_run_logger(captured, capsys)
     plain_flow()
     print("outside")
     out = capsys.readouterr().out
-    assert out == "to a file\nnot a log\noutside\n"
+    assert out == "not a log\noutside\n"
+    assert elsewhere.getvalue() == "to a file\n"
     (flow_span,) = captured.spans_named("flow printing-flow")
     (task_span,) = captured.task_spans()
     logs = {body(log): log for log in captured.logs}
-    assert set(logs) == {"hello world", "from task 2"}
+    assert set(logs) == {"hello world", "to stdout", "from task 2"}
     assert ids(logs["hello world"]) == ids(flow_span)
     assert ids(logs["from task 2"]) == ids(task_span)
     assert logs["hello world"].log_record.severity_text == "INFO"

@@ -949,3 +949,143 @@ def test_resolve_futures_to_states_and_results_like_prefect(captured: Any) -> No
             resolve_futures_to_results([ok.submit(1), broken.submit()])
 
     f()
+
+
+# --- 13. details a Prefect documentation example sees ------------------------------------------------------------
+
+
+def _bodies(captured: Any) -> list[tuple[str, str]]:
+    return [(r.log_record.severity_text, str(r.log_record.body)) for r in captured.logs]
+
+
+def test_a_task_called_outside_a_flow_is_named_after_the_task(captured: Any) -> None:
+    @task
+    def add_integers(a: int, b: int) -> int:
+        ctx = TaskRunContext.get()
+        assert ctx is not None and ctx.task_run is not None
+        return ctx.task_run.name  # type: ignore[return-value]
+
+    assert add_integers(1, 2) == "add_integers"  # Prefect: no random suffix outside a flow
+
+    @flow
+    def inside() -> Any:
+        return add_integers(1, 2)
+
+    assert inside().startswith("add_integers-")
+
+
+def test_run_name_callables_see_the_run_in_otelflow_runtime(captured: Any) -> None:
+    from otelflow.runtime import flow_run, task_run
+
+    def flow_name() -> str:
+        return f"{flow_run.flow_name}-with-{flow_run.parameters['name']}-and-{flow_run.parameters['limit']}"
+
+    def task_name() -> str:
+        return f"{task_run.task_name}-{task_run.parameters['x']}"
+
+    @task(task_run_name=task_name)
+    def double(x: int) -> int:
+        return 2 * x
+
+    @flow(flow_run_name=flow_name)
+    def my_other_flow(name: str, limit: int = 3) -> int:
+        return double(limit)
+
+    assert my_other_flow("marvin") == 6
+    assert attrs(captured.flow_spans()[0])[sc.RUN_NAME] == "my-other-flow-with-marvin-and-3"
+    assert attrs(captured.task_spans()[0])[sc.RUN_NAME] == "double-3"
+
+
+def test_a_declined_retry_logs_no_exhausted_line(captured: Any, settings_env: Any) -> None:
+    settings_env(LOG_RUN_EVENTS="true")
+
+    @task(retries=3, retry_condition_fn=lambda task, run, state: False)
+    def picky() -> None:
+        raise ValueError("not retried")
+
+    assert picky(return_state=True).is_failed()
+    assert _bodies(captured) == [
+        ("ERROR", "Finished in state Failed('Task run encountered an exception ValueError: not retried')"),
+    ]
+
+
+async def test_an_async_flow_that_fails_logs_its_final_line_as_an_error(captured: Any, settings_env: Any) -> None:
+    settings_env(LOG_RUN_EVENTS="true")
+
+    @flow
+    async def broken() -> None:
+        raise ValueError("async failure")
+
+    @flow
+    def broken_sync() -> None:
+        raise ValueError("sync failure")
+
+    await broken(return_state=True)
+    broken_sync(return_state=True)
+    finals = [(level, body) for level, body in _bodies(captured) if body.startswith("Finished in state")]
+    assert finals == [  # Prefect's async flow engine: ERROR unless completed; its sync one: INFO
+        ("ERROR", "Finished in state Failed('Flow run encountered an exception: ValueError: async failure')"),
+        ("INFO", "Finished in state Failed('Flow run encountered an exception: ValueError: sync failure')"),
+    ]
+
+
+def test_invalid_parameters_are_logged_as_prefect_logs_them(captured: Any, settings_env: Any) -> None:
+    settings_env(LOG_RUN_EVENTS="true")
+
+    @flow
+    def typed(n: int) -> int:
+        return n
+
+    state = typed("not a number", return_state=True)  # type: ignore[arg-type]
+    (error, final) = _bodies(captured)
+    assert error[0] == "ERROR" and error[1].startswith("Validation of flow parameters failed with error: ")
+    assert final == ("INFO", f"Finished in state {state}")
+
+
+def test_log_prints_follows_prefects_rules_for_file_and_end(captured: Any) -> None:
+    import io
+    import sys
+
+    elsewhere = io.StringIO()
+
+    @flow(log_prints=True)
+    def printer() -> None:
+        print("to stdout", file=sys.stdout)
+        print("to stderr", file=sys.stderr)
+        print("a", "b", sep="-", end="!")
+        print("kept out", file=elsewhere)
+
+    printer()
+    assert [body for _, body in _bodies(captured)] == ["to stdout", "to stderr", "a-b!"]
+    assert elsewhere.getvalue() == "kept out\n"
+
+
+def test_flow_and_task_run_loggers_for_hooks(captured: Any) -> None:
+    from otelflow.logging.loggers import flow_run_logger, task_run_logger
+
+    def on_completion(flow_: Any, flow_run: Any, state: State[Any]) -> None:
+        flow_run_logger(flow_run, flow_).info("flow %s done", flow_run.name)
+
+    def task_done(task_: Any, task_run: Any, state: State[Any]) -> None:
+        logger = task_run_logger(task_run, task_)
+        assert logger.extra["task_name"] == "step" and logger.extra["flow_name"] == "hooked"
+        logger.info("task done")
+
+    @task(on_completion=[task_done])
+    def step() -> int:
+        return 1
+
+    @flow(on_completion=[on_completion])
+    def hooked() -> int:
+        return step()
+
+    hooked()
+    records = {str(r.log_record.body): r.log_record for r in captured.logs}
+    flow_span = captured.flow_spans()[0]
+    flow_record = records[f"flow {attrs(flow_span)[sc.RUN_NAME]} done"]
+    assert flow_record.attributes["flow_name"] == "hooked"
+    assert "deployment_name" not in flow_record.attributes  # None: not exported
+    assert flow_record.span_id == flow_span.context.span_id
+    assert records["task done"].span_id == captured.task_spans()[0].context.span_id
+    with pytest.raises(ValueError, match=r"Either 'flow_run' or 'flow_run_id' must be provided\."):
+        flow_run_logger()

@@ -20,11 +20,15 @@ from otelflow.context import _FLOW_RUN_VAR, _TASK_RUN_VAR, FlowRunContext, RunCo
 if TYPE_CHECKING:
     from opentelemetry.context import Context
 
-__all__ = ["RUN_KEY", "RunInfo", "current_entry", "current_run_info", "run_info_for"]
+__all__ = ["PREFECT_RECORD_FIELDS", "RUN_KEY", "RunInfo", "current_entry", "current_run_info", "run_info_for"]
 
 # Where the run logger adapter leaves the RunInfo on a stdlib LogRecord (added to the record's ``extra``, never
 # to the adapter's). Handlers read it and never export it as an attribute.
 RUN_KEY = "_otelflow_run"
+# Prefect's fields on a run log record (its run loggers' ``extra``); one without a value (None) is not exported.
+PREFECT_RECORD_FIELDS = (
+    "task_run_id", "flow_run_id", "task_run_name", "task_name", "flow_run_name", "flow_name", "deployment_name",
+)
 # How many fields a stdlib LogRecord has before any ``extra`` (the Python version decides: 3.12 added one).
 _STANDARD_RECORD_SIZE = len(vars(logging.LogRecord("", logging.INFO, "", 0, "", None, None)))
 

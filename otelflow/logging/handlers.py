@@ -31,7 +31,7 @@ from opentelemetry.instrumentation.logging.handler import LoggingHandler
 
 from otelflow import telemetry
 from otelflow._internal.limits import Limits, get_limits, truncate_stacktrace, truncate_text, truncate_value
-from otelflow.logging._runinfo import RUN_KEY, RunInfo, current_run_info
+from otelflow.logging._runinfo import PREFECT_RECORD_FIELDS, RUN_KEY, RunInfo, current_run_info
 
 __all__ = ["ConsoleHandler", "OTelRunLogHandler", "clean_attribute", "truncate_message"]
 
@@ -163,10 +163,9 @@ class OTelRunLogHandler(LoggingHandler):
         """Any record's attributes (bounded in size), the context it correlates with, and its event name."""
         attributes, event_name = self._get_attributes(record)
         run = cast("RunInfo | None", attributes.pop(RUN_KEY, None))
-        if run is not None:
-            for key in run.unset_fields:  # Prefect's fields without a value (deployment_name): no OTel attribute
-                if attributes.get(key, "") is None:
-                    del attributes[key]
+        for key in PREFECT_RECORD_FIELDS:  # Prefect's fields without a value (deployment_name): no OTel attribute
+            if attributes.get(key, "") is None:
+                del attributes[key]
         limits = get_limits()
         for key, value in attributes.items():
             kind = type(value)

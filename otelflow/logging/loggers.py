@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import builtins
 import logging
+import sys
 import threading
 import uuid
 from collections.abc import Mapping, MutableMapping
@@ -38,9 +39,11 @@ __all__ = [
     "PrefectLogAdapter",
     "RunLoggerAdapter",
     "disable_run_logger",
+    "flow_run_logger",
     "get_logger",
     "get_run_logger",
     "print_as_log",
+    "task_run_logger",
 ]
 
 ROOT_LOGGER_NAME: Final = "otelflow"
@@ -292,17 +295,63 @@ _log_prints: ContextVar[bool] = ContextVar("otelflow_log_prints", default=False)
 _original_print: Any = builtins.print
 
 
+def flow_run_logger(
+    flow_run: Any = None, flow: Any = None, flow_run_id: Any = None, **kwargs: object
+) -> RunLoggerAdapter:
+    """A logger for a flow run (Prefect's ``flow_run_logger``, e.g. in a state hook), with Prefect's ``extra``.
+
+    Takes the run, or only its id (then the names are ``"<unknown>"``); ``ValueError`` without either. Its records
+    correlate with whatever span is current where they are logged (inside a hook: the run's).
+    """
+    if flow_run is None and flow_run_id is None:
+        raise ValueError("Either 'flow_run' or 'flow_run_id' must be provided.")
+    extra: dict[str, object] = {
+        "flow_run_name": flow_run.name if flow_run else "<unknown>",
+        "flow_run_id": str(flow_run.id if flow_run is not None else flow_run_id),
+        "flow_name": flow.name if flow else "<unknown>",
+        "deployment_name": None,  # otelflow has no deployments
+        **kwargs,
+    }
+    return RunLoggerAdapter(_run_loggers()[0], extra)
+
+
+def task_run_logger(
+    task_run: Any, task: Any = None, flow_run: Any = None, flow: Any = None, **kwargs: object
+) -> RunLoggerAdapter:
+    """A logger for a task run (Prefect's ``task_run_logger``); the flow run and flow default to the current ones."""
+    if not flow_run or not flow:
+        from otelflow.context import FlowRunContext
+
+        context = FlowRunContext.get()
+        if context is not None:
+            flow_run = flow_run or context.flow_run
+            flow = flow or context.flow
+    extra: dict[str, object] = {
+        "task_run_id": str(task_run.id),
+        "flow_run_id": str(task_run.flow_run_id) if task_run.flow_run_id is not None else None,
+        "task_run_name": task_run.name,
+        "task_name": task.name if task else "<unknown>",
+        "flow_run_name": flow_run.name if flow_run else "<unknown>",
+        "flow_name": flow.name if flow else "<unknown>",
+        **kwargs,
+    }
+    return RunLoggerAdapter(_run_loggers()[1], extra)
+
+
 def _print(
     *args: Any, sep: str | None = " ", end: str | None = "\n", file: Any = None, flush: bool = False
 ) -> None:
     # Installed once as builtins.print; a context var says whether *this* context's prints are run logs, so
     # other threads and contexts printing at the same time print normally.
-    if file is None and _log_prints.get():
+    # Prefect's rule: prints to stdout or stderr (or no file) become run logs, with sep and end as print would
+    # write them, trailing whitespace stripped; a print to any other file is a print.
+    if (file is None or file is sys.stdout or file is sys.stderr) and _log_prints.get():
         run = current_run_info()
         if run is not None and not _is_disabled(run):
             adapter = get_run_logger()
+            text = (" " if sep is None else sep).join(map(str, args)) + ("\n" if end is None else end)
             # stacklevel=2: the record names the user's function and line, not this hook.
-            adapter.info((" " if sep is None else sep).join(map(str, args)), stacklevel=2)
+            adapter.info(text.rstrip(), stacklevel=2)
             return
     _original_print(*args, sep=sep, end=end, file=file, flush=flush)
 

@@ -93,6 +93,9 @@ class Settings(BaseSettings):
     task_runner_max_workers: int | None = Field(
         default=None, ge=1, description="Threads of the default task runner (default: min(32, cpus + 4))."
     )
+    task_runner_process_pool_max_workers: int | None = Field(
+        default=None, ge=1, description="Worker processes of ProcessPoolTaskRunner (default: the number of CPUs)."
+    )
     store_url: str | None = Field(
         default=None,
         description="Shared store for transaction records, locks and run input: sqlite:////path/file.sqlite3, "

@@ -69,9 +69,10 @@ FLOW_SCRIPT = textwrap.dedent(
     def squares() -> dict:
         with tags("dask-test"):
             mapped = square.map(range(8))
-            summed = total.submit(mapped)  # futures as arguments: resolved on the flow side
+            summed = total.submit(mapped)  # futures as arguments: their final states go to the worker
             failed = explode.submit()
-            skipped = describe.submit(failed)  # upstream failed: NotReady, never sent to a worker
+            # upstream failed: the worker's engine records it NotReady (the user's code does not run)
+            skipped = describe.submit(failed)
             allowed = describe.submit(allow_failure(failed))
             return {
                 "squares": mapped.result(),

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
-import datetime
 import functools
 import inspect
 import logging
@@ -33,7 +32,7 @@ import threading
 import time
 import traceback
 import uuid
-from collections.abc import Callable, Generator, Iterable
+from collections.abc import AsyncGenerator, Callable, Generator, Iterable
 from typing import TYPE_CHECKING, Any, Literal, cast
 
 from opentelemetry import context as otel_context
@@ -85,7 +84,9 @@ if TYPE_CHECKING:
     from otelflow.flows import Flow
     from otelflow.tasks import Task
 
-__all__ = ["new_flow_run", "new_task_run", "run_flow", "run_flow_async", "run_task", "run_task_async"]
+__all__ = [
+    "new_flow_run", "new_task_run", "run_flow", "run_flow_async", "run_generator", "run_task", "run_task_async",
+]
 
 ReturnType = Literal["result", "state"]
 
@@ -178,13 +179,6 @@ def _safe_str(exc: BaseException) -> str:
         return "<unprintable>"
 
 
-def _utc(timestamp: Any) -> datetime.datetime:
-    """A state's timestamp as an aware UTC datetime."""
-    if isinstance(timestamp, datetime.datetime):
-        return timestamp
-    return datetime.datetime.fromtimestamp(timestamp, tz=datetime.UTC)
-
-
 def _hook_name(hook: Any) -> str:
     # Prefect's rule: the function's name, a partial's function's name, else the class name.
     name = getattr(hook, "__name__", None)
@@ -246,7 +240,7 @@ class _Run:
                 run.run_count += 1
                 # Each attempt is a state of its own: a hook or a caller holding it never sees another run's.
                 state = run.state = Running() if run.run_count == 1 else Retrying()
-                run.start_time = _utc(state.timestamp)
+                run.start_time = state.timestamp  # an aware UTC datetime
                 if obj.on_running_hooks:
                     yield from self._call_hooks("on_running", obj.on_running_hooks, state)
                 if self.kind == "flow":
@@ -512,10 +506,10 @@ class _Run:
             self.task_runner.__exit__(None, None, None)
 
     def _log_final(self) -> None:
-        # Prefect's closing line: a task run that did not complete logs it as an error; a flow run always as info.
+        # Prefect's closing line: INFO when the run completed; otherwise ERROR, except for a sync flow run (Prefect's
+        # sync flow engine always logs it as INFO, its async one and both task engines as ERROR).
         final = self.final
         if final is not None:
-            # (Prefect's async flow engine logs it as a task's: ERROR unless completed; its sync one always INFO.)
             info = final.type is StateType.COMPLETED or (self.kind == "flow" and not self.obj.isasync)
             level = logging.INFO if info else logging.ERROR
             _run_logger().log(level, "Finished in state %s", final)
@@ -745,10 +739,7 @@ def _record_failure(span: trace.Span, final: State[Any]) -> None:
             stack = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
         except Exception:  # a broken __str__ must not break the run's record
             stack = f"{type(exc).__name__}: <unprintable>"
-        try:
-            message = str(exc)
-        except Exception:
-            message = "<unprintable>"
+        message = _safe_str(exc)
         span.add_event("exception", {
             semconv.EXCEPTION_TYPE: type(exc).__qualname__,
             semconv.EXCEPTION_MESSAGE: truncate_text(message, limits.exception_message),
@@ -1018,6 +1009,32 @@ def _await_sync(awaitable: Any) -> Any:
     return value
 
 
+def _step_sync(op: int, arg: Any) -> Any:
+    """Perform a step other than calling the function, blocking."""
+    if op == _WAIT:
+        blocking_wait([f._future for f in arg])
+        return None
+    if op == _SLEEP:
+        time.sleep(arg)
+        return None
+    if op == _BLOCKING:
+        return arg()
+    return _await_sync(arg)
+
+
+async def _step_async(op: int, arg: Any) -> Any:
+    """Perform a step other than calling the function, without blocking the event loop."""
+    if op == _WAIT:
+        await asyncio.wait([asyncio.wrap_future(f._future) for f in arg])
+        return None
+    if op == _SLEEP:
+        await asyncio.sleep(arg)
+        return None
+    if op == _BLOCKING:
+        return await asyncio.to_thread(arg)
+    return await arg
+
+
 def _drive_sync(run: _Run) -> State[Any]:
     steps = run.lifecycle()
     send: Any = None
@@ -1029,16 +1046,7 @@ def _drive_sync(run: _Run) -> State[Any]:
             return cast("State[Any]", stop.value)
         send = error = None
         try:
-            if op == _CALL:
-                send = _call_sync(run)
-            elif op == _WAIT:
-                blocking_wait([f._future for f in arg])
-            elif op == _SLEEP:
-                time.sleep(arg)
-            elif op == _BLOCKING:
-                send = arg()
-            else:
-                send = _await_sync(arg)
+            send = _call_sync(run) if op == _CALL else _step_sync(op, arg)
         except BaseException as exc:
             error = exc
 
@@ -1054,16 +1062,66 @@ async def _drive_async(run: _Run) -> State[Any]:
             return cast("State[Any]", stop.value)
         send = error = None
         try:
+            send = await (_call_async(run) if op == _CALL else _step_async(op, arg))
+        except BaseException as exc:
+            error = exc
+
+
+# Generator flows and tasks (Prefect's run_generator_*): calling one returns a generator that runs the run as it is
+# iterated, inside the run's span and contexts, and yields the function's values to the caller as they come. The
+# function's return value is the run's result; a caller that stops early completes the run. (timeout_seconds does
+# not apply to them.)
+
+
+def _drive_sync_generator(run: _Run) -> Generator[Any, Any, Any]:
+    steps = run.lifecycle()
+    send: Any = None
+    error: BaseException | None = None
+    closed = False
+    while True:
+        try:
+            op, arg = steps.send(send) if error is None else steps.throw(error)
+        except StopIteration as stop:
+            return None if closed else run.outcome(stop.value, "result")
+        send = error = None
+        try:
             if op == _CALL:
-                send = await _call_async(run)
-            elif op == _WAIT:
-                await asyncio.wait([asyncio.wrap_future(f._future) for f in arg])
-            elif op == _SLEEP:
-                await asyncio.sleep(arg)
-            elif op == _BLOCKING:
-                send = await asyncio.to_thread(arg)
+                args, kwargs = run.obj.binder.call_args(run.parameters)
+                send = yield from run.obj.fn(*args, **kwargs)
             else:
-                send = await arg
+                send = _step_sync(op, arg)
+        except GeneratorExit:
+            closed = True  # the caller stopped iterating (Prefect: the run completes); nothing more is yielded
+        except BaseException as exc:
+            error = exc
+
+
+async def _drive_async_generator(run: _Run) -> AsyncGenerator[Any, None]:
+    steps = run.lifecycle()
+    send: Any = None
+    error: BaseException | None = None
+    closed = False
+    while True:
+        try:
+            op, arg = steps.send(send) if error is None else steps.throw(error)
+        except StopIteration as stop:
+            if not closed:
+                run.outcome(stop.value, "result")  # raises the run's exception, if it failed
+            return
+        send = error = None
+        try:
+            if op == _CALL:
+                args, kwargs = run.obj.binder.call_args(run.parameters)
+                values = run.obj.fn(*args, **kwargs)
+                try:
+                    async for value in values:
+                        yield value
+                finally:
+                    await values.aclose()
+            else:
+                send = await _step_async(op, arg)
+        except GeneratorExit:
+            closed = True
         except BaseException as exc:
             error = exc
 
@@ -1120,3 +1178,20 @@ async def run_flow_async(
     run = _Run("flow", flow, parameters, new_flow_run(flow, parameters), wait_for)
     return run.outcome(await _drive_async(run), return_type)
 
+
+
+def run_generator(
+    kind: Literal["flow", "task"],
+    obj: Flow[..., Any] | Task[..., Any],
+    parameters: dict[str, Any],
+    *,
+    wait_for: Iterable[Any] | None = None,
+    return_type: ReturnType = "result",
+) -> Any:
+    """Run a generator flow or task: a (sync or async) generator of the function's values (Prefect's rules)."""
+    if return_type != "result":
+        raise ValueError(f"The return_type for a generator {kind} must be 'result'")
+    record = new_flow_run(cast("Flow[..., Any]", obj), parameters) if kind == "flow" else (
+        new_task_run(cast("Task[..., Any]", obj)))
+    run = _Run(kind, obj, parameters, record, wait_for)
+    return _drive_async_generator(run) if inspect.isasyncgenfunction(obj.fn) else _drive_sync_generator(run)

@@ -141,6 +141,8 @@ class Flow(_RunOptions, Generic[P, R]):
         return_state, wait_for = self._split_call_options(kwargs)
         parameters = self.binder.bind(args, kwargs)
         return_type: engine.ReturnType = "state" if return_state else "result"
+        if self.isgenerator:
+            return engine.run_generator("flow", self, parameters, wait_for=wait_for, return_type=return_type)
         if self.isasync:
             return engine.run_flow_async(self, parameters, wait_for=wait_for, return_type=return_type)
         return engine.run_flow(self, parameters, wait_for=wait_for, return_type=return_type)

@@ -235,6 +235,8 @@ class _RunOptions:
         self.description: str | None = description if description is not None else inspect.getdoc(fn)
         self.version: str | None = options.get("version")
         self.isasync: bool = inspect.iscoroutinefunction(fn)
+        # A generator function: its call returns a generator of its values (Prefect's generator flows and tasks).
+        self.isgenerator: bool = inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn)
         owner = f"{kind.title()} {self.name!r}"
         self.binder = ParameterBinder(fn, owner)
         for argument in _RESERVED_ARGUMENTS:
@@ -403,6 +405,8 @@ class Task(_RunOptions, Generic[P, R]):
         return_state, wait_for = self._split_call_options(kwargs) if kwargs else (False, None)
         parameters = self.binder.bind(args, kwargs)
         return_type: Literal["result", "state"] = "state" if return_state else "result"
+        if self.isgenerator:
+            return engine.run_generator("task", self, parameters, wait_for=wait_for, return_type=return_type)
         if self.isasync:
             return engine.run_task_async(self, parameters, wait_for=wait_for, return_type=return_type)
         return engine.run_task(self, parameters, wait_for=wait_for, return_type=return_type)

@@ -162,3 +162,10 @@ def test_dask_local_cluster_task_spans_join_the_flow_trace(otlp_receiver: OTLPRe
         assert record.trace_id == flow_span.trace_id
         assert record.span_id in square_ids
         assert record.attributes[semconv.FLOW_RUN_ID] == flow_span.attributes[semconv.RUN_ID]
+
+    # Prefect's runner lines, in the flow run (the runner starts when the flow run does).
+    runner_lines = [r for r in otlp_receiver.logs() if r.scope_name == "otelflow.task_runner.dask"]
+    bodies = [str(r.body) for r in runner_lines]
+    assert bodies[0] == "Creating a new Dask cluster with `distributed.deploy.local.LocalCluster`"
+    assert bodies[1].startswith("The Dask dashboard is available at http")
+    assert all(r.span_id == flow_span.span_id for r in runner_lines)

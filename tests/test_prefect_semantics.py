@@ -511,6 +511,22 @@ def test_each_attempt_has_its_own_start_time(captured: Any) -> None:
     assert starts == sorted(starts) and len(set(starts)) == 4  # strictly increasing: one per attempt
 
 
+async def test_each_attempt_of_an_async_task_has_its_own_start_time(captured: Any) -> None:
+    starts: list[Any] = []
+
+    @task(retries=2)
+    async def flaky() -> str:
+        ctx = TaskRunContext.get()
+        assert ctx is not None and ctx.task_run is not None
+        starts.append(ctx.task_run.start_time)
+        if len(starts) < 3:
+            raise ValueError("again")
+        return "ok"
+
+    assert await flaky() == "ok"
+    assert starts == sorted(starts) and len(set(starts)) == 3
+
+
 def test_a_task_returning_a_failed_state_gives_the_caller_that_state(captured: Any) -> None:
     @task
     def gives_up() -> State[Any]:
@@ -694,6 +710,22 @@ def test_a_tasks_timeout_is_the_tasks_own_in_a_flow_without_one(captured: Any) -
         "Flow run failed due to timeout: TaskRunTimeoutError('Scope timed out after 0.2 second(s).')"
     )
     assert captured.spans_named("task slow")[0].status.description == "Task run exceeded timeout of 0.2 second(s)"
+
+
+async def test_an_async_tasks_timeout_is_the_tasks_own_in_a_flow_without_one(captured: Any) -> None:
+    @task(timeout_seconds=0.2)
+    async def slow() -> None:
+        await asyncio.sleep(3)
+
+    @flow
+    async def no_timeout() -> None:
+        await slow()
+
+    state = await no_timeout(return_state=True)
+    assert state.name == "TimedOut"
+    assert state.message == (
+        "Flow run failed due to timeout: TaskRunTimeoutError('Scope timed out after 0.2 second(s).')"
+    )
 
 
 # --- 10. the default thread pool never deadlocks ------------------------------------------------------------------

@@ -113,11 +113,17 @@ class DaskTaskRunner(RemoteTaskRunner, TaskRunner):
             raise ImportError("DaskTaskRunner needs Dask: pip install 'otelflow[dask]'.") from exc
         if self._client is not None:
             raise RuntimeError("DaskTaskRunner is already started; each flow run uses runner.duplicate().")
+        from otelflow.logging import get_logger
+
+        logger = get_logger("task_runner.dask")  # Prefect's lines, under otelflow's logger names
         if self.address is not None:
+            logger.info("Connecting to an existing Dask cluster at %s", self.address)
             self._client = Client(self.address, **self.client_kwargs)
         elif self.cluster is not None:
+            logger.info("Connecting to existing Dask cluster %s", self.cluster)
             self._client = Client(self.cluster, **self.client_kwargs)
         else:
+            logger.info("Creating a new Dask cluster with `%s.%s`", LocalCluster.__module__, LocalCluster.__qualname__)
             self._own_cluster = LocalCluster(**self.cluster_kwargs)
             try:
                 self._client = Client(self._own_cluster, **self.client_kwargs)
@@ -125,6 +131,8 @@ class DaskTaskRunner(RemoteTaskRunner, TaskRunner):
                 self._own_cluster.close()
                 self._own_cluster = None
                 raise
+        if self._client.dashboard_link:
+            logger.info("The Dask dashboard is available at %s", self._client.dashboard_link)
         return self
 
     def __exit__(self, *exc_info: object) -> None:

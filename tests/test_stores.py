@@ -8,6 +8,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import PYTHON, subprocess_env
@@ -278,3 +279,36 @@ def test_rediss_with_a_password(tmp_path: Path, redis_server: str) -> None:
         reset_stores()
         process.terminate()
         process.wait(10)
+
+
+def _open_store_at_once(url: str, barrier: Any, results: Any) -> None:
+    from otelflow.stores.sqlite import SqliteStore
+
+    barrier.wait()
+    try:
+        SqliteStore(url)
+        results.put("ok")
+    except Exception as exc:
+        results.put(repr(exc))
+
+
+def test_processes_opening_a_new_sqlite_store_together_all_succeed(tmp_path: Path) -> None:
+    # Switching a new file to WAL answers SQLITE_BUSY at once (no busy handler) while another process does the
+    # same: a flow and the process sending it input, started together, failed with "database is locked" about one
+    # open in twenty. Real processes, released together by a barrier, on a new file each round.
+    import multiprocessing
+
+    import otelflow.stores.sqlite  # noqa: F401  (imported before forking: the children only open the store)
+
+    ctx = multiprocessing.get_context("fork")
+    outcomes: list[str] = []
+    for round_ in range(20):
+        url = sqlite_url(tmp_path / f"round-{round_}.sqlite3")
+        barrier, results = ctx.Barrier(6), ctx.Queue()
+        workers = [ctx.Process(target=_open_store_at_once, args=(url, barrier, results)) for _ in range(6)]
+        for worker in workers:
+            worker.start()
+        outcomes.extend(results.get(timeout=60) for _ in workers)
+        for worker in workers:
+            worker.join(timeout=60)
+    assert outcomes == ["ok"] * 120, [o for o in outcomes if o != "ok"][:3]

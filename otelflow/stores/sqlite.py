@@ -55,6 +55,24 @@ def _path_from_url(url: str) -> Path:
     return Path(path)
 
 
+def _use_wal(conn: sqlite3.Connection) -> None:
+    """Switch the file to WAL mode (once per file; a no-op after that).
+
+    The switch takes an exclusive lock and sqlite answers SQLITE_BUSY at once, without its busy handler, while
+    another process opens or switches the same new file: two processes starting together (a flow and its input
+    sender) made one fail with "database is locked". Retried for as long as any other statement would wait.
+    """
+    deadline = time.monotonic() + _BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode != sqlite3.SQLITE_BUSY or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.005)
+
+
 class SqliteStore(Store):
     """:class:`~otelflow.stores.Store` on a sqlite file (the embedded default)."""
 
@@ -69,7 +87,7 @@ class SqliteStore(Store):
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             conn = self._conn()
-            conn.execute("PRAGMA journal_mode=WAL")
+            _use_wal(conn)
             for statement in _SCHEMA:
                 conn.execute(statement)
         except (OSError, sqlite3.Error) as exc:

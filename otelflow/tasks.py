@@ -326,14 +326,14 @@ class _RunOptions:
             if not options.get(option)
         }
         if self._kind == "task":
-            carried["on_commit"] = list(getattr(self, "on_commit_hooks", ()))
-            carried["on_rollback"] = list(getattr(self, "on_rollback_hooks", ()))
+            carried["on_commit"] = list(cast("Task[..., Any]", self).on_commit_hooks)
+            carried["on_rollback"] = list(cast("Task[..., Any]", self).on_rollback_hooks)
         fn: Any = self.fn
         if self._method_kind is not None:
             fn = classmethod(fn) if self._method_kind == "classmethod" else staticmethod(fn)
         new = cast(Any, type(self))(fn, **{**self._options, **carried, **options})
-        if self.binder is not new.binder and hasattr(self.binder, "_first"):
-            new.binder = new.binder.bound_to(self.binder._first)  # a bound copy stays bound
+        if hasattr(self.binder, "_first"):  # a copy bound to an instance or class stays bound
+            new.binder = new.binder.bound_to(self.binder._first)
         return new
 
     def _split_call_options(self, kwargs: dict[str, Any]) -> tuple[bool, Any]:

@@ -96,6 +96,12 @@ class FlowRun:
     remote: bool = False
     # str(id), computed once: every task run of the flow carries it.
     id_str: str = dataclasses.field(default="", repr=False, compare=False)
+    # Whether the run persists results (its flow's persist_result, else its parent flow run's, else the setting):
+    # the default of its tasks, as Prefect's FlowRunContext.persist_result.
+    persist_result: bool = dataclasses.field(default=False, repr=False, compare=False)
+    # Its flow's result_storage / result_serializer (None: the defaults): its tasks' defaults, as in Prefect.
+    result_storage: Any = dataclasses.field(default=None, repr=False, compare=False)
+    result_serializer: Any = dataclasses.field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not self.id_str:

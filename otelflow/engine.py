@@ -40,6 +40,8 @@ from opentelemetry import trace
 from opentelemetry.trace import Link, Status, StatusCode
 
 from otelflow import semconv, telemetry
+from otelflow._internal.caching import MISS as _MISS
+from otelflow._internal.caching import CacheRun, persist_flow_result
 from otelflow._internal.limits import get_limits, truncate_stacktrace, truncate_text
 from otelflow._internal.params import add_parameter_types, parameter_attributes
 from otelflow.context import (
@@ -67,7 +69,7 @@ from otelflow.futures import (
     resolve_inputs,
 )
 from otelflow.logging.loggers import _log_prints
-from otelflow.settings import get_settings
+from otelflow.settings import get_current_settings, get_settings
 from otelflow.states import (
     Crashed,
     Failed,
@@ -210,6 +212,7 @@ class _Run:
     invalid: BaseException | None = None  # why a flow's parameters did not validate
     otel_token: Any = None  # the token of the OTel context made current for the run
     run_ctx: Any = None  # the flow/task run context entered for the run
+    cache: Any = None  # the run's cache work (a CacheRun) when its task caches and persists results
 
     def __init__(
         self,
@@ -246,7 +249,10 @@ class _Run:
                 if self.kind == "flow":
                     self._log_beginning()  # after the Running hooks, and again for each attempt, as Prefect does
                 try:
-                    result = yield _CALL_STEP
+                    cached = _MISS
+                    if self.cache is not None:
+                        cached = self._look_up()
+                    result = (yield _CALL_STEP) if cached is _MISS else cached
                 except Exception as exc:
                     outcome: Any = exc
                 else:
@@ -272,6 +278,10 @@ class _Run:
                     self._fail(outcome)
                 elif delay > 0:
                     yield (_SLEEP, delay)
+            if self.cache is not None:
+                self.cache.finish(self.final, self.return_value, run)
+            elif self.kind == "flow" and run.persist_result:
+                persist_flow_result(obj, self.final, self.return_value, self.span, _run_logger())
             if self.runner_open:
                 # Wait for task runs still in flight (off the event loop in async flows): the flow span
                 # outlives them, and the final state below accounts for them.
@@ -463,6 +473,13 @@ class _Run:
             parent = _FLOW_RUN_VAR.get(None)
             if parent is not None and parent.flow_run is not None:
                 run.parent_flow_run_id = parent.flow_run.id  # a subflow
+            # Prefect's FlowRunContext.persist_result: the flow's option, else the parent run's, else the setting.
+            persist = obj.persist_result
+            if persist is None:
+                persist = (parent.flow_run.persist_result if parent is not None and parent.flow_run is not None
+                           else get_current_settings().results_persist_by_default)
+            run.persist_result = persist
+            run.result_storage, run.result_serializer = obj.result_storage, obj.result_serializer
             self.task_runner = obj.task_runner.duplicate()
             ctx = FlowRunContext(flow=obj, flow_run=run, parameters=self.parameters, task_runner=self.task_runner,
                                  span=span, start_ns=self.start_ns, log_prints=log_prints, otel_ctx=span_ctx)
@@ -495,6 +512,20 @@ class _Run:
                 self.return_value = value
                 if span.is_recording():
                     span.set_attribute(semconv.TASK_CACHED, True)
+        if kind == "task" and self.final is None:
+            plan = obj._cache_plan
+            if plan.may_cache and plan.persists(_FLOW_RUN_VAR.get(None)):
+                self.cache = CacheRun(plan, span, _run_logger())
+                undo.append(self.cache.release)
+
+    def _look_up(self) -> Any:
+        """The task's cached value for this attempt's key, or _MISS (computing the key, locking it if asked)."""
+        cache = self.cache
+        value = cache.begin(self.run_ctx, _FLOW_RUN_VAR.get(None), self.parameters, self.txn)
+        span = self.span
+        if cache.attrs and span.is_recording():
+            span.set_attributes(cache.attrs)
+        return value
 
     def _log_beginning(self) -> None:
         what = "subflow" if self.run.parent_flow_run_id is not None else "flow"

@@ -18,6 +18,7 @@ __all__ = [
     "FailedRun",
     "FlowPauseTimeout",
     "FlowRunTimeoutError",
+    "HashError",
     "InvalidNameError",
     "MappingLengthMismatch",
     "MappingMissingIterable",
@@ -70,7 +71,11 @@ class UnfinishedRun(OtelflowException):
 
 
 class MissingResult(OtelflowException):
-    """A final state carries no data to return."""
+    """A final state carries no data to return, or its persisted result could not be read back."""
+
+
+class HashError(OtelflowException):
+    """Objects could not be hashed: neither JSON nor cloudpickle could serialize them (Prefect's ``HashError``)."""
 
 
 class ParameterBindError(TypeError, OtelflowException):

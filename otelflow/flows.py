@@ -97,6 +97,25 @@ class Flow(_RunOptions, Generic[P, R]):
         self.should_validate_parameters = self.validate_parameters
         self.static_attributes[semconv.FLOW_NAME] = self.name
         self.span_name = semconv.flow_span_name(self.name)
+        # Prefect's result options: the default of the flow's tasks, and how the flow's own return value is kept.
+        persist = options.get("persist_result")
+        storage = options.get("result_storage")
+        serializer = options.get("result_serializer")
+        if persist is None and (storage is not None or serializer is not None):
+            persist = True
+        self.persist_result: bool | None = None if persist is None else bool(persist)
+        if storage is not None:
+            from otelflow.filesystems import resolve_result_storage
+
+            storage = resolve_result_storage(storage)
+        if serializer is not None:
+            from otelflow.serializers import resolve_serializer
+
+            serializer = resolve_serializer(serializer)
+        self.result_storage: Any = storage
+        self.result_serializer: Any = serializer
+        in_memory = options.get("cache_result_in_memory")
+        self.cache_result_in_memory: bool = True if in_memory is None else bool(in_memory)
 
     def _default_name(self, fn: Callable[..., Any]) -> str:
         return str(getattr(fn, "__name__", type(fn).__name__)).replace("_", "-").replace("<lambda>", "unknown-lambda")

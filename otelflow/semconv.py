@@ -13,6 +13,12 @@ __all__ = [
     "BAGGAGE_KEYS",
     "BAGGAGE_MAX_BYTES",
     "BAGGAGE_MAX_MEMBERS",
+    "CACHE_EXPIRATION",
+    "CACHE_ISOLATION_LEVEL",
+    "CACHE_KEY",
+    "CACHE_OUTCOME",
+    "CACHE_OUTCOMES",
+    "CACHE_POLICY",
     "CODE_FILE_PATH",
     "CODE_FUNCTION_NAME",
     "CODE_LINE_NUMBER",
@@ -20,6 +26,7 @@ __all__ = [
     "EVENT_HOOK",
     "EVENT_INPUT_RECEIVED",
     "EVENT_PAUSED",
+    "EVENT_RESULT_PERSIST_FAILED",
     "EVENT_RESUMED",
     "EVENT_RETRY",
     "EVENT_TRANSACTION_COMMIT",
@@ -45,6 +52,9 @@ __all__ = [
     "PAUSE_KEY",
     "PAUSE_TIMEOUT",
     "PENDING_PARENT_SPAN_ID",
+    "RESULT_PERSISTED",
+    "RESULT_SERIALIZER",
+    "RESULT_STORAGE",
     "RUN_ATTEMPT",
     "RUN_ID",
     "RUN_INPUT_KEY",
@@ -101,7 +111,7 @@ TASK_MAP_INDEX: Final = _k("task.map_index")
 TAGS: Final = _k("tags")  # string array on spans/logs, comma-separated in baggage
 PARAMETER_PREFIX: Final = _k("parameter.")
 TRANSACTION_KEY: Final = _k("transaction.key")
-TASK_CACHED: Final = _k("task.cached")  # True when a transaction replayed the task's recorded result
+TASK_CACHED: Final = _k("task.cached")  # True when the run returned a cached or a transaction-recorded result
 # Span links from a task run to the runs that produced its inputs (Prefect: prefect.input.name / .type).
 INPUT_NAME: Final = _k("input.name")
 INPUT_TYPE: Final = _k("input.type")
@@ -148,6 +158,22 @@ EVENT_TRANSACTION_ROLLBACK: Final = "transaction.rollback"
 EVENT_TRANSACTION_HOOK_FAILED: Final = "transaction.hook_failed"  # + exception.* attributes
 TRANSACTION_HOOK_NAME: Final = _k("transaction.hook.name")
 TRANSACTION_HOOK_KIND: Final = _k("transaction.hook.kind")  # "commit" | "rollback"
+
+# --- task cache and persisted results (otelflow.results, otelflow.cache_policies) ------------------------
+# On the task span. The key is a policy's hex digest, or "md5:<digest>" of a custom key: never the inputs.
+CACHE_KEY: Final = _k("cache.key")
+CACHE_POLICY: Final = _k("cache.policy")  # e.g. "INPUTS+TASK_SOURCE", "CacheKeyFnPolicy(my_key_fn)"
+CACHE_OUTCOME: Final = _k("cache.outcome")  # one of CACHE_OUTCOMES
+# hit: the stored result was returned, the function not called; miss: no entry; expired: an entry past its
+# cache_expiration; refresh: refresh_cache=True skipped the lookup; unreadable: an entry whose result could not be
+# read back (a warning says why); no_key: the policy gave no key (NO_CACHE, or an error computing it).
+CACHE_OUTCOMES: Final = ("hit", "miss", "expired", "refresh", "unreadable", "no_key")
+CACHE_EXPIRATION: Final = _k("cache.expiration")  # ISO 8601 UTC, when the entry stops being used
+CACHE_ISOLATION_LEVEL: Final = _k("cache.isolation_level")  # "SERIALIZABLE" when the key was locked
+RESULT_PERSISTED: Final = _k("result.persisted")  # True when the result was written (False: it failed, see event)
+RESULT_STORAGE: Final = _k("result.storage")  # the folder, or the store URL with its password redacted
+RESULT_SERIALIZER: Final = _k("result.serializer")  # "pickle", "json", "compressed/pickle"...
+EVENT_RESULT_PERSIST_FAILED: Final = "result.persist_failed"  # + exception.* attributes; the run still completes
 
 # --- flow run input and pauses (otelflow.input, otelflow.flow_runs) -----------------------------------
 # A run waiting for input is Paused: state events on the flow span, named after the states.

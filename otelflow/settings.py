@@ -108,6 +108,33 @@ class Settings(BaseSettings):
     lock_wait_seconds: float = Field(
         default=60.0, ge=0, description="Longest wait for a transaction lock held by another process."
     )
+    results_persist_by_default: bool = Field(
+        default=False, description="Persist task and flow results when no persist_result option decides "
+        "(Prefect's PREFECT_RESULTS_PERSIST_BY_DEFAULT)."
+    )
+    results_default_serializer: str = Field(
+        default="pickle", description="Serializer of persisted results when a run names none: pickle, json, "
+        "compressed/pickle or compressed/json (Prefect's PREFECT_RESULTS_DEFAULT_SERIALIZER)."
+    )
+    results_local_storage_path: Path | None = Field(
+        default=None, description="Folder of persisted results when a run names no result_storage "
+        "(default: $OTELFLOW_HOME/storage; Prefect's PREFECT_RESULTS_LOCAL_STORAGE_PATH)."
+    )
+    tasks_default_persist_result: bool | None = Field(
+        default=None, description="persist_result of tasks that set none, before the flow's choice applies "
+        "(Prefect's PREFECT_TASKS_DEFAULT_PERSIST_RESULT)."
+    )
+    tasks_refresh_cache: bool = Field(
+        default=False, description="Ignore cached results (recompute and overwrite them) for every task that "
+        "does not set refresh_cache (Prefect's PREFECT_TASKS_REFRESH_CACHE)."
+    )
+    tasks_default_no_cache: bool = Field(
+        default=False, description="Tasks that set no cache_policy get NO_CACHE instead of DEFAULT "
+        "(Prefect's PREFECT_TASKS_DEFAULT_NO_CACHE)."
+    )
+    tasks_disable_caching: bool = Field(
+        default=False, description="Turn caching off for every task (Prefect's PREFECT_TASKS_DISABLE_CACHING)."
+    )
     input_max_bytes: int = Field(
         default=512 * 1024, ge=1024, description="Largest flow run input value accepted (bytes of JSON)."
     )
@@ -124,6 +151,11 @@ class Settings(BaseSettings):
     def store_url_or_default(self) -> str:
         """``store_url``, or the embedded default ``sqlite:///$OTELFLOW_HOME/store.sqlite3``."""
         return self.store_url or "sqlite:///" + str((self.home / "store.sqlite3").absolute())
+
+    @property
+    def results_storage_path(self) -> Path:
+        """Folder of persisted results: ``results_local_storage_path``, else ``$OTELFLOW_HOME/storage``."""
+        return self.results_local_storage_path or self.home / "storage"
 
     @property
     def spool_dir(self) -> Path:

@@ -31,7 +31,7 @@ import uuid
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from types import GeneratorType, TracebackType
-from typing import Any, ClassVar, Generic, Self, TypeGuard, TypeVar
+from typing import Any, ClassVar, Generic, Self, TypeGuard, TypeVar, cast
 
 from otelflow.exceptions import (
     CancelledRun,
@@ -318,7 +318,13 @@ class State(Generic[R]):
     def _result(self, raise_on_failure: bool = True) -> Any:
         # Prefect's order of checks (states._get_state_result), on data held in the state itself.
         if self.type is StateType.COMPLETED:
-            return self.data
+            data = self.data
+            if _RESULT_TYPES and isinstance(data, _RESULT_TYPES):
+                # A persisted result: its record (the value), or its metadata (read back from storage;
+                # MissingResult when it is gone).
+                record: Any = data if isinstance(data, _RESULT_TYPES[0]) else cast(Any, data).load()
+                return record.result
+            return data
         if self.type is StateType.PAUSED:
             raise PausedRun("Run is paused, its result is not available.", state=self)
         if self.type not in TERMINAL_STATES:
@@ -795,6 +801,10 @@ def _is_manual(state: State[Any]) -> bool:
     if details is None:
         return True
     return details.flow_run_id is None and details.task_run_id is None
+
+
+#: (ResultRecord, ResultRecordMetadata), set by :mod:`otelflow.results` when it is imported (states never import it).
+_RESULT_TYPES: tuple[type, ...] = ()
 
 
 def return_value_to_state(retval: Any) -> State[Any]:

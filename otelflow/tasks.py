@@ -22,6 +22,7 @@ Example::
 from __future__ import annotations
 
 import copy
+import datetime
 import functools
 import inspect
 import random
@@ -81,6 +82,10 @@ def exponential_backoff(backoff_factor: float) -> Callable[[int], list[float]]:
 
 
 class _CommonOptions(TypedDict, total=False):
+    persist_result: bool | None
+    result_storage: Any
+    result_serializer: Any
+    cache_result_in_memory: bool
     name: str | None
     description: str | None
     version: str | None
@@ -102,6 +107,11 @@ class TaskOptions(_CommonOptions, total=False):
     task_run_name: RunNameOption | None
     on_commit: list[TxnHook] | None
     on_rollback: list[TxnHook] | None
+    cache_policy: Any
+    cache_key_fn: Callable[[Any, dict[str, Any]], str | None] | None
+    cache_expiration: datetime.timedelta | None
+    refresh_cache: bool | None
+    result_storage_key: str | None
 
 
 def _code_attributes(fn: Callable[..., Any]) -> dict[str, Any]:
@@ -364,6 +374,22 @@ class Task(_RunOptions, Generic[P, R]):
         self.on_rollback_hooks: list[TxnHook] = list(options.get("on_rollback") or ())
         self.static_attributes[semconv.TASK_NAME] = self.name
         self.span_name = semconv.task_span_name(self.name)
+        from otelflow._internal.caching import CachePlan
+        from otelflow.cache_policies import _task_key
+
+        self.task_key: str = _task_key(self.fn)  # Prefect's: "{function name}-{8 hex of its code}"
+
+        # Prefect's cache and result options, as given (read by with_options) and as resolved by Prefect's rules.
+        plan = self._cache_plan = CachePlan(self.name, cast("dict[str, Any]", options))
+        self.cache_policy: Any = plan.policy
+        self.cache_key_fn = options.get("cache_key_fn")
+        self.cache_expiration = plan.expiration
+        self.refresh_cache = plan.refresh
+        self.persist_result: bool | None = plan.persist
+        self.result_storage = plan.result_storage
+        self.result_serializer = plan.result_serializer
+        self.result_storage_key = plan.storage_key
+        self.cache_result_in_memory = plan.cache_result_in_memory
 
     def on_commit(self, fn: TxnHook) -> TxnHook:
         """Register ``fn(txn)`` to run when the transaction this task ran in commits (Prefect's hook API)."""

@@ -393,6 +393,8 @@ class Transaction(_PlainContext):
         self._span_ended = False
         self._wrote = False  # did our commit write the record (False: the key was committed before)?
         self._closed = False  # finished by commit()/rollback(): no longer the current transaction
+        # Work handed over by task runs inside (their cache entries): done at commit, dropped at rollback.
+        self._deferred: list[tuple[Callable[[], None], Callable[[], None]]] = []
 
     @property
     def logger(self) -> logging.Logger | logging.LoggerAdapter[Any]:
@@ -664,6 +666,15 @@ class Transaction(_PlainContext):
                     self._stage_errors.append(exc)  # raised at commit, which then rolls back
             self._state = TransactionState.STAGED
 
+    def _defer(self, commit_step: Callable[[], None], rollback_step: Callable[[], None], pending: Any = None) -> None:
+        """Run ``commit_step`` when this transaction commits, ``rollback_step`` when it rolls back (once).
+        ``pending`` describes the work (a task run on a remote worker hands it back to the flow's transaction)."""
+        if self._state in (TransactionState.COMMITTED, TransactionState.ROLLED_BACK):
+            (commit_step if self._state is TransactionState.COMMITTED else rollback_step)()
+            return
+        with self._mutex:
+            self._deferred.append((commit_step, rollback_step))
+
     def _check_deadline(self) -> None:
         if self._deadline is not None and time.monotonic() > self._deadline:
             raise TransactionTimeout(
@@ -691,6 +702,9 @@ class Transaction(_PlainContext):
                 raise self._stage_errors[0]
             for child in self.children:
                 child.commit()
+            deferred, self._deferred = self._deferred, []
+            for commit_step, _ in deferred:
+                commit_step()
             for hook in self.on_commit_hooks:
                 self._run_hook(hook, "commit", raise_errors=True)
             if self.store is not None and self.key is not None and self.write_on_commit:
@@ -746,6 +760,9 @@ class Transaction(_PlainContext):
             for hook in reversed(self.on_rollback_hooks):
                 ok = self._run_hook(hook, "rollback", raise_errors=False) and ok
             self._state = TransactionState.ROLLED_BACK
+            deferred, self._deferred = self._deferred, []
+            for _, rollback_step in reversed(deferred):
+                rollback_step()
             for child in reversed(self.children):
                 child.rollback()
             self._event(semconv.EVENT_TRANSACTION_ROLLBACK)

@@ -46,6 +46,10 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path, settings_env: Any)
     from otelflow.stores.sqlite import sqlite_url
 
     url = str(request.getfixturevalue("redis_server")) if request.param == "redis" else sqlite_url(tmp_path / "s.db")
+    if request.param == "redis":
+        import redis
+
+        redis.Redis.from_url(url).flushdb()  # the server is shared by the session: each test starts empty
     settings_env(STORE_URL=url)
     yield url
     reset_stores()

@@ -24,6 +24,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import dataclasses
+import sys
 import threading
 import uuid
 from collections.abc import Callable, Iterable
@@ -72,6 +73,9 @@ class WorkOrder:
     # An unstarted runner for the task runs this run submits itself: as Prefect, a duplicate of the flow's runner,
     # entered on the worker for the run. None: submitting from the task run is refused there.
     task_runner: TaskRunner | None = None
+    # For a task that caches: the submitting flow run's result options and parameters, and the key of the transaction
+    # it was submitted in ("transaction" present: the cache entry is written when that transaction commits).
+    results: dict[str, Any] | None = None
 
 
 @dataclasses.dataclass(slots=True, eq=False)
@@ -85,6 +89,8 @@ class RemoteRun:
     carrier: dict[str, str]
     log_prints: bool
     extra: Any
+    results: dict[str, Any] | None = None  # see WorkOrder.results
+    txn: Any = None  # the transaction the run was submitted in: it stages the result and owns the cache write
     future: TaskRunFuture[Any] = dataclasses.field(init=False)
 
     def __post_init__(self) -> None:
@@ -119,6 +125,7 @@ class RemoteRun:
             map_index=self.task_run.map_index,
             log_prints=self.log_prints,
             task_runner=task_runner,
+            results=self.results,
         )
 
 
@@ -185,7 +192,7 @@ class RemoteRuns:
 
         wait_list = wait_for if wait_for is None or isinstance(wait_for, list) else list(wait_for)
         run = RemoteRun(task, engine.new_task_run(task, map_index), parameters, wait_list or None, carrier,
-                        log_prints, extra)
+                        log_prints, extra, *_submission_context(task))
         outer = run.future.wrapped_future
         with self._lock:
             self._in_flight.add(outer)
@@ -246,11 +253,14 @@ class RemoteRuns:
     def complete(self, run: RemoteRun, answer: Callable[[], dict[str, Any]]) -> None:
         """Finish ``run`` with the state in the worker's answer; ``answer()`` raising means it did not come back."""
         try:
-            state, attempts = decode_state(answer())
+            encoded = answer()
+            state, attempts = decode_state(encoded)
         except BaseException as exc:
             self.crash(run, f"Task run {run.name!r} did not come back from {self._where}", exc)
             return
         run.task_run.run_count = attempts
+        if run.txn is not None:
+            _hand_to_transaction(run, state, encoded)
         self._finish(run, state)
 
     def crash(self, run: RemoteRun, what: str, exc: BaseException) -> None:
@@ -303,6 +313,64 @@ class RemoteTaskRunner:
         return self._runs.map(task, expand_map_parameters(task, parameters), wait_for, self._run_extra())
 
 
+def _submission_context(task: Task[..., Any]) -> tuple[dict[str, Any] | None, Any]:
+    """What a remote run of ``task`` needs from where it was submitted: its flow run's result options (for a task
+    that caches and persists), and the current transaction."""
+    txn_module = sys.modules.get("otelflow.transactions")
+    txn = txn_module.get_transaction() if txn_module is not None else None
+    plan = task._cache_plan
+    flow_ctx = FlowRunContext.get()
+    if not plan.may_cache or not plan.persists(flow_ctx):
+        return None, txn
+    flow_run = flow_ctx.flow_run if flow_ctx is not None else None
+    results: dict[str, Any] = {
+        "persist": True,
+        "storage": getattr(flow_run, "result_storage", None),
+        "serializer": getattr(flow_run, "result_serializer", None),
+        "flow_parameters": dict(flow_ctx.parameters) if flow_ctx is not None else {},
+    }
+    if txn is not None:
+        results["transaction"] = txn.key
+    return results, txn
+
+
+def _hand_to_transaction(run: RemoteRun, state: State[Any], encoded: dict[str, Any]) -> None:
+    """A remote run submitted inside a transaction: the transaction stages its result (and its commit / rollback
+    hooks) and writes its cache entry when it commits, as for a run in the flow's process."""
+    from otelflow._internal.caching import write_pending
+    from otelflow.logging import get_logger
+
+    txn = run.txn
+    if state.type is StateType.COMPLETED:
+        txn.task_completed(run.task, run.task_run, state._result(raise_on_failure=False))
+    pending = encoded.get("cache_write")
+    if pending is not None:
+        logger = get_logger("task_runs")
+        txn._defer(lambda: write_pending(pending, logger, None), lambda: None)
+
+
+class _WorkerTransaction:
+    """On a worker, the transaction a run was submitted in (which stays in the flow's process): it takes the run's
+    cache write, which goes back with the run's state for the real transaction to do when it commits."""
+
+    _closed = False
+    _parent = None
+
+    def __init__(self, key: str | None) -> None:
+        self.key = key
+        self.pending: Any = None
+
+    def task_begin(self, task: Any, task_run: Any) -> tuple[bool, Any]:
+        return False, None  # the flow's transaction decides on replays
+
+    def task_completed(self, task: Any, task_run: Any, result: Any) -> None:
+        pass  # staged by the flow's transaction when the state comes back
+
+    def _defer(self, commit_step: Callable[[], None], rollback_step: Callable[[], None], pending: Any = None) -> None:
+        self.pending = pending
+        rollback_step()  # releases the key's lock here; the flow's transaction writes the entry
+
+
 def _log_prints() -> bool:
     flow_ctx = FlowRunContext.get()
     return flow_ctx is not None and flow_ctx.log_prints
@@ -320,9 +388,24 @@ def run_on_worker(order: WorkOrder, *, flush: bool = True) -> dict[str, Any]:
         with hydrated_context(order.carrier), contextlib.ExitStack() as stack:
             flow_ctx = FlowRunContext.get()
             flow_run = flow_ctx.flow_run if flow_ctx is not None else None
-            if flow_ctx is not None and (order.log_prints or order.task_runner is not None):
+            results = order.results
+            worker_txn: _WorkerTransaction | None = None
+            if flow_ctx is not None and (order.log_prints or order.task_runner is not None or results is not None):
                 runner = stack.enter_context(order.task_runner) if order.task_runner is not None else None
-                stack.enter_context(flow_ctx.model_copy(update={"log_prints": order.log_prints, "task_runner": runner}))
+                update: dict[str, Any] = {"log_prints": order.log_prints, "task_runner": runner}
+                if results is not None and flow_run is not None:
+                    # The task caches: it persists as its flow run does, with its flow's storage and parameters.
+                    flow_run = dataclasses.replace(flow_run, persist_result=True, result_storage=results["storage"],
+                                                   result_serializer=results["serializer"])
+                    update["flow_run"] = flow_run
+                    update["parameters"] = results["flow_parameters"]
+                stack.enter_context(flow_ctx.model_copy(update=update))
+            if results is not None and "transaction" in results:
+                from otelflow.transactions import Transaction
+
+                worker_txn = _WorkerTransaction(results["transaction"])
+                token = Transaction.__var__.set(worker_txn)
+                stack.callback(Transaction.__var__.reset, token)
             task_run = TaskRun(
                 id=uuid.UUID(order.task_run_id),
                 name=order.task_run_name,
@@ -342,7 +425,10 @@ def run_on_worker(order: WorkOrder, *, flush: bool = True) -> dict[str, Any]:
             # Workers may be stopped right after the flow ends, and pool processes exit without atexit hooks:
             # their batch processors would not get to export. One flush per task run.
             telemetry.flush(FLUSH_TIMEOUT_S)
-    return encode_state(state, task_run.run_count)
+    answer = encode_state(state, task_run.run_count)
+    if worker_txn is not None and worker_txn.pending is not None:
+        answer["cache_write"] = worker_txn.pending
+    return answer
 
 
 def safe_exception(exc: BaseException) -> BaseException:

@@ -4,6 +4,7 @@
     otelflow show [RUN_ID|RUN_NAME|TRACE_ID|latest] [--json] [--traceback] [--depth N] [--expand] [--state S] [--task T]
     otelflow logs [RUN_ID|RUN_NAME|TRACE_ID|latest] [--level warning] [--task NAME] [--follow] [--json]
     otelflow spool path | prune --older-than DAYS | ship --endpoint URL
+    otelflow cache ls [--task NAME] [--older-than AGE] [--expired] [--json] | inspect KEY [--value] | clear [--all]
 
 The commands read a small index of the spool (``runindex``), brought up to date on every call, so they stay
 fast on a large spool. Nothing imports this module; it never configures telemetry. Heavy modules (rich, the
@@ -38,7 +39,8 @@ _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 # Command groups built elsewhere, imported only when used (`otelflow runs` does not pay for them):
 # name -> (module, attribute). Registration point for other otelflow CLIs.
-_LAZY_COMMANDS = {"input": ("otelflow.input.cli", "input_group")}
+_LAZY_COMMANDS = {"input": ("otelflow.input.cli", "input_group"),
+                  "cache": ("otelflow._internal.cache_cli", "cache_group")}
 
 
 class _Main(click.Group):

@@ -515,7 +515,7 @@ class _Run:
         if kind == "task" and self.final is None:
             plan = obj._cache_plan
             if plan.may_cache and plan.persists(_FLOW_RUN_VAR.get(None)):
-                self.cache = CacheRun(plan, span, _run_logger())
+                self.cache = CacheRun(plan, span, _run_logger)
                 undo.append(self.cache.release)
 
     def _look_up(self) -> Any:

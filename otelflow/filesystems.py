@@ -95,13 +95,17 @@ class LocalFileSystem(WritableFileSystem):
 
     basepath: str | None = None
     _checked: bool = PrivateAttr(default=False)
+    _resolved: Path | None = PrivateAttr(default=None)  # the absolute basepath, made once
 
     def _base(self) -> Path:
         if self.basepath is None:
             from otelflow.settings import get_current_settings
 
             return get_current_settings().results_storage_path.expanduser().absolute()
-        return Path(self.basepath).expanduser().absolute()
+        base = self._resolved
+        if base is None:
+            base = self._resolved = Path(self.basepath).expanduser().absolute()
+        return base
 
     @property
     def location(self) -> str:

@@ -32,6 +32,7 @@ raises :class:`~otelflow.exceptions.MissingResult` -- never a wrong value.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import datetime
 import json
 import logging
@@ -40,7 +41,7 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_serializer, field_validator
@@ -417,33 +418,83 @@ _memory = _Memory()
 # --- cache entries (the index in the store) --------------------------------------------------------------
 
 
-class CacheEntry(BaseModel):
-    """One cached task result, as ``otelflow cache ls`` shows it (JSON in store namespace ``cache``)."""
+@dataclasses.dataclass(slots=True)
+class CacheEntry:
+    """One cached task result, as ``otelflow cache ls`` shows it (JSON in store namespace ``cache``).
+
+    A plain dataclass, checked by hand when read (:meth:`from_json`): a cache hit reads one, and pydantic's
+    validation costs more than the store read.
+    """
 
     key: str
     task: str
     created: float
-    expiration: datetime.datetime | None = None
     storage: str
     storage_key: str
     serializer: str
     size: int
+    expiration: datetime.datetime | None = None
     policy: str = ""
     flow_run_id: str | None = None
     task_run_id: str | None = None
     trace_id: str | None = None
     v: int = _ENTRY_VERSION
 
+    def to_json(self) -> str:
+        """The entry as compact JSON (``None`` fields left out)."""
+        data = {name: getattr(self, name) for name in _ENTRY_FIELD_NAMES}
+        if self.expiration is not None:
+            data["expiration"] = self.expiration.isoformat()
+        return json.dumps({k: v for k, v in data.items() if v is not None}, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> CacheEntry:
+        """An entry from :meth:`to_json` output; ``ValueError`` for anything that is not one."""
+        data = json.loads(text)
+        if type(data) is not dict:
+            raise ValueError("not a cache entry (not an object)")
+        try:
+            entry = cls(**data)
+        except TypeError as exc:
+            raise ValueError(f"not a cache entry ({exc})") from None
+        if not (type(entry.key) is str and type(entry.task) is str and type(entry.storage) is str
+                and type(entry.storage_key) is str and type(entry.serializer) is str and type(entry.size) is int
+                and type(entry.created) in (float, int) and type(entry.policy) is str and type(entry.v) is int
+                and all(v is None or type(v) is str for v in (entry.flow_run_id, entry.task_run_id, entry.trace_id))):
+            raise ValueError("not a cache entry (a field has the wrong type)")
+        expiration: Any = entry.expiration
+        if expiration is not None:
+            if type(expiration) is not str:
+                raise ValueError("not a cache entry ('expiration' is not a date)")
+            parsed = datetime.datetime.fromisoformat(expiration)
+            entry.expiration = parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=datetime.UTC)
+        return entry
+
     @property
     def expired(self) -> bool:
         """True once past its expiration."""
         return _expired(self.expiration)
 
-    def storage_for_read(self) -> WritableFileSystem:
-        """The storage the result was written to."""
+    def storage_for_read(self, known_urls: Iterable[str] = ()) -> WritableFileSystem:
+        """The storage the result was written to. An entry keeps a store URL with its password masked: one that
+        names a store this process knows (``known_urls``, the configured store) is reached through its real URL."""
         if "://" in self.storage and not self.storage.startswith("file://"):
+            from otelflow.settings import get_current_settings
+            from otelflow.stores import redact_url
+
+            for url in (*known_urls, get_current_settings().store_url_or_default):
+                if redact_url(url) == self.storage:
+                    return StoreFileSystem(url=url)
             return StoreFileSystem(url=self.storage)
-        return LocalFileSystem(basepath=self.storage)
+        storage = _folders.get(self.storage)
+        if storage is None:
+            storage = _folders[self.storage] = LocalFileSystem(basepath=self.storage)
+        return storage
+
+
+_folders: dict[str, LocalFileSystem] = {}  # result folders named by cache entries, one object each
+_parsed: dict[str, tuple[str, CacheEntry]] = {}  # key -> the entry text last read and its entry
+_PARSED_MAX = 4096
 
 
 def _index_store(url: Store | str | None = None) -> Store:
@@ -457,11 +508,21 @@ def read_cache_entry(key: str, store: Store | str | None = None) -> CacheEntry |
     text = _index_store(store).get(CACHE_NAMESPACE, key)
     if text is None:
         return None
+    seen = _parsed.get(key)
+    if seen is not None and seen[0] == text:
+        return seen[1]  # the same text as last time: the same entry (parsing costs more than the read)
     try:
-        return CacheEntry.model_validate_json(text)
+        entry = CacheEntry.from_json(text)
+        if len(_parsed) >= _PARSED_MAX:
+            _parsed.clear()
+        _parsed[key] = (text, entry)
+        return entry
     except ValueError as exc:
-        _log.warning("Ignoring the damaged cache entry %r (%s).", key, exc)
+        _log.warning("Ignoring the damaged cache entry %s (%s).", exported_key(key), exc)
         return None
+
+
+_ENTRY_FIELD_NAMES = tuple(field.name for field in dataclasses.fields(CacheEntry))
 
 
 def list_cache_entries(store: Store | str | None = None, task: str | None = None,
@@ -472,7 +533,7 @@ def list_cache_entries(store: Store | str | None = None, task: str | None = None
     entries: list[CacheEntry] = []
     for item in _index_store(store).items(CACHE_NAMESPACE):
         try:
-            entry = CacheEntry.model_validate_json(item.value)
+            entry = CacheEntry.from_json(item.value)
         except ValueError:
             continue
         if task is not None and entry.task != task:
@@ -484,21 +545,39 @@ def list_cache_entries(store: Store | str | None = None, task: str | None = None
     return entries
 
 
-def delete_cache_entry(entry: CacheEntry, store: Store | str | None = None) -> bool:
-    """Delete the entry and its stored result; True when the entry existed."""
+def delete_cache_entry(entry: CacheEntry, store: Store | str | None = None, known_urls: Iterable[str] = ()) -> bool:
+    """Delete the entry and its stored result; True when the entry existed.
+
+    An entry is data from a store (possibly shared): the file it names is deleted only if it is a result record --
+    a regular file this user owns that starts like one -- never any other file an entry could point at.
+    """
     existed = _index_store(store).delete(CACHE_NAMESPACE, entry.key)
-    storage = entry.storage_for_read()
+    storage = entry.storage_for_read(known_urls)
     try:
-        storage.delete_path(entry.storage_key)
+        if not isinstance(storage, LocalFileSystem) or _is_result_file(storage.resolve_key(entry.storage_key)):
+            storage.delete_path(entry.storage_key)
     except OSError as exc:
-        _log.warning("Could not delete the stored result %r: %s", entry.storage_key, exc)
+        _log.warning("Could not delete the stored result of cache key %s: %s", exported_key(entry.key), exc)
     _memory.drop((storage.location, entry.storage_key))
     return bool(existed)
 
 
+def _is_result_file(path: str) -> bool:
+    import stat as _stat
+
+    try:
+        info = os.lstat(path)
+        if not _stat.S_ISREG(info.st_mode) or (hasattr(os, "getuid") and info.st_uid != os.getuid()):
+            return False
+        with open(path, "rb") as handle:
+            return handle.read(12) == b'{"metadata":'
+    except OSError:
+        return False
+
+
 def write_cache_entry(entry: CacheEntry, store: Store | str | None = None) -> None:
     """Store (replace) a cache entry."""
-    _index_store(store).put(CACHE_NAMESPACE, entry.key, entry.model_dump_json(exclude_none=True))
+    _index_store(store).put(CACHE_NAMESPACE, entry.key, entry.to_json())
 
 
 _HEX_KEY = re.compile(r"^[0-9a-f]{16,128}$")

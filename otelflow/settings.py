@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, cast
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -192,9 +192,18 @@ def get_current_settings() -> Settings:
 
         home = get_current_settings().home
     """
-    from otelflow.context import SettingsContext
+    global _settings_var
+    if _settings_var is None:
+        from otelflow.context import SettingsContext
 
-    return SettingsContext.get().settings
+        _settings_var = SettingsContext.__var__
+    entered = _settings_var.get(None)  # the fast path (no entered context): no context object, no import
+    if entered is not None:
+        return cast(Settings, entered.settings)
+    return get_settings()
+
+
+_settings_var: Any = None
 
 
 def reset_settings() -> None:

@@ -44,6 +44,7 @@ from typing import (
 
 from otelflow import semconv
 from otelflow._internal.params import ParameterBinder
+from otelflow.cache_policies import task_input_hash
 from otelflow.context import FlowRunContext, _check_tags
 from otelflow.exceptions import ReservedArgumentError
 from otelflow.futures import FutureList, PrefectFuture, PrefectFutureList
@@ -52,7 +53,7 @@ if TYPE_CHECKING:
     from otelflow.states import State
     from otelflow.task_runners import TaskRunner
 
-__all__ = ["Task", "TaskOptions", "exponential_backoff", "task"]
+__all__ = ["Task", "TaskOptions", "exponential_backoff", "task", "task_input_hash"]
 
 P = ParamSpec("P")
 R = TypeVar("R")

@@ -356,3 +356,68 @@ def test_options_of_the_wrong_type_are_refused_at_decoration() -> None:
         task(cache_expiration=60)(lambda: None)  # type: ignore[call-overload]
     with pytest.raises(ValueError, match="names a Prefect block document"):
         task(result_storage="s3-bucket/my-results")(lambda: None)
+
+
+def test_serializable_with_a_prefect_lock_manager_computes_a_key_once(tmp_path: Path) -> None:
+    from otelflow.locking.filesystem import FileSystemLockManager
+
+    computing, second_running = threading.Event(), threading.Event()
+    policy = INPUTS.configure(isolation_level="SERIALIZABLE",
+                              lock_manager=FileSystemLockManager(lock_files_directory=tmp_path / "locks"))
+
+    @task(cache_policy=policy)
+    def slow(x: int) -> int:
+        calls.append(x)
+        computing.set()
+        assert second_running.wait(30)  # the other run is past Running: it now waits for the key's lock
+        return x
+
+    @flow
+    def pipeline() -> list[Any]:
+        first = slow.submit(1)
+        assert computing.wait(30)
+        second = slow.with_options(on_running=[lambda *_: second_running.set()]).submit(1)
+        return [first.result(), second.result(), first.state.name, second.state.name]
+
+    assert pipeline() == [1, 1, "Completed", "Cached"]
+    assert calls == [1]
+    assert (tmp_path / "locks" / "locks.sqlite3").exists()
+
+
+def test_async_flows_follow_the_same_rules(captured: CapturedTelemetry) -> None:
+    from otelflow.transactions import atransaction
+
+    @task
+    async def plain(x: int) -> int:
+        calls.append(("plain", x))
+        return x
+
+    @task(cache_policy=INPUTS, cache_expiration=datetime.timedelta(microseconds=1))
+    async def short_lived(x: int) -> int:
+        calls.append(("short", x))
+        return x
+
+    @task(cache_policy=INPUTS, persist_result=True)
+    async def make_lock(x: int) -> Any:
+        return threading.Lock()
+
+    @flow(persist_result=True)
+    async def pipeline() -> list[Any]:
+        out: list[Any] = [await plain(1), (await plain(1, return_state=True)).name]
+        out += [await short_lived(2), (await short_lived(2, return_state=True)).name]
+        out += [(await plain.with_options(refresh_cache=True)(1, return_state=True)).name]
+        out += [(await make_lock(3, return_state=True)).name]
+        try:
+            async with atransaction():
+                await adouble(4)
+                raise RuntimeError("abort")
+        except RuntimeError:
+            out.append([e.task for e in list_cache_entries() if e.task == "adouble"])
+        return out
+
+    assert asyncio.run(pipeline()) == [1, "Cached", 2, "Completed", "Completed", "Completed", []]
+    assert calls == [("plain", 1), ("short", 2), ("short", 2), ("plain", 1), 4]
+    outcomes = [a[semconv.CACHE_OUTCOME] for a in _cache_attrs(captured)]
+    assert outcomes == ["miss", "hit", "miss", "expired", "refresh", "miss", "miss"]
+    lock_span = captured.task_spans()[5]
+    assert any(e.name == semconv.EVENT_RESULT_PERSIST_FAILED for e in lock_span.events)

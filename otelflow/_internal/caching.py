@@ -12,8 +12,10 @@ import dataclasses
 import datetime
 import logging
 import uuid
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from otelflow import results as _results
 from otelflow import semconv
 from otelflow.cache_policies import (
     CacheKeyFnPolicy,
@@ -26,10 +28,13 @@ from otelflow.cache_policies import (
     _None,
 )
 from otelflow.exceptions import SerializationError
+from otelflow.filesystems import StoreFileSystem
+from otelflow.settings import get_current_settings
+from otelflow.states import StateType
+from otelflow.stores import Store, StoreError, get_store
 
 if TYPE_CHECKING:
     from otelflow.results import CacheEntry, ResultRecord, ResultStore
-    from otelflow.stores import Store
 
 __all__ = ["MISS", "CachePlan", "CacheRun", "NotSet", "policy_name"]
 
@@ -85,7 +90,6 @@ def _store_of(value: Any) -> Store | None:
     object that names one (:mod:`otelflow.locking`)."""
     import os
 
-    from otelflow.stores import Store, get_store
 
     if value is None:
         return None
@@ -114,6 +118,7 @@ class CachePlan:
     """A task's cache and result options, resolved once with Prefect's rules (``Task.__init__``)."""
 
     __slots__ = (
+        "_label",
         "_store_memo",
         "cache_result_in_memory",
         "expiration",
@@ -129,7 +134,6 @@ class CachePlan:
 
     def __init__(self, task_name: str, options: dict[str, Any]) -> None:
         from otelflow.cache_policies import DEFAULT, NO_CACHE
-        from otelflow.settings import get_current_settings
 
         settings = get_current_settings()
         self.task_name = task_name
@@ -190,7 +194,16 @@ class CachePlan:
         self.storage_key: str | None = storage_key
         cache_in_memory = options.get("cache_result_in_memory")
         self.cache_result_in_memory = True if cache_in_memory is None else bool(cache_in_memory)
-        self._store_memo: tuple[Any, ResultStore] | None = None
+        self._store_memo: tuple[Any, Any, Any, ResultStore] | None = None
+        self._label: str | None = None
+
+    @property
+    def policy_label(self) -> str:
+        """The policy's short name (:func:`policy_name`), made once."""
+        label = self._label
+        if label is None:
+            label = self._label = policy_name(self.policy) if self.policy is not None else ""
+        return label
 
     @property
     def may_cache(self) -> bool:
@@ -201,34 +214,29 @@ class CachePlan:
         """Does a run persist its result: the task's option, else the setting for tasks, else its flow's."""
         if self.persist is not None:
             return bool(self.persist)
-        from otelflow.settings import get_current_settings
 
         default = get_current_settings().tasks_default_persist_result
         if default is not None:
             return bool(default)
-        from otelflow.results import _flow_persist
 
-        return _flow_persist(flow_ctx)
+        return _results._flow_persist(flow_ctx)
 
     def result_store(self, flow_ctx: Any) -> ResultStore:
-        """Where a run's result goes: the task's options, else its flow's, else the defaults."""
-        from otelflow.results import ResultStore
-
+        """Where a run's result goes: the task's options, else its flow's, else the defaults (one store object per
+        combination and settings, reused by the task's runs)."""
         flow_run = flow_ctx.flow_run if flow_ctx is not None else None
         storage = (self.result_storage if self.result_storage is not None
                    else getattr(flow_run, "result_storage", None))
         serializer = (self.result_serializer if self.result_serializer is not None
                       else getattr(flow_run, "result_serializer", None))
-        memo_key = (storage, serializer, self.cache_result_in_memory)
+        settings = get_current_settings()
         memo = self._store_memo
-        if memo is not None and memo[0] == memo_key:
-            return memo[1]
-        store = ResultStore(result_storage=storage, serializer=serializer,
-                            cache_result_in_memory=self.cache_result_in_memory)
-        if storage is None and serializer is None:
-            pass  # the defaults may change with settings: not memoised across runs
-        else:
-            self._store_memo = (memo_key, store)
+        if memo is not None and memo[0] is storage and memo[1] is serializer and memo[2] is settings:
+            store: ResultStore = memo[3]
+            return store
+        store = _results.ResultStore(result_storage=storage, serializer=serializer,
+                                     cache_result_in_memory=self.cache_result_in_memory)
+        self._store_memo = (storage, serializer, settings, store)
         return store
 
 
@@ -241,13 +249,14 @@ class CacheRun:
 
     __slots__ = (
         "_holder",
+        "_logger",
+        "_logger_factory",
         "attrs",
         "entry",
         "hit",
         "index",
         "key",
         "lease",
-        "logger",
         "plan",
         "policy_label",
         "record",
@@ -256,10 +265,11 @@ class CacheRun:
         "txn",
     )
 
-    def __init__(self, plan: CachePlan, span: Any, logger: Any) -> None:
+    def __init__(self, plan: CachePlan, span: Any, logger_factory: Callable[[], Any]) -> None:
         self.plan = plan
         self.span = span
-        self.logger = logger
+        self._logger_factory = logger_factory
+        self._logger: Any = None
         self.key: str | None = None
         self.hit = False
         self.lease: Any = None
@@ -272,11 +282,16 @@ class CacheRun:
         self.policy_label = ""
         self._holder = ""
 
+    @property
+    def logger(self) -> Any:
+        """The run logger (looked up when first needed: a hit logs nothing of its own)."""
+        if self._logger is None:
+            self._logger = self._logger_factory()
+        return self._logger
+
     # --- before the call ------------------------------------------------------------------------------
     def begin(self, task_ctx: Any, flow_ctx: Any, parameters: dict[str, Any], txn: Any) -> Any:
         """Compute the key, take the lock when asked, and look the key up: the cached value, or :data:`MISS`."""
-        from otelflow.results import format_storage_key
-        from otelflow.settings import get_current_settings
 
         plan = self.plan
         self.txn = txn
@@ -285,7 +300,7 @@ class CacheRun:
         attrs = self.attrs
         key: str | None = None
         if isinstance(policy, CachePolicy):
-            self.policy_label = policy_name(policy)
+            self.policy_label = plan.policy_label
             try:
                 key = policy.compute_key(task_ctx=task_ctx, inputs=parameters or {},
                                          flow_parameters=(flow_ctx.parameters if flow_ctx is not None else None) or {})
@@ -294,7 +309,7 @@ class CacheRun:
                 key = None
         elif plan.storage_key is not None:
             self.policy_label = "result_storage_key"
-            key = format_storage_key(plan.storage_key, parameters)
+            key = _results.format_storage_key(plan.storage_key, parameters)
         if key is not None and not isinstance(key, str):
             key = str(key)
         self.key = key
@@ -304,9 +319,8 @@ class CacheRun:
             self.key = None
             attrs[semconv.CACHE_OUTCOME] = "no_key"
             return MISS
-        from otelflow.results import exported_key
 
-        attrs[semconv.CACHE_KEY] = exported_key(key)
+        attrs[semconv.CACHE_KEY] = _results.exported_key(key)
         key_storage = getattr(policy, "key_storage", None) if policy is not None else None
         self.index = _store_of(key_storage) if key_storage is not None else _store_of_default()
         isolation = getattr(policy, "isolation_level", None) if policy is not None else None
@@ -319,7 +333,6 @@ class CacheRun:
         return self._lookup(key)
 
     def _lock(self, policy: Any, txn: Any) -> None:
-        from otelflow.settings import get_current_settings
         from otelflow.transactions import _Lease, _lease_keeper
 
         settings = get_current_settings()
@@ -334,48 +347,46 @@ class CacheRun:
         self.attrs[semconv.CACHE_ISOLATION_LEVEL] = "SERIALIZABLE"
 
     def _lookup(self, key: str) -> Any:
-        from otelflow.results import ResultRecord, _memory, read_cache_entry
-
         assert self.index is not None
-        entry = read_cache_entry(key, self.index)
+        entry = _results.read_cache_entry(key, self.index)
+        attrs = self.attrs
         if entry is None:
-            self.attrs[semconv.CACHE_OUTCOME] = "miss"
+            attrs[semconv.CACHE_OUTCOME] = "miss"
             return MISS
         if entry.expired:
-            self.attrs[semconv.CACHE_OUTCOME] = "expired"
+            attrs[semconv.CACHE_OUTCOME] = "expired"
             return MISS
-        storage = entry.storage_for_read()
-        memo = (storage.location, entry.storage_key)
+        own = self.result_store.result_storage if self.result_store is not None else None
+        storage = entry.storage_for_read((own.url,) if isinstance(own, StoreFileSystem) else ())
+        memo = (entry.storage, entry.storage_key)
         in_memory = self.plan.cache_result_in_memory
-        item = _memory.get(memo) if in_memory else None
+        item = _results._memory.get(memo) if in_memory else None
         record = item[0] if item is not None and item[1] == entry.created else None  # another writer replaced it?
         if record is None:
             try:
-                record = ResultRecord.deserialize(storage.read_path(entry.storage_key))
+                record = _results.ResultRecord.deserialize(storage.read_path(entry.storage_key))
             except Exception as exc:
                 self.logger.warning(
                     "The cached result of this task (key %s) could not be read back (%s: %s); running the task again.",
-                    self.attrs[semconv.CACHE_KEY], type(exc).__name__, exc)
-                self.attrs[semconv.CACHE_OUTCOME] = "unreadable"
+                    attrs[semconv.CACHE_KEY], type(exc).__name__, exc)
+                attrs[semconv.CACHE_OUTCOME] = "unreadable"
                 return MISS
             if in_memory:
-                _memory.put(memo, record, entry.created)
+                _results._memory.put(memo, record, entry.created)
         self.hit = True
         self.record = record
         self.entry = entry
-        self.attrs[semconv.CACHE_OUTCOME] = "hit"
-        self.attrs[semconv.TASK_CACHED] = True
+        attrs[semconv.CACHE_OUTCOME] = "hit"
+        attrs[semconv.TASK_CACHED] = True
         if entry.expiration is not None:
-            self.attrs[semconv.CACHE_EXPIRATION] = entry.expiration.isoformat()
-        self.attrs[semconv.RESULT_STORAGE] = entry.storage
-        self.attrs[semconv.RESULT_SERIALIZER] = entry.serializer
+            attrs[semconv.CACHE_EXPIRATION] = entry.expiration.isoformat()
+        attrs[semconv.RESULT_STORAGE] = entry.storage
         return record.result
 
     # --- after the call -------------------------------------------------------------------------------
     def finish(self, final: Any, value: Any, task_run: Any) -> None:
         """The run ended in ``final`` with ``value``: name a hit ``Cached``, persist a fresh result, and put what
         happened on the span."""
-        from otelflow.states import StateType
 
         if final is None or final.type is not StateType.COMPLETED:
             return
@@ -406,18 +417,18 @@ class CacheRun:
         if txn is not None and hasattr(txn, "_defer"):
             # Inside a transaction the entry is written when it commits (nothing when it rolls back), as in
             # Prefect where the task's transaction is a child of the enclosing one.
-            logger = self.logger
+            logger = self.logger  # this run's, while it is current: the write comes later
 
             def commit() -> None:
                 try:
-                    write_pending(pending, logger, None)
+                    write_pending(pending, lambda: logger, None)
                 finally:
                     _release(lease)
 
             txn._defer(commit, lambda: _release(lease), pending)
             return
         try:
-            if write_pending(pending, self.logger, self.span):
+            if write_pending(pending, lambda: self.logger, self.span):
                 self._set(semconv.RESULT_PERSISTED, True)
         finally:
             _release(lease)
@@ -451,10 +462,9 @@ class PendingWrite:
     index_url: str | None
 
 
-def write_pending(pending: PendingWrite, logger: Any, span: Any) -> bool:
+def write_pending(pending: PendingWrite, logger: Callable[[], Any], span: Any) -> bool:
     """Persist the result, then its cache entry. A failure is logged (Prefect's lines) and put on ``span``; the run
     is not affected. True when both were written."""
-    from otelflow.results import CacheEntry, _memory, exported_key, write_cache_entry
 
     record = pending.record
     try:
@@ -462,25 +472,25 @@ def write_pending(pending: PendingWrite, logger: Any, span: Any) -> bool:
         storage_key = record.metadata.storage_key or pending.key
         pending.storage.write_path(storage_key, content)
         record.mark_persisted()
-        entry = CacheEntry(
+        entry = _results.CacheEntry(
             key=pending.key, task=pending.task, created=_now_ts(), expiration=record.metadata.expiration,
             storage=pending.storage.location, storage_key=storage_key, serializer=pending.serializer_type,
             size=len(content), policy=pending.policy, flow_run_id=pending.flow_run_id,
             task_run_id=pending.task_run_id, trace_id=pending.trace_id,
         )
         if pending.in_memory:
-            _memory.put((pending.storage.location, storage_key), record, entry.created)
-        write_cache_entry(entry, pending.index_url)
+            _results._memory.put((pending.storage.location, storage_key), record, entry.created)
+        _results.write_cache_entry(entry, pending.index_url)
     except SerializationError as exc:
-        logger.warning(
+        logger().warning(
             "Encountered an error while serializing result for transaction %r: %s Code execution will continue, "
-            "but the transaction will not be committed.", exported_key(pending.key), exc)
+            "but the transaction will not be committed.", _results.exported_key(pending.key), exc)
         if span is not None:
             _persist_failed_event(span, exc)
         return False
     except Exception as exc:
-        logger.error("An error was encountered while committing transaction %r: %s: %s", exported_key(pending.key),
-                     type(exc).__name__, exc)
+        logger().error("An error was encountered while committing transaction %r: %s: %s",
+                     _results.exported_key(pending.key), type(exc).__name__, exc)
         if span is not None:
             _persist_failed_event(span, exc)
         return False
@@ -492,7 +502,6 @@ def _release(lease: Any) -> None:
         return
     import contextlib
 
-    from otelflow.stores import StoreError
     from otelflow.transactions import _lease_keeper
 
     _lease_keeper.remove(lease)
@@ -501,8 +510,6 @@ def _release(lease: Any) -> None:
 
 
 def _store_of_default() -> Store:
-    from otelflow.stores import get_store
-
     return get_store()
 
 
@@ -531,13 +538,11 @@ def _persist_failed_event(span: Any, exc: BaseException) -> None:
 def persist_flow_result(flow: Any, final: Any, value: Any, span: Any, logger: Any) -> None:
     """Persist a completed flow run's return value under a new key (Prefect: flows persist, they do not cache);
     the run's state then holds the record. A failure is logged and on the span; the run still completes."""
-    from otelflow.results import flow_result_store
-    from otelflow.states import StateType
 
     if final is None or final.type is not StateType.COMPLETED:
         return
     try:
-        store = flow_result_store(flow)
+        store = _results.flow_result_store(flow)
         record = store.create_result_record(value)
         final.data = record
         store.persist_result_record(record)

@@ -346,7 +346,7 @@ def _hand_to_transaction(run: RemoteRun, state: State[Any], encoded: dict[str, A
     pending = encoded.get("cache_write")
     if pending is not None:
         logger = get_logger("task_runs")
-        txn._defer(lambda: write_pending(pending, logger, None), lambda: None)
+        txn._defer(lambda: write_pending(pending, lambda: logger, None), lambda: None)
 
 
 class _WorkerTransaction:

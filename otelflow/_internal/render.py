@@ -21,6 +21,7 @@ from otelflow._internal.spool_read import LogRecord
 from otelflow._internal.tracetree import Group, Node, group_children
 
 __all__ = [
+    "CACHED_MARK",
     "STATE_STYLES",
     "format_duration",
     "log_line",
@@ -33,7 +34,9 @@ __all__ = [
 STATE_STYLES = {
     "Completed": "green", "Failed": "red", "Crashed": "bold red", "TimedOut": "red", "Cancelled": "yellow",
     "NotReady": "magenta", "Running": "cyan", "Pending": "cyan", "Retrying": "yellow", "Paused": "yellow",
+    "Cached": "dim cyan",
 }
+CACHED_MARK: Final = "↺ cached"  # after the state of a run that returned a cached result (readable without colour)
 _LEVEL_STYLES = {"TRACE": "dim", "DEBUG": "blue", "INFO": "green", "WARN": "yellow", "WARNING": "yellow",
                  "ERROR": "red", "CRITICAL": "bold red", "FATAL": "bold red"}
 _HIDDEN_LOG_PREFIXES = (f"{semconv.NAMESPACE}.", "code.", "exception.")
@@ -243,6 +246,8 @@ class _Waterfall:
         if state:
             label.append("  ")
             label.append(_state(state, "…" if node.running else ""))
+        if node.cached:
+            label.append(f"  {CACHED_MARK}", style=STATE_STYLES["Cached"])
         label.append(f"  {format_duration(node.duration_ns(self.now))}")
         if node.attempts > 1:
             label.append(f"  attempts={node.attempts}", style="yellow")

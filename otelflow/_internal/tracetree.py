@@ -53,6 +53,11 @@ class Node:
         return "Failed" if self.span.status_code == 2 else ""
 
     @property
+    def cached(self) -> bool:
+        """True for a task run that returned a cached result (state ``Cached``, or ``otelflow.task.cached``)."""
+        return self.state == "Cached" or self.attrs.get(semconv.TASK_CACHED) is True
+
+    @property
     def failed(self) -> bool:
         """True for a run that ended in a failed (or not-run) state."""
         return self.state in _FAILED_STATES or (not self.state and self.span.status_code == 2)
@@ -304,6 +309,7 @@ def node_json(node: Node, now: int) -> dict[str, Any]:
         "task_name": node.attrs.get(semconv.TASK_NAME),
         "map_index": node.map_index,
         "state": node.state or None,
+        "cached": node.cached,
         "running": node.running,
         "start_unix_nano": span.start,
         "end_unix_nano": None if node.running else span.end,

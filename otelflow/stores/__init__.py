@@ -270,6 +270,7 @@ def wait_for(
 _OUTAGE_RETRY_S = 0.5
 
 _stores: dict[str, Store] = {}
+_default_url: tuple[object, str] | None = None
 _stores_lock = threading.Lock()
 
 
@@ -299,7 +300,13 @@ def get_store(url: str | Store | None = None) -> Store:
     if url is None:
         from otelflow.settings import get_settings
 
-        url = get_settings().store_url_or_default
+        settings = get_settings()
+        memo = _default_url
+        if memo is not None and memo[0] is settings:
+            url = memo[1]
+        else:  # building the default URL (paths) costs more than a read: once per settings object
+            url = settings.store_url_or_default
+            globals()["_default_url"] = (settings, url)
     store = _stores.get(url)
     if store is None:
         with _stores_lock:

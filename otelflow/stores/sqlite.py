@@ -73,6 +73,9 @@ def _use_wal(conn: sqlite3.Connection) -> None:
             time.sleep(0.005)
 
 
+_SELECT = "SELECT value FROM kv WHERE ns = ? AND key = ?"
+
+
 class SqliteStore(Store):
     """:class:`~otelflow.stores.Store` on a sqlite file (the embedded default)."""
 
@@ -123,8 +126,10 @@ class SqliteStore(Store):
 
     # --- values ---------------------------------------------------------------------------------
     def get(self, namespace: str, key: str) -> str | None:
-        with self._errors("read"):
-            row = self._conn().execute("SELECT value FROM kv WHERE ns = ? AND key = ?", (namespace, key)).fetchone()
+        try:  # the hot path (every cache lookup): no context manager
+            row = self._conn().execute(_SELECT, (namespace, key)).fetchone()
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"sqlite store {self.path}: read failed: {exc}") from exc
         return None if row is None else str(row[0])
 
     def put(

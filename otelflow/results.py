@@ -206,7 +206,7 @@ class ResultRecord(BaseModel, Generic[R]):
         raw = json.loads(data)
         if not isinstance(raw, dict) or "metadata" not in raw or "result" not in raw:
             raise ValueError("not a result record (expected an object with 'metadata' and 'result')")
-        metadata = ResultRecordMetadata.model_validate(raw["metadata"])
+        metadata = _metadata_from(raw["metadata"])
         payload = raw["result"]
         blob = payload.encode("utf-8") if isinstance(payload, str) else json.dumps(payload).encode()
         record: ResultRecord[Any] = cls.model_construct(metadata=metadata, result=metadata.serializer.loads(blob))
@@ -215,6 +215,34 @@ class ResultRecord(BaseModel, Generic[R]):
 
     def __reduce__(self) -> Any:
         return (_rebuild_record, (self.metadata.dump_bytes(), self.result, self._persisted))
+
+
+_METADATA_FIELDS = frozenset(ResultRecordMetadata.model_fields)
+_serializers: dict[Any, Serializer] = {}  # a serializer's settings -> the serializer (a handful per process)
+
+
+def _metadata_from(data: Any) -> ResultRecordMetadata:
+    """Record metadata from its JSON dict. The usual shape is checked by hand and its serializer reused (a cache hit
+    reads one record; pydantic's validation of it costs more than reading the file); anything else is validated."""
+    if type(data) is dict and data.keys() <= _METADATA_FIELDS:
+        key, expiration, serializer = data.get("storage_key"), data.get("expiration"), data.get("serializer")
+        if (type(key) is str and (expiration is None or type(expiration) is str) and type(serializer) is dict
+                and type(data.get("storage")) in (str, type(None)) and type(data.get("otelflow_version", "")) is str):
+            try:
+                memo: Any = tuple(sorted(serializer.items()))
+                resolved = _serializers.get(memo)
+            except TypeError:  # unhashable settings (a dict of options): no memo
+                memo, resolved = None, None
+            if resolved is None:
+                resolved = _serializer_from(serializer)
+                if memo is not None:
+                    _serializers[memo] = resolved
+            fields = dict(data, serializer=resolved)
+            if expiration is not None:
+                parsed = datetime.datetime.fromisoformat(expiration)
+                fields["expiration"] = parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=datetime.UTC)
+            return ResultRecordMetadata.model_construct(**fields)
+    return ResultRecordMetadata.model_validate(data)
 
 
 def _rebuild_record(metadata: bytes, result: Any, persisted: bool) -> ResultRecord[Any]:

@@ -72,8 +72,9 @@ def _register_stable_transforms() -> None:
         )
 
 
-def _isolation_level(value: Any) -> IsolationLevel | None:
-    """``None``, or the :class:`~otelflow.transactions.IsolationLevel` a value names."""
+def _isolation_level(value: Any) -> Any:
+    """``value`` itself (kept as given, as Prefect keeps it: ``"SERIALIZABLE"`` prints as such), once checked to
+    name an :class:`~otelflow.transactions.IsolationLevel`."""
     if value is None:
         return None
     # Imported here: otelflow.transactions imports the engine's modules, which import this one.
@@ -82,12 +83,17 @@ def _isolation_level(value: Any) -> IsolationLevel | None:
     if isinstance(value, IsolationLevel):
         return value
     try:
-        return IsolationLevel(value)
+        IsolationLevel(value)
     except ValueError:
         raise ValueError(
             "isolation_level must be 'READ_COMMITTED' or 'SERIALIZABLE' (or an "
             f"otelflow.transactions.IsolationLevel), got {value!r}."
         ) from None
+    return value
+
+
+def _level_name(value: Any) -> Any:
+    return getattr(value, "value", value)
 
 
 def _first(preferred: Any, fallback: Any) -> Any:
@@ -187,6 +193,8 @@ def _check_compatible(one: CachePolicy, other: CachePolicy) -> None:
         ("lock_manager", "lock implementations"),
     ):
         mine, theirs = getattr(one, attribute), getattr(other, attribute)
+        if attribute == "isolation_level":
+            mine, theirs = _level_name(mine), _level_name(theirs)
         if mine is not None and theirs is not None and mine != theirs:
             raise ValueError(f"Cannot add CachePolicies with different {what}.")
 

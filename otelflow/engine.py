@@ -280,7 +280,11 @@ class _Run:
                     yield (_SLEEP, delay)
             if self.cache is not None:
                 self.cache.finish(self.final, self.return_value, run)
-            elif self.kind == "flow" and run.persist_result:
+            if (self.kind == "task" and obj.on_commit_hooks and self.txn is None and self.final is not None
+                    and self.final.type is StateType.COMPLETED and (self.cache is None or not self.cache.hit)):
+                # Prefect commits every task run's own transaction: its on_commit hooks run with no enclosing one too.
+                _commit_alone(obj, self.cache.key if self.cache is not None else None)
+            if self.kind == "flow" and run.persist_result:
                 persist_flow_result(obj, self.final, self.return_value, self.span, _run_logger())
             if self.runner_open:
                 # Wait for task runs still in flight (off the event loop in async flows): the flow span
@@ -741,6 +745,23 @@ class _Run:
         if self.raised is not None:
             raise self.raised
         return state._result(raise_on_failure=True)
+
+
+def _commit_alone(task: Any, key: str | None) -> None:
+    """A task run's commit outside any transaction: its ``on_commit`` hooks with a transaction of its own (its cache
+    key, if any), as Prefect does; a failing hook rolls it back (its ``on_rollback`` hooks run). Never raises."""
+    from otelflow.transactions import Transaction
+
+    logger = _run_logger()
+    txn = Transaction(key=key, logger=logger)
+    for hook in task.on_commit_hooks:
+        try:
+            txn._run_hook(hook, "commit", raise_errors=True)
+        except Exception:
+            logger.error("An error was encountered while committing transaction %r", key, exc_info=True)
+            for undo in reversed(task.on_rollback_hooks):
+                txn._run_hook(undo, "rollback", raise_errors=False)
+            return
 
 
 def _failure_type(outcome: Any) -> str:

@@ -88,6 +88,8 @@ def _check_private(path: Path, what: str) -> os.stat_result:
 
 
 _ensure_lock = threading.Lock()
+_BLOCKS_NAMESPACE = "blocks"
+_BLOCK_TYPE = "local-file-system"
 _private_folders: set[str] = set()  # result folders found private (owned by this user, written by nobody else)
 
 
@@ -97,6 +99,39 @@ class LocalFileSystem(WritableFileSystem):
     basepath: str | None = None
     _checked: bool = PrivateAttr(default=False)
     _resolved: Path | None = PrivateAttr(default=None)  # the absolute basepath, made once
+
+    def save(self, name: str, overwrite: bool = False) -> str:
+        """Keep this storage under ``name`` in the otelflow store, so that ``result_storage="local-file-system/name"``
+        (Prefect's block slug) finds it in any process sharing the store. Returns the slug."""
+        import json
+
+        from otelflow.stores import get_store
+
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"A block name must be a non-empty string, got {name!r}.")
+        value = json.dumps({"basepath": self.basepath})
+        if not get_store().put(_BLOCKS_NAMESPACE, f"{_BLOCK_TYPE}/{name}", value, if_absent=not overwrite,
+                               notify=False):
+            raise ValueError(
+                "You are attempting to save values with a name that is already in use for this block type. If you "
+                "would like to overwrite the values that are saved, then save with `overwrite=True`."
+            )
+        return f"{_BLOCK_TYPE}/{name}"
+
+    @classmethod
+    def load(cls, name: str) -> LocalFileSystem:
+        """The storage saved under ``name`` (or ``"local-file-system/name"``) with :meth:`save`."""
+        import json
+
+        from otelflow.stores import get_store
+
+        slug = name if name.startswith(f"{_BLOCK_TYPE}/") else f"{_BLOCK_TYPE}/{name}"
+        text = get_store().get(_BLOCKS_NAMESPACE, slug)
+        if text is None:
+            raise ValueError(f"Unable to find block document named {slug.split('/', 1)[1]} for block type "
+                             f"{_BLOCK_TYPE}")
+        data = json.loads(text)
+        return cls(basepath=data.get("basepath") if isinstance(data, dict) else None)
 
     def _base(self) -> Path:
         if self.basepath is None:
@@ -219,8 +254,14 @@ class StoreFileSystem(WritableFileSystem):
         return bool(self._store().delete(self.namespace, path))
 
 
-_BLOCK_SLUG_PREFIXES = ("local-file-system/", "s3-bucket/", "gcs-bucket/", "azure-blob-storage/",
+_BLOCK_SLUG_PREFIXES = ("s3-bucket/", "gcs-bucket/", "azure-blob-storage/",
                         "remote-file-system/", "smb/", "github-repository/")
+
+
+def is_block_slug(value: Any) -> bool:
+    """True for ``"local-file-system/<name>"``: a saved storage, looked up when a run first needs it (as in Prefect,
+    it may be saved after the task is defined)."""
+    return isinstance(value, str) and value.startswith(f"{_BLOCK_TYPE}/")
 
 
 def resolve_result_storage(value: Any) -> WritableFileSystem:
@@ -234,9 +275,12 @@ def resolve_result_storage(value: Any) -> WritableFileSystem:
     if isinstance(value, os.PathLike):
         return LocalFileSystem(basepath=os.fspath(value))
     if isinstance(value, str) and value:
+        if value.startswith(f"{_BLOCK_TYPE}/"):
+            return LocalFileSystem.load(value)
         if value.startswith(_BLOCK_SLUG_PREFIXES):
             raise ValueError(
-                f"result_storage={value!r} names a Prefect block document; otelflow has no block server. Pass "
+                f"result_storage={value!r} names a Prefect block document of a type otelflow does not have (it keeps "
+                "local-file-system blocks saved with LocalFileSystem.save(), no others). Pass "
                 "LocalFileSystem(basepath=...), a folder path, or a store URL (sqlite:///..., redis://...)."
             )
         if "://" in value:

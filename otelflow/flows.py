@@ -105,9 +105,10 @@ class Flow(_RunOptions, Generic[P, R]):
             persist = True
         self.persist_result: bool | None = None if persist is None else bool(persist)
         if storage is not None:
-            from otelflow.filesystems import resolve_result_storage
+            from otelflow.filesystems import is_block_slug, resolve_result_storage
 
-            storage = resolve_result_storage(storage)
+            if not is_block_slug(storage):  # a saved block is looked up at run time
+                storage = resolve_result_storage(storage)
         if serializer is not None:
             from otelflow.serializers import resolve_serializer
 

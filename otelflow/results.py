@@ -67,6 +67,7 @@ __all__ = [
     "delete_cache_entry",
     "get_default_result_storage",
     "get_result_store",
+    "index_key",
     "list_cache_entries",
     "read_cache_entry",
     "resolve_result_storage",
@@ -121,7 +122,7 @@ class ResultRecordMetadata(BaseModel):
 
     @field_serializer("serializer")
     def _dump_serializer(self, value: Serializer) -> dict[str, Any]:
-        return value.model_dump(mode="json")
+        return value.model_dump(mode="json", serialize_as_any=True)
 
     def dump_bytes(self) -> bytes:
         """The metadata as JSON bytes."""
@@ -145,7 +146,13 @@ class ResultRecordMetadata(BaseModel):
             raise MissingResult("The result record has no storage key: it was never persisted.")
         try:
             content = self._storage().read_path(self.storage_key)
-            return ResultRecord.deserialize(content)
+            try:
+                return ResultRecord.deserialize(content)
+            except ValueError:  # a flow's result: the serializer's bytes alone (Prefect's layout)
+                record: ResultRecord[Any] = ResultRecord.model_construct(
+                    metadata=self, result=self.serializer.loads(content))
+                record.mark_persisted()
+                return record
         except Exception as exc:
             raise MissingResult(
                 f"The persisted result {self.storage_key!r} could not be read: {type(exc).__name__}: {exc}"
@@ -499,6 +506,11 @@ class CacheEntry:
         return entry
 
     @property
+    def index_key(self) -> str:
+        """Where this entry is kept in the store (:func:`index_key`)."""
+        return index_key(self.key, self.storage)
+
+    @property
     def expired(self) -> bool:
         """True once past its expiration."""
         return _expired(self.expiration)
@@ -531,8 +543,34 @@ def _index_store(url: Store | str | None = None) -> Store:
     return get_store(url)
 
 
-def read_cache_entry(key: str, store: Store | str | None = None) -> CacheEntry | None:
-    """The cache entry of ``key``, or ``None`` (also for an entry that is not valid JSON: it is logged)."""
+def index_key(key: str, storage: str | None = None) -> str:
+    """Where the entry of cache key ``key`` for result storage ``storage`` (a location) is kept in the store: the key
+    itself for the default storage, ``key@storage`` for another one -- as in Prefect, a key cached in one storage is
+    not a hit for a task that keeps its results in another."""
+    if storage is None or storage == _default_location():
+        return key
+    return f"{key}@{storage}"
+
+
+def _default_location() -> str:
+    from otelflow.settings import get_current_settings
+
+    settings = get_current_settings()
+    memo = _default_location_memo
+    if memo is not None and memo[0] is settings:
+        return memo[1]
+    location = get_default_result_storage().location
+    globals()["_default_location_memo"] = (settings, location)
+    return location
+
+
+_default_location_memo: tuple[Any, str] | None = None
+
+
+def read_cache_entry(key: str, store: Store | str | None = None, storage: str | None = None) -> CacheEntry | None:
+    """The cache entry of ``key`` (for results kept in ``storage``, default: the default storage), or ``None`` (also
+    for an entry that is not valid JSON: it is logged)."""
+    key = index_key(key, storage)
     text = _index_store(store).get(CACHE_NAMESPACE, key)
     if text is None:
         return None
@@ -579,7 +617,7 @@ def delete_cache_entry(entry: CacheEntry, store: Store | str | None = None, know
     An entry is data from a store (possibly shared): the file it names is deleted only if it is a result record --
     a regular file this user owns that starts like one -- never any other file an entry could point at.
     """
-    existed = _index_store(store).delete(CACHE_NAMESPACE, entry.key)
+    existed = _index_store(store).delete(CACHE_NAMESPACE, entry.index_key)
     storage = entry.storage_for_read(known_urls)
     try:
         if not isinstance(storage, LocalFileSystem) or _is_result_file(storage.resolve_key(entry.storage_key)):
@@ -605,7 +643,7 @@ def _is_result_file(path: str) -> bool:
 
 def write_cache_entry(entry: CacheEntry, store: Store | str | None = None) -> None:
     """Store (replace) a cache entry."""
-    _index_store(store).put(CACHE_NAMESPACE, entry.key, entry.to_json())
+    _index_store(store).put(CACHE_NAMESPACE, entry.index_key, entry.to_json())
 
 
 _HEX_KEY = re.compile(r"^[0-9a-f]{16,128}$")

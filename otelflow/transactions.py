@@ -276,7 +276,13 @@ def _decode_result(entry: dict[str, Any], task: Task[..., Any], logger: logging.
 
 
 def _hook_name(hook: Callable[..., Any]) -> str:
-    return str(getattr(hook, "__qualname__", None) or getattr(hook, "__name__", None) or repr(hook))
+    # Prefect's rule (get_hook_name): the function's name, a partial's function's name, else the class name.
+    name = getattr(hook, "__name__", None)
+    if name is None:
+        import functools
+
+        name = hook.func.__name__ if isinstance(hook, functools.partial) else type(hook).__name__
+    return str(name)
 
 
 def _call_hook(hook: Hook, txn: Transaction) -> None:

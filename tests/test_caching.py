@@ -421,3 +421,116 @@ def test_async_flows_follow_the_same_rules(captured: CapturedTelemetry) -> None:
     assert outcomes == ["miss", "hit", "miss", "expired", "refresh", "miss", "miss"]
     lock_span = captured.task_spans()[5]
     assert any(e.name == semconv.EVENT_RESULT_PERSIST_FAILED for e in lock_span.events)
+
+
+def test_on_commit_hooks_run_for_each_fresh_run_even_outside_a_transaction(captured: CapturedTelemetry) -> None:
+    seen: list[Any] = []
+
+    @task(cache_policy=INPUTS, on_commit=[lambda txn: seen.append(("commit", txn.key))])
+    def fresh(x: int) -> int:
+        return x
+
+    @task(on_commit=[lambda txn: 1 / 0], on_rollback=[lambda txn: seen.append("rolled back")])
+    def failing_commit(x: int) -> int:
+        return x
+
+    @flow
+    def pipeline() -> list[Any]:
+        return [fresh(1), fresh(1, return_state=True).name, failing_commit(2, return_state=True).name]
+
+    assert pipeline() == [1, "Cached", "Completed"]  # a failing commit hook does not change the run's state
+    key = captured.task_spans()[0].attributes[semconv.CACHE_KEY]  # type: ignore[index]
+    assert seen == [("commit", key), "rolled back"]  # Prefect: commit hooks on a miss only; a hit commits nothing
+    bodies = [body for _, body in _logs(captured)]
+    assert "Running commit hook '<lambda>'" in bodies
+    assert "Running rollback hook '<lambda>'" in bodies
+    assert "An error was encountered while committing transaction None" in bodies
+
+
+def test_a_key_cached_in_one_result_storage_is_not_a_hit_in_another(tmp_path: Path) -> None:
+    @task(cache_policy=INPUTS, result_storage=str(tmp_path / "a"))
+    def in_a(x: int) -> str:
+        calls.append(("a", x))
+        return "a"
+
+    @task(cache_policy=INPUTS, result_storage=str(tmp_path / "b"))
+    def in_b(x: int) -> str:
+        calls.append(("b", x))
+        return "b"
+
+    @task(cache_policy=INPUTS, result_storage=str(tmp_path / "a"))
+    def also_in_a(x: int) -> str:
+        calls.append(("also a", x))
+        return "also a"
+
+    @flow
+    def pipeline() -> list[str]:
+        return [in_a(1), in_b(1), also_in_a(1), in_b(1)]
+
+    # As in Prefect: INPUTS keys do not name the task, so a task with the same inputs and the same storage hits
+    # another task's result; a task keeping its results elsewhere does not.
+    assert pipeline() == ["a", "b", "a", "b"]
+    assert calls == [("a", 1), ("b", 1)]
+    assert sorted(e.storage for e in list_cache_entries()) == [str(tmp_path / "a"), str(tmp_path / "b")]
+
+
+def test_a_saved_local_file_system_block_is_found_by_its_slug(tmp_path: Path) -> None:
+    from otelflow.filesystems import LocalFileSystem
+
+    @task(cache_policy=INPUTS, result_storage="local-file-system/my-results")  # defined before it is saved
+    def by_slug(x: int) -> int:
+        calls.append(x)
+        return x
+
+    LocalFileSystem(basepath=str(tmp_path / "saved")).save("my-results")
+    with pytest.raises(ValueError, match="already in use for this block type"):
+        LocalFileSystem(basepath="/elsewhere").save("my-results")
+    assert LocalFileSystem.load("my-results").basepath == str(tmp_path / "saved")
+
+    @flow
+    def pipeline() -> list[Any]:
+        return [by_slug(1), by_slug(1, return_state=True).name]
+
+    assert pipeline() == [1, "Cached"] and calls == [1]
+    assert len(list((tmp_path / "saved").iterdir())) == 1
+
+    @task(cache_policy=INPUTS, result_storage="local-file-system/never-saved")
+    def unknown(x: int) -> int:
+        return x
+
+    @flow
+    def broken() -> Any:
+        state = unknown(1, return_state=True)
+        return state.type.value, str(state.data)
+
+    assert broken() == ("FAILED", "Unable to find block document named never-saved for block type local-file-system")
+
+
+def test_a_result_deleted_by_hand_is_computed_again_even_if_this_process_holds_it(tmp_path: Path) -> None:
+    @task(cache_policy=INPUTS, result_storage=str(tmp_path))
+    def compute(x: int) -> int:
+        calls.append(x)
+        return x
+
+    @flow
+    def pipeline() -> list[Any]:
+        return [compute(5), compute(5, return_state=True).name]
+
+    assert pipeline() == [5, "Cached"]
+    for path in tmp_path.iterdir():  # what Prefect users do to clear a cache
+        path.unlink()
+    assert pipeline() == [5, "Cached"] and calls == [5, 5]  # computed again (no warning: a plain miss), then cached
+
+
+def test_a_returned_generator_is_stored_and_returned_as_a_list() -> None:
+    @task(cache_policy=INPUTS)
+    def numbers(n: int) -> Any:
+        calls.append(n)
+        return (i for i in range(n))
+
+    @flow
+    def pipeline() -> list[Any]:
+        first, second = numbers(3, return_state=True), numbers(3, return_state=True)
+        return [first.result(), second.name, second.result()]
+
+    assert pipeline() == [[0, 1, 2], "Cached", [0, 1, 2]] and calls == [3]

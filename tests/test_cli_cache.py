@@ -338,9 +338,10 @@ def test_clear_keeps_a_file_an_entry_names_that_is_no_result(store: str, capture
     precious = tmp_path / "precious.txt"
     precious.write_text("my notes")
     entry = next(iter(entries().values()))
+    # A crafted entry (another storage: kept beside the real one) naming a file of the user's that is no result.
     write_cache_entry(dataclasses.replace(entry, storage=str(tmp_path), storage_key=str(precious)))
     result = invoke("clear", "--all", "--yes")
-    assert result.exit_code == 0 and "Deleted 3 cache entries" in result.stdout
+    assert result.exit_code == 0 and "Deleted 4 cache entries" in result.stdout
     assert "kept " in result.stderr and "not an otelflow result record" in result.stderr
     assert precious.read_text() == "my notes"
 

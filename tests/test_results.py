@@ -4,6 +4,7 @@ computing one key at once (SERIALIZABLE), a full disk and a dead Redis."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import socket
@@ -54,11 +55,36 @@ def test_a_persisted_flow_result_is_a_private_prefect_shaped_record(tmp_path: Pa
 
     assert path.parent == get_settings().home / "storage"
     assert stat.S_IMODE(path.stat().st_mode) == 0o600 and stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    import base64
+
+    import cloudpickle
+
+    # As Prefect: a flow's result file holds the serializer's bytes alone, named by a new key; the metadata (with
+    # the serializer) is on the state, and reads the file back.
+    assert len(path.name) == 32 and int(path.name, 16) >= 0
+    assert cloudpickle.loads(base64.decodebytes(path.read_bytes())) == {"answer": 42}
+    assert record.metadata.load().result == {"answer": 42}
+    assert record.metadata.serializer.type == "pickle"
+
+
+def test_a_persisted_task_result_is_a_prefect_shaped_record(tmp_path: Path) -> None:
+    @task(cache_policy=INPUTS, result_storage=str(tmp_path))
+    def twice(x: int) -> int:
+        return 2 * x
+
+    @flow
+    def pipeline() -> int:
+        return twice(21)
+
+    assert pipeline() == 42
+    (path,) = tmp_path.iterdir()
     on_disk = json.loads(path.read_bytes())
     assert set(on_disk) == {"metadata", "result"}
     assert on_disk["metadata"]["serializer"] == {"type": "pickle", "picklelib": "cloudpickle",
                                                  "picklelib_version": None}
+    # Named by the key, Prefect's INPUTS key: the md5 of the sorted-key JSON of ((inputs,), {}).
     assert on_disk["metadata"]["storage_key"] == str(path)
+    assert path.name == hashlib.md5(b'[[{"x": 21}], {}]').hexdigest()
 
 
 def test_the_json_serializer_writes_readable_json_and_reads_models_back(tmp_path: Path) -> None:

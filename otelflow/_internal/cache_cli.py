@@ -375,7 +375,7 @@ def _remove(entry: CacheEntry, target: _Target) -> tuple[bool, int]:
     from otelflow.results import CACHE_NAMESPACE
     from otelflow.stores import StoreError
 
-    existed = bool(target.store().delete(CACHE_NAMESPACE, entry.key))
+    existed = bool(target.store().delete(CACHE_NAMESPACE, entry.index_key))
     try:
         storage = _storage(entry, target)
         path = _local_path(entry, storage)

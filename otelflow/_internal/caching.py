@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import logging
+import os
 import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -28,7 +29,7 @@ from otelflow.cache_policies import (
     _None,
 )
 from otelflow.exceptions import SerializationError
-from otelflow.filesystems import StoreFileSystem
+from otelflow.filesystems import LocalFileSystem, StoreFileSystem
 from otelflow.settings import get_current_settings
 from otelflow.states import StateType
 from otelflow.stores import Store, StoreError, get_store
@@ -79,6 +80,12 @@ def policy_name(policy: Any) -> str:
         return "INPUTS-" + "-".join(policy.exclude)
     name = _CONSTANT_NAMES.get(type(policy))
     return name if name is not None else type(policy).__name__
+
+
+def _task_logger() -> logging.Logger:
+    from otelflow.logging import get_logger
+
+    return get_logger("tasks")
 
 
 def _is_no_cache(policy: Any) -> bool:
@@ -157,8 +164,9 @@ class CachePlan:
         if settings.tasks_default_no_cache and policy is NotSet:
             policy = NO_CACHE
         if policy is not NotSet and key_fn is not None:
-            _log.warning("Both `cache_policy` and `cache_key_fn` are set on task %s. `cache_key_fn` will be used.",
-                         f"Task(name={task_name!r})")
+            _task_logger().warning(
+                "Both `cache_policy` and `cache_key_fn` are set on task %s. `cache_key_fn` will be used.",
+                f"Task(name={task_name!r})")
         if key_fn is not None:
             policy = CacheKeyFnPolicy(cache_key_fn=key_fn)
         if persist is None and any((
@@ -170,16 +178,17 @@ class CachePlan:
             policy = NO_CACHE
         if persist is False:
             if policy is not NotSet and policy is not None and not _is_no_cache(policy):
-                _log.warning("Ignoring `cache_policy` because `persist_result` is False")
+                _task_logger().warning("Ignoring `cache_policy` because `persist_result` is False")
             policy = None if policy is None else NO_CACHE
         elif policy is NotSet and storage_key is None:
             policy = DEFAULT
         elif not _is_no_cache(policy) and storage_key:
             policy = None
         if storage is not None:
-            from otelflow.filesystems import resolve_result_storage
+            from otelflow.filesystems import is_block_slug, resolve_result_storage
 
-            storage = resolve_result_storage(storage)
+            if not is_block_slug(storage):  # a saved block is looked up at run time
+                storage = resolve_result_storage(storage)
         if serializer is not None:
             from otelflow.serializers import resolve_serializer
 
@@ -348,7 +357,8 @@ class CacheRun:
 
     def _lookup(self, key: str) -> Any:
         assert self.index is not None
-        entry = _results.read_cache_entry(key, self.index)
+        own = self.result_store.result_storage if self.result_store is not None else None
+        entry = _results.read_cache_entry(key, self.index, own.location if own is not None else None)
         attrs = self.attrs
         if entry is None:
             attrs[semconv.CACHE_OUTCOME] = "miss"
@@ -356,15 +366,22 @@ class CacheRun:
         if entry.expired:
             attrs[semconv.CACHE_OUTCOME] = "expired"
             return MISS
-        own = self.result_store.result_storage if self.result_store is not None else None
         storage = entry.storage_for_read((own.url,) if isinstance(own, StoreFileSystem) else ())
         memo = (entry.storage, entry.storage_key)
         in_memory = self.plan.cache_result_in_memory
         item = _results._memory.get(memo) if in_memory else None
         record = item[0] if item is not None and item[1] == entry.created else None  # another writer replaced it?
+        if record is not None and isinstance(storage, LocalFileSystem) and not os.path.exists(entry.storage_key):
+            record = None  # deleted by hand (Prefect users clear a cache so): read below, which makes it a miss
         if record is None:
             try:
                 record = _results.ResultRecord.deserialize(storage.read_path(entry.storage_key))
+            except FileNotFoundError:
+                # Its result was deleted: an ordinary miss (recomputed and written again), as in Prefect.
+                self.logger.debug("The cached result of this task (key %s) is gone; running the task again.",
+                                  attrs[semconv.CACHE_KEY])
+                attrs[semconv.CACHE_OUTCOME] = "miss"
+                return MISS
             except Exception as exc:
                 self.logger.warning(
                     "The cached result of this task (key %s) could not be read back (%s: %s); running the task again.",
@@ -399,7 +416,8 @@ class CacheRun:
         store = self.result_store
         expiration = (datetime.datetime.now(datetime.UTC) + self.plan.expiration
                       if self.plan.expiration is not None else None)
-        record = store.create_result_record(value, key=self.key, expiration=expiration)
+        # The state's data, as Prefect stores it (a returned generator is a list there; a returned State its data).
+        record = store.create_result_record(final.data, key=self.key, expiration=expiration)
         final.data = record
         self._set(semconv.RESULT_STORAGE, store.result_storage.location)
         self._set(semconv.RESULT_SERIALIZER, store.serializer.type)
@@ -543,9 +561,11 @@ def persist_flow_result(flow: Any, final: Any, value: Any, span: Any, logger: An
         return
     try:
         store = _results.flow_result_store(flow)
-        record = store.create_result_record(value)
+        record = store.create_result_record(final.data)
         final.data = record
-        store.persist_result_record(record)
+        # As Prefect: a flow's result file holds the serializer's bytes alone (its metadata is on the state).
+        store.result_storage.write_path(record.metadata.storage_key or "", record.serialize_result())
+        record.mark_persisted()
     except Exception as exc:
         logger.warning("Encountered an error while persisting result: %s Execution will continue, but the result has "
                        "not been persisted", exc)

@@ -412,3 +412,44 @@ def test_result_records_pickle_with_their_value_and_metadata() -> None:
     copy = cloudpickle.loads(cloudpickle.dumps(record))
     assert copy.result == {"a": 1} and copy.metadata == record.metadata and copy.is_persisted
     assert os.path.isabs(copy.metadata.storage_key or "")
+
+
+# --- the Prefect-shaped API: ResultStore and lock managers ------------------------------------------------
+
+
+def test_a_result_store_writes_reads_and_expires_records(tmp_path: Path) -> None:
+    import datetime
+
+    from otelflow.results import ResultStore, get_result_store, should_persist_result
+
+    store = ResultStore(result_storage=str(tmp_path), serializer="json")
+    record = store.write({"a": [1, 2]}, key="report")
+    assert record.is_persisted and (tmp_path / "report").exists()
+    assert store.read("report").result == {"a": [1, 2]} and store.exists("report")
+    assert not store.exists("nothing-here")
+    past = datetime.datetime.now(datetime.UTC) - datetime.timedelta(seconds=1)
+    store.write("old", key="stale", expiration=past)
+    assert not store.exists("stale")  # expired: as Prefect's exists()
+    generated = store.create_result_record(3)  # no key: a new unique one
+    assert len(os.path.basename(generated.metadata.storage_key or "")) == 32 and not generated.is_persisted
+    assert repr(store) == f"ResultStore(result_storage={str(tmp_path)!r}, serializer='json')"
+    assert should_persist_result() is False  # outside a run: OTELFLOW_RESULTS_PERSIST_BY_DEFAULT (false)
+    assert isinstance(get_result_store(), ResultStore)
+    with pytest.raises(MissingResult, match="never persisted"):
+        ResultRecordMetadata().load()
+
+
+def test_prefects_lock_managers_lock_on_the_store(tmp_path: Path) -> None:
+    from otelflow.locking.filesystem import FileSystemLockManager
+    from otelflow.locking.memory import MemoryLockManager
+
+    for manager in (MemoryLockManager(), FileSystemLockManager(lock_files_directory=tmp_path / "locks")):
+        assert manager.acquire_lock("k", holder="a", hold_timeout=30)
+        assert manager.is_locked("k") and manager.is_lock_holder("k", "a") and not manager.is_lock_holder("k", "b")
+        assert manager.acquire_lock("k", holder="b", acquire_timeout=0.05) is False  # held: gives up at the timeout
+        assert manager.wait_for_lock("k", timeout=0.05) is False
+        with pytest.raises(ValueError, match="No lock held by b for transaction with key k"):
+            manager.release_lock("k", "b")
+        manager.release_lock("k", "a")
+        assert not manager.is_locked("k") and manager.wait_for_lock("k", timeout=0)
+        assert "LockManager(" in repr(manager)

@@ -251,7 +251,10 @@ class _Run:
                 try:
                     cached = _MISS
                     if self.cache is not None:
-                        cached = self._look_up()
+                        # A SERIALIZABLE key may wait for its lock: off the event loop in async runs (the holder may
+                        # be a coroutine on the same loop).
+                        cached = ((yield (_BLOCKING, self._look_up)) if self.cache.plan.serializable
+                                  else self._look_up())
                     result = (yield _CALL_STEP) if cached is _MISS else cached
                 except Exception as exc:
                     outcome: Any = exc

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from otelflow import flow, semconv, task
+from otelflow import flow, quote, semconv, task
 from otelflow.cache_policies import DEFAULT, INPUTS, NO_CACHE, TASK_SOURCE, CachePolicy
 from otelflow.results import list_cache_entries, read_cache_entry
 from otelflow.testing import CapturedTelemetry
@@ -534,3 +534,27 @@ def test_a_returned_generator_is_stored_and_returned_as_a_list() -> None:
         return [first.result(), second.name, second.result()]
 
     assert pipeline() == [[0, 1, 2], "Cached", [0, 1, 2]] and calls == [3]
+
+
+def test_an_async_run_waiting_for_a_key_lock_does_not_block_the_event_loop(settings_env: Any) -> None:
+    settings_env(LOCK_WAIT_SECONDS="20")  # a blocked loop would fail the second run with LockTimeout after this
+
+    @task(cache_policy=(INPUTS - "released").configure(isolation_level="SERIALIZABLE"))
+    async def compute(x: int, released: Any) -> int:
+        calls.append(x)
+        await released.wait()  # the other run is past Running: it now waits for this run's lock
+        return x
+
+    @flow
+    async def pipeline() -> list[Any]:
+        released = asyncio.Event()
+        contender = compute.with_options(on_running=[lambda *_: released.set()])
+        first = asyncio.ensure_future(compute(7, quote(released), return_state=True))
+        await asyncio.sleep(0)  # the first run starts and takes the lock
+        second = await contender(7, quote(released), return_state=True)
+        done = await first
+        return [*sorted([done.name, second.name]), await done.result(), await second.result()]
+
+    # Whichever takes the lock first computes; the other waits off the loop and gets the stored value.
+    assert asyncio.run(pipeline()) == ["Cached", "Completed", 7, 7]
+    assert calls == [7]

@@ -215,6 +215,12 @@ class CachePlan:
         return label
 
     @property
+    def serializable(self) -> bool:
+        """True when the policy asks for SERIALIZABLE isolation (a lock on the key from lookup to write)."""
+        level = getattr(self.policy, "isolation_level", None)
+        return getattr(level, "value", level) == "SERIALIZABLE"
+
+    @property
     def may_cache(self) -> bool:
         """False when no run of this task can compute a key (NO_CACHE and no result_storage_key)."""
         return self.storage_key is not None or (self.policy is not None and not _is_no_cache(self.policy))

@@ -558,3 +558,29 @@ def test_an_async_run_waiting_for_a_key_lock_does_not_block_the_event_loop(setti
     # Whichever takes the lock first computes; the other waits off the loop and gets the stored value.
     assert asyncio.run(pipeline()) == ["Cached", "Completed", 7, 7]
     assert calls == [7]
+
+
+def test_prefect_redis_lock_manager_locks_on_a_real_redis(redis_server: str, tmp_path: Path) -> None:
+    import urllib.parse
+
+    from otelflow_redis.locking import RedisLockManager
+
+    url = urllib.parse.urlsplit(redis_server)
+    manager = RedisLockManager(host=url.hostname or "", port=url.port or 6379, db=3)
+    assert manager.store().display_url == f"redis://{url.hostname}:{url.port}/3"
+    guarded = RedisLockManager(host="127.0.0.1", port=1, username="app", password="s3cr/et", ssl=True)
+    assert guarded.store().display_url == "rediss://app:***@127.0.0.1:1/0"  # the password never shows
+
+    @task(cache_policy=(INPUTS + TASK_SOURCE).configure(isolation_level="SERIALIZABLE", lock_manager=manager))
+    def guarded_work(x: int) -> int:
+        # While the run holds its key's lock, the lock is in that Redis database.
+        (held,) = [k for k in manager.store()._client.keys("*") if b"cache:" in k]
+        calls.append(held)
+        return x
+
+    @flow
+    def pipeline() -> list[Any]:
+        return [guarded_work(4), guarded_work(4, return_state=True).name]
+
+    assert pipeline() == [4, "Cached"] and len(calls) == 1
+    assert not [k for k in manager.store()._client.keys("*") if b"cache:" in k]  # released after the write

@@ -38,10 +38,12 @@ def test_the_distribution_ships_the_package() -> None:
 
     config = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
     packages = set(setuptools.find_packages(where=str(REPO_ROOT), include=config["packages"]["find"]["include"]))
-    assert {"otelflow", "otelflow_dask", "otelflow.runtime", "otelflow.testing", "otelflow.integrations"} <= packages
-    assert not {p for p in packages if p.split(".")[0] not in {"otelflow", "otelflow_dask"}}
-    assert "py.typed" in config["package-data"]["otelflow_dask"]
-    assert (REPO_ROOT / "otelflow_dask" / "py.typed").exists()
+    assert {"otelflow", "otelflow_dask", "otelflow_redis", "otelflow.runtime", "otelflow.testing",
+            "otelflow.integrations", "otelflow.locking"} <= packages
+    assert not {p for p in packages if p.split(".")[0] not in {"otelflow", "otelflow_dask", "otelflow_redis"}}
+    for extra_path in ("otelflow_dask", "otelflow_redis"):  # Prefect's prefect_dask / prefect_redis import paths
+        assert "py.typed" in config["package-data"][extra_path]
+        assert (REPO_ROOT / extra_path / "py.typed").exists()
 
 
 @pytest.mark.parametrize("statement", [

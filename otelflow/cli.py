@@ -5,6 +5,9 @@
     otelflow logs [RUN_ID|RUN_NAME|TRACE_ID|latest] [--level warning] [--task NAME] [--follow] [--json]
     otelflow spool path | prune --older-than DAYS | ship --endpoint URL
     otelflow cache ls [--task NAME] [--older-than AGE] [--expired] [--json] | inspect KEY [--value] | clear [--all]
+    otelflow artifacts ls [--key K] [--flow NAME] | show KEY|ID;  otelflow variable ls | get | set | unset
+    otelflow gcl create NAME --limit N | ls | inspect | update | enable | disable | delete   (global-concurrency-limit)
+    otelflow concurrency-limit create TAG N | ls | inspect TAG | reset TAG | delete TAG
 
 The commands read a small index of the spool (``runindex``), brought up to date on every call, so they stay
 fast on a large spool. Nothing imports this module; it never configures telemetry. Heavy modules (rich, the
@@ -40,7 +43,12 @@ _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 # Command groups built elsewhere, imported only when used (`otelflow runs` does not pay for them):
 # name -> (module, attribute). Registration point for other otelflow CLIs.
 _LAZY_COMMANDS = {"input": ("otelflow.input.cli", "input_group"),
-                  "cache": ("otelflow._internal.cache_cli", "cache_group")}
+                  "cache": ("otelflow._internal.cache_cli", "cache_group"),
+                  "artifacts": ("otelflow._internal.artifact_cli", "artifact_group"),
+                  "variable": ("otelflow._internal.variable_cli", "variable_group"),
+                  "global-concurrency-limit": ("otelflow._internal.concurrency_cli", "gcl_group"),
+                  "gcl": ("otelflow._internal.concurrency_cli", "gcl_group"),
+                  "concurrency-limit": ("otelflow._internal.concurrency_cli", "tag_limit_group")}
 
 
 class _Main(click.Group):

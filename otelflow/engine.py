@@ -239,6 +239,10 @@ class _Run:
                 self._settle()
             self._begin(undo)
             run, obj = self.run, self.obj
+            if self.kind == "task" and run.tags and self.final is None and _limited_tags(run.tags):
+                # Tag concurrency limits (`otelflow concurrency-limit create TAG N`), as Prefect: one slot per limited
+                # tag, held for the whole run; waiting happens off the event loop and is an event on the span.
+                yield (_BLOCKING, functools.partial(self._take_tag_slots, undo))
             while self.final is None:  # attempts: the first, then one per retry
                 run.run_count += 1
                 # Each attempt is a state of its own: a hook or a caller holding it never sees another run's.
@@ -525,6 +529,13 @@ class _Run:
                 self.cache = CacheRun(plan, span, _run_logger)
                 undo.append(self.cache.release)
 
+    def _take_tag_slots(self, undo: list[Callable[[], object]]) -> None:
+        from otelflow.concurrency.limits import acquire_tag_slots
+
+        slots = acquire_tag_slots(self.run.tags, holder=self.run.id_str, lease_duration=_TAG_SLOT_LEASE_S)
+        slots.__enter__()
+        undo.append(functools.partial(slots.__exit__, None, None, None))
+
     def _look_up(self) -> Any:
         """The task's cached value for this attempt's key, or _MISS (computing the key, locking it if asked)."""
         cache = self.cache
@@ -748,6 +759,22 @@ class _Run:
         if self.raised is not None:
             raise self.raised
         return state._result(raise_on_failure=True)
+
+
+_TAG_SLOT_LEASE_S = 60.0  # Prefect's lease for a task run's tag slots; renewed while the run lives
+
+
+def _limited_tags(tags: list[str]) -> list[str]:
+    """The run's tags that have a concurrency limit (``[]`` for nearly every run: a cached set)."""
+    global _limited_tags_fn
+    if _limited_tags_fn is None:
+        from otelflow.concurrency.limits import limited_tags
+
+        _limited_tags_fn = limited_tags
+    return _limited_tags_fn(tags)
+
+
+_limited_tags_fn: Callable[[list[str]], list[str]] | None = None
 
 
 def _commit_alone(task: Any, key: str | None) -> None:

@@ -9,6 +9,11 @@ from __future__ import annotations
 from typing import Final
 
 __all__ = [
+    "ARTIFACT_DESCRIPTION",
+    "ARTIFACT_ID",
+    "ARTIFACT_KEY",
+    "ARTIFACT_PROGRESS",
+    "ARTIFACT_TYPE",
     "ATTRIBUTE_KEYS",
     "BAGGAGE_KEYS",
     "BAGGAGE_MAX_BYTES",
@@ -22,7 +27,14 @@ __all__ = [
     "CODE_FILE_PATH",
     "CODE_FUNCTION_NAME",
     "CODE_LINE_NUMBER",
+    "CONCURRENCY_MODE",
+    "CONCURRENCY_NAMES",
+    "CONCURRENCY_OCCUPY",
+    "CONCURRENCY_WAIT_SECONDS",
     "ERROR_TYPE",
+    "EVENT_ARTIFACT",
+    "EVENT_ARTIFACT_UPDATED",
+    "EVENT_CONCURRENCY_ACQUIRED",
     "EVENT_HOOK",
     "EVENT_INPUT_RECEIVED",
     "EVENT_PAUSED",
@@ -186,6 +198,26 @@ RUN_INPUT_SENDER: Final = _k("run_input.sender")
 RUN_INPUT_VALUE: Final = _k("run_input.value")
 PAUSE_KEY: Final = _k("pause.key")
 PAUSE_TIMEOUT: Final = _k("pause.timeout_seconds")
+
+# --- artifacts (otelflow.artifacts) ----------------------------------------------------------------
+# One "artifact" event on the span of the run that made it (and one run log record with the same attributes):
+# which artifact, never its data. The data is in the store (namespace "artifacts"); `otelflow artifacts show`.
+EVENT_ARTIFACT: Final = "artifact"
+EVENT_ARTIFACT_UPDATED: Final = "artifact.updated"  # update_progress_artifact: id, type, key, progress
+ARTIFACT_ID: Final = _k("artifact.id")  # the artifact's UUID
+ARTIFACT_KEY: Final = _k("artifact.key")  # only for keyed artifacts ([a-z0-9-])
+ARTIFACT_TYPE: Final = _k("artifact.type")  # "markdown" (links too) | "table" | "progress" | "image" | custom
+ARTIFACT_DESCRIPTION: Final = _k("artifact.description")  # passwords masked, cut to 256 characters
+ARTIFACT_PROGRESS: Final = _k("artifact.progress")  # progress artifacts: percent, 0 to 100
+
+# --- concurrency (otelflow.concurrency) -------------------------------------------------------------
+# One event on the current span each time concurrency()/rate_limit() (or a tag limit) gets its slots: how long
+# it waited answers "why was this task slow". Names are the limits asked for; occupy is slots per limit.
+EVENT_CONCURRENCY_ACQUIRED: Final = "concurrency.acquired"
+CONCURRENCY_NAMES: Final = _k("concurrency.names")  # string[]: the limit names (tag limits: "tag:<tag>")
+CONCURRENCY_OCCUPY: Final = _k("concurrency.occupy")  # int: slots taken on each limit
+CONCURRENCY_WAIT_SECONDS: Final = _k("concurrency.wait_seconds")  # float: time spent waiting for the slots
+CONCURRENCY_MODE: Final = _k("concurrency.mode")  # "concurrency" | "rate_limit"
 
 # --- span names (low cardinality: never run names or ids) ------------------------------------------
 

@@ -16,6 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from otelflow import semconv
+from otelflow._internal.cache_cli import terminal_safe
 from otelflow._internal.runindex import RunRow
 from otelflow._internal.spool_read import LogRecord
 from otelflow._internal.tracetree import Group, Node, group_children
@@ -258,6 +259,7 @@ class _Waterfall:
         end = self.now if node.running else node.span.end
         self.run_line(prefix + branch, label, node.span.start, end, STATE_STYLES.get(state, ""))
         self.explain(node, child_prefix)
+        self.artifacts(node, child_prefix)
         for log in node.logs:
             # A record of a run with no span yet (still running) sits under its flow run, named.
             who = None if log.span_id == node.span.span_id else _who(log)
@@ -277,6 +279,16 @@ class _Waterfall:
                 self.group(item, child_prefix, branch_, below)
             else:
                 self.node(item, child_prefix, branch_, below, level + 1)
+
+    def artifacts(self, node: Node, prefix: str) -> None:
+        """One line per artifact the run made: type and key (the id when it has none); the spool is untrusted."""
+        for artifact in node.artifacts:
+            text = Text("artifact ", style="magenta")
+            text.append(terminal_safe(str(artifact["type"] or "?")))
+            text.append("  ")
+            key = artifact["key"]
+            text.append(terminal_safe(str(key)) if key else f"id={terminal_safe(str(artifact['id']))}", style="cyan")
+            self.detail(prefix, text)
 
     def explain(self, node: Node, prefix: str) -> None:
         """Why a run failed or did not run, and its retries."""

@@ -97,6 +97,15 @@ class Node:
                 }
         return None
 
+    @property
+    def artifacts(self) -> list[dict[str, Any]]:
+        """The artifacts the run made (its ``artifact`` span events): id, key, type, short description."""
+        return [
+            {"id": attrs.get(semconv.ARTIFACT_ID), "key": attrs.get(semconv.ARTIFACT_KEY),
+             "type": attrs.get(semconv.ARTIFACT_TYPE), "description": attrs.get(semconv.ARTIFACT_DESCRIPTION)}
+            for name, _, attrs in self.span.events if name == semconv.EVENT_ARTIFACT
+        ]
+
     def duration_ns(self, now: int) -> int:
         """Run duration; a running run's is measured up to ``now``."""
         return max(0, (now if self.running else self.span.end) - self.span.start)
@@ -323,6 +332,7 @@ def node_json(node: Node, now: int) -> dict[str, Any]:
         "attributes": span.attributes,
         "events": [{"name": n, "time_unix_nano": t, "attributes": a} for n, t, a in span.events],
         "links": [{"trace_id": t, "span_id": s, "attributes": a} for t, s, a in span.links],
+        "artifacts": node.artifacts,
         "children": [c.span.span_id for c in node.children],
         "logs": [log_json(log) for log in node.logs],
     }

@@ -32,8 +32,12 @@ from collections.abc import Callable
 from typing import NamedTuple, TypeVar
 
 __all__ = [
+    "SLOT_MODES",
     "LockLost",
     "LockTimeout",
+    "SlotGrant",
+    "SlotRequestError",
+    "SlotUsage",
     "Store",
     "StoreError",
     "StoreItem",
@@ -60,6 +64,56 @@ class LockTimeout(StoreError, TimeoutError):
 
 class LockLost(StoreError):
     """A write fenced by a lock found the lock held by someone else (its lease expired)."""
+
+
+class SlotRequestError(StoreError, ValueError):
+    """A slot request no wait can satisfy: more slots than a limit has, or a rate limit on a limit without decay.
+
+    ``reason`` is ``"too_many"`` or ``"no_decay"``; ``names`` the limits at fault.
+    """
+
+    def __init__(self, message: str, reason: str, names: tuple[str, ...]) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.names = names
+
+
+#: ``mode`` of :meth:`Store.try_acquire_slots`: held slots (released by the holder) or rate-limit slots (decaying).
+SLOT_MODES = ("concurrency", "rate_limit")
+
+
+class SlotGrant:
+    """What :meth:`Store.try_acquire_slots` did; true when the slots were taken (or nothing limits ``names``).
+
+    ``found``: the requested names that have a limit record (active or not); ``limited``: those that are active
+    and so were counted (slots taken on them when ``acquired``).
+    """
+
+    __slots__ = ("acquired", "found", "limited")
+
+    def __init__(self, acquired: bool, found: tuple[str, ...], limited: tuple[str, ...]) -> None:
+        self.acquired, self.found, self.limited = acquired, found, limited
+
+    def __bool__(self) -> bool:
+        return self.acquired
+
+    def __repr__(self) -> str:
+        return f"SlotGrant(acquired={self.acquired}, found={self.found}, limited={self.limited})"
+
+
+class SlotUsage(NamedTuple):
+    """Slots in use on one limit right now: by live holders (``holder -> slots``) and by decaying rate-limit
+    slots (``decaying``, fractional); ``active_slots`` is their sum, rounded up."""
+
+    held: dict[str, int]
+    decaying: float
+
+    @property
+    def active_slots(self) -> int:
+        """Slots in use: held ones plus decaying ones (a partly decayed slot still counts)."""
+        import math
+
+        return sum(self.held.values()) + math.ceil(self.decaying - 1e-9)
 
 
 class StoreItem(NamedTuple):
@@ -187,6 +241,47 @@ class Store(abc.ABC):
                 )
             time.sleep(min(delay, remaining))  # bounded by the deadline above
             delay = min(delay * 2, 0.1)
+
+    # --- counted slots (global concurrency and rate limits) -------------------------------------------------
+    # A limit is a JSON value in ``namespace`` under its name: {"limit": int, "active": bool,
+    # "slot_decay_per_second": float, ...} (written with :meth:`put`). Slots are counted per (namespace, name).
+    @abc.abstractmethod
+    def try_acquire_slots(
+        self,
+        names: list[str],
+        occupy: int,
+        holder: str,
+        lease_seconds: float,
+        *,
+        namespace: str,
+        mode: str = "concurrency",
+    ) -> SlotGrant:
+        """Take ``occupy`` slots on every active limit in ``names`` -- all or none, in one atomic step; never blocks.
+
+        Names without a limit record, or whose limit is inactive, limit nothing. ``mode="concurrency"``: the slots
+        are ``holder``'s until :meth:`release_slots` or until the lease (``lease_seconds``, renewed with
+        :meth:`renew_slots`) runs out; taking them again as the same holder renews them. ``mode="rate_limit"``:
+        the slots have no holder and free themselves at the limit's ``slot_decay_per_second``.
+        Raises :class:`SlotRequestError` (nothing taken) when ``occupy`` exceeds a limit or a rate limit names a
+        limit without decay.
+        """
+
+    @abc.abstractmethod
+    def renew_slots(self, names: list[str], holder: str, lease_seconds: float, *, namespace: str) -> bool:
+        """Extend ``holder``'s lease on its slots of ``names``; False when it holds none of them any more."""
+
+    @abc.abstractmethod
+    def release_slots(self, names: list[str], holder: str, *, namespace: str) -> int:
+        """Give back ``holder``'s slots on ``names`` (decaying rate-limit slots are not released); how many
+        limits it held slots on."""
+
+    @abc.abstractmethod
+    def slot_usage(self, name: str, *, namespace: str) -> SlotUsage:
+        """Slots in use on ``name`` right now (expired leases and decayed slots left out)."""
+
+    @abc.abstractmethod
+    def reset_slots(self, name: str, *, namespace: str) -> None:
+        """Forget every slot taken on ``name`` (held and decaying): the limit starts empty."""
 
     def close(self) -> None:  # noqa: B027 - optional for backends without connections
         """Release connections; the store must not be used afterwards."""
@@ -323,6 +418,30 @@ def reset_stores() -> None:
         _stores.clear()
     for store in stores:
         store.close()
+
+
+def _too_many_error(names: tuple[str, ...]) -> SlotRequestError:
+    return SlotRequestError("Slots requested is greater than the limit", "too_many", names)
+
+
+def _no_decay_error(names: tuple[str, ...]) -> SlotRequestError:
+    listed = ", ".join(repr(n) for n in names)
+    return SlotRequestError(
+        "Only concurrency limits with slot decay can be used for rate limiting. The following limits do not have "
+        f"a decay configured: {listed}",
+        "no_decay",
+        names,
+    )
+
+
+def _check_slot_request(names: list[str], occupy: int, holder: str, lease_seconds: float, mode: str) -> None:
+    if mode not in SLOT_MODES:
+        raise ValueError(f"mode must be one of {SLOT_MODES}, got {mode!r}.")
+    if occupy <= 0:
+        raise ValueError(f"occupy must be > 0, got {occupy}.")
+    if lease_seconds <= 0:
+        raise ValueError(f"lease_seconds must be > 0, got {lease_seconds}.")
+    _check_names(holder, *names)
 
 
 def _check_names(*names: str) -> None:

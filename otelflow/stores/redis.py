@@ -23,12 +23,17 @@ from typing import Any
 
 from otelflow.stores import (
     LockLost,
+    SlotGrant,
+    SlotUsage,
     Store,
     StoreError,
     StoreItem,
     StoreUnavailable,
     Watch,
     _check_names,
+    _check_slot_request,
+    _no_decay_error,
+    _too_many_error,
 )
 
 __all__ = ["RedisStore"]
@@ -72,6 +77,91 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 """
 
+# Counted slots. Per limit: a hash otelflow:slots:<ns>:<name> (holder -> "occupy:expiry_ms") and a hash
+# otelflow:decay:<ns>:<name> (level, at_ms) for decaying rate-limit slots. Times are the server's (TIME).
+# KEYS: kv hash of ns, then per name: slots hash, decay hash. ARGV: occupy, holder, lease ms, mode, names...
+# Returns {status, found..., '|', limited...}: status 1 taken, 0 busy, -1 too many (names), -2 no decay (names).
+_ACQUIRE_SLOTS = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local occupy = tonumber(ARGV[1])
+local holder = ARGV[2]
+local lease = tonumber(ARGV[3])
+local mode = ARGV[4]
+local found, limited, decays, too_many, no_decay = {}, {}, {}, {}, {}
+local busy = false
+for i = 5, #ARGV do
+  local name = ARGV[i]
+  local skey, dkey = KEYS[2 + (i - 5) * 2], KEYS[3 + (i - 5) * 2]
+  local raw = redis.call('HGET', KEYS[1], name)
+  if raw then
+    table.insert(found, name)
+    local rec = cjson.decode(raw)
+    if rec['active'] ~= false then
+      local limit = tonumber(rec['limit']) or 0
+      local decay = tonumber(rec['slot_decay_per_second']) or 0
+      if occupy > limit then table.insert(too_many, name)
+      elseif mode == 'rate_limit' and decay <= 0 then table.insert(no_decay, name)
+      else
+        table.insert(limited, i)
+        decays[i] = decay
+        local used = 0
+        local held = redis.call('HGETALL', skey)
+        for j = 1, #held, 2 do
+          local occ, exp = string.match(held[j + 1], '^(%d+):(%d+)$')
+          if tonumber(exp) <= now then redis.call('HDEL', skey, held[j])
+          elseif held[j] ~= holder then used = used + tonumber(occ) end
+        end
+        if decay > 0 then
+          local d = redis.call('HMGET', dkey, 'level', 'at')
+          if d[1] then used = used + math.max(0, tonumber(d[1]) - decay * math.max(0, now - tonumber(d[2])) / 1000) end
+        end
+        if used + occupy > limit + 1e-9 then busy = true end
+      end
+    end
+  end
+end
+if #too_many > 0 then table.insert(too_many, 1, -1) return too_many end
+if #no_decay > 0 then table.insert(no_decay, 1, -2) return no_decay end
+local out = {busy and 0 or 1}
+for _, n in ipairs(found) do table.insert(out, n) end
+table.insert(out, '|')
+for _, i in ipairs(limited) do table.insert(out, ARGV[i]) end
+if busy then return out end
+for _, i in ipairs(limited) do
+  local skey, dkey = KEYS[2 + (i - 5) * 2], KEYS[3 + (i - 5) * 2]
+  if mode == 'rate_limit' then
+    local decay = decays[i]
+    local level = 0
+    local d = redis.call('HMGET', dkey, 'level', 'at')
+    if d[1] then level = math.max(0, tonumber(d[1]) - decay * math.max(0, now - tonumber(d[2])) / 1000) end
+    level = level + occupy
+    redis.call('HSET', dkey, 'level', tostring(level), 'at', tostring(now))
+    redis.call('PEXPIRE', dkey, math.ceil(level / decay * 1000) + 1000)
+  else
+    redis.call('HSET', skey, holder, occupy .. ':' .. (now + lease))
+  end
+end
+return out
+"""
+# KEYS: slots hashes; ARGV: holder, lease ms. Renews the holder's live entries; returns how many.
+_RENEW_SLOTS = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local n = 0
+for _, key in ipairs(KEYS) do
+  local v = redis.call('HGET', key, ARGV[1])
+  if v then
+    local occ, exp = string.match(v, '^(%d+):(%d+)$')
+    if tonumber(exp) > now then
+      redis.call('HSET', key, ARGV[1], occ .. ':' .. (now + tonumber(ARGV[2])))
+      n = n + 1
+    end
+  end
+end
+return n
+"""
+
 
 def _ms(seconds: float) -> int:
     return max(1, int(seconds * 1000))
@@ -103,6 +193,8 @@ class RedisStore(Store):
         self._try_lock = self._client.register_script(_TRY_LOCK)
         self._renew = self._client.register_script(_RENEW)
         self._release = self._client.register_script(_RELEASE)
+        self._acquire_slots = self._client.register_script(_ACQUIRE_SLOTS)
+        self._renew_slots = self._client.register_script(_RENEW_SLOTS)
 
     def _scrub(self, exc: BaseException) -> str:
         message = str(exc)
@@ -214,6 +306,78 @@ class RedisStore(Store):
         with self._errors("lock read"):
             value = self._client.get(f"{_PREFIX}lock:{name}")
         return None if value is None else _text(value)
+
+    # --- counted slots --------------------------------------------------------------------------
+    @staticmethod
+    def _slot_keys(namespace: str, name: str) -> tuple[str, str]:
+        return f"{_PREFIX}slots:{namespace}:{name}", f"{_PREFIX}decay:{namespace}:{name}"
+
+    def try_acquire_slots(
+        self,
+        names: list[str],
+        occupy: int,
+        holder: str,
+        lease_seconds: float,
+        *,
+        namespace: str,
+        mode: str = "concurrency",
+    ) -> SlotGrant:
+        _check_slot_request(names, occupy, holder, lease_seconds, mode)
+        unique = list(dict.fromkeys(names))
+        keys = [self._keys(namespace)[0]]
+        for name in unique:
+            keys.extend(self._slot_keys(namespace, name))
+        with self._errors("slot acquisition"):
+            reply = self._acquire_slots(keys=keys, args=[occupy, holder, _ms(lease_seconds), mode, *unique])
+        status = int(reply[0])
+        rest = [_text(v) for v in reply[1:]]
+        if status == -1:
+            raise _too_many_error(tuple(rest))
+        if status == -2:
+            raise _no_decay_error(tuple(rest))
+        bar = rest.index("|")
+        return SlotGrant(status == 1, tuple(rest[:bar]), tuple(rest[bar + 1:]))
+
+    def renew_slots(self, names: list[str], holder: str, lease_seconds: float, *, namespace: str) -> bool:
+        keys = [self._slot_keys(namespace, name)[0] for name in names]
+        with self._errors("slot renewal"):
+            return int(self._renew_slots(keys=keys, args=[holder, _ms(lease_seconds)])) > 0
+
+    def release_slots(self, names: list[str], holder: str, *, namespace: str) -> int:
+        with self._errors("slot release"):
+            if len(names) == 1:  # the common case: one command
+                return int(self._client.hdel(self._slot_keys(namespace, names[0])[0], holder))
+            pipe = self._client.pipeline(transaction=True)
+            for name in names:
+                pipe.hdel(self._slot_keys(namespace, name)[0], holder)
+            return sum(int(n) for n in pipe.execute())
+
+    def slot_usage(self, name: str, *, namespace: str) -> SlotUsage:
+        slots_key, decay_key = self._slot_keys(namespace, name)
+        with self._errors("slot read"):
+            pipe = self._client.pipeline(transaction=True)
+            pipe.time()
+            pipe.hgetall(slots_key)
+            pipe.hmget(decay_key, ["level", "at"])
+            pipe.hget(self._keys(namespace)[0], name)
+            (secs, micros), held, (level, at), record = pipe.execute()
+        now_ms = int(secs) * 1000 + int(micros) // 1000
+        live: list[tuple[int, str, int]] = []
+        for holder, value in held.items():
+            occupy, _, expires = _text(value).partition(":")
+            if int(expires) > now_ms:
+                live.append((int(expires), _text(holder), int(occupy)))
+        decaying = 0.0
+        if level is not None and record is not None:
+            import json
+
+            decay = float(json.loads(_text(record)).get("slot_decay_per_second") or 0.0)
+            decaying = max(0.0, float(level) - decay * max(0.0, now_ms - float(at)) / 1000)
+        return SlotUsage({holder: occupy for _, holder, occupy in sorted(live)}, decaying)
+
+    def reset_slots(self, name: str, *, namespace: str) -> None:
+        with self._errors("slot reset"):
+            self._client.delete(*self._slot_keys(namespace, name))
 
     def close(self) -> None:
         self._client.close()

@@ -14,6 +14,7 @@ URL: ``sqlite:////absolute/path.sqlite3`` (SQLAlchemy's convention: three slashe
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import threading
@@ -22,7 +23,20 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from otelflow.stores import LockLost, Store, StoreError, StoreItem, StoreUnavailable, Watch, _check_names
+from otelflow.stores import (
+    LockLost,
+    SlotGrant,
+    SlotUsage,
+    Store,
+    StoreError,
+    StoreItem,
+    StoreUnavailable,
+    Watch,
+    _check_names,
+    _check_slot_request,
+    _no_decay_error,
+    _too_many_error,
+)
 
 __all__ = ["SqliteStore", "sqlite_url"]
 
@@ -34,6 +48,12 @@ _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS kv (id INTEGER PRIMARY KEY, ns TEXT NOT NULL, key TEXT NOT NULL, "
     "value TEXT NOT NULL, UNIQUE (ns, key))",
     "CREATE TABLE IF NOT EXISTS locks (name TEXT PRIMARY KEY, holder TEXT NOT NULL, expires REAL NOT NULL)",
+    # Counted slots: one row per (limit, holder) with its lease expiry; the decaying rate-limit level of a limit
+    # as (level at time `at`), read as max(0, level - decay * (now - at)).
+    "CREATE TABLE IF NOT EXISTS slots (ns TEXT NOT NULL, name TEXT NOT NULL, holder TEXT NOT NULL, "
+    "occupy INTEGER NOT NULL, expires REAL NOT NULL, PRIMARY KEY (ns, name, holder))",
+    "CREATE TABLE IF NOT EXISTS slot_decay (ns TEXT NOT NULL, name TEXT NOT NULL, level REAL NOT NULL, "
+    "at REAL NOT NULL, PRIMARY KEY (ns, name))",
 )
 
 
@@ -222,6 +242,130 @@ class SqliteStore(Store):
                 "SELECT holder FROM locks WHERE name = ? AND expires > ?", (name, time.time())
             ).fetchone()
         return None if row is None else str(row[0])
+
+    # --- counted slots --------------------------------------------------------------------------
+    def try_acquire_slots(
+        self,
+        names: list[str],
+        occupy: int,
+        holder: str,
+        lease_seconds: float,
+        *,
+        namespace: str,
+        mode: str = "concurrency",
+    ) -> SlotGrant:
+        _check_slot_request(names, occupy, holder, lease_seconds, mode)
+        unique = list(dict.fromkeys(names))
+        conn = self._conn()
+        with self._errors("slot acquisition"):
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                grant = self._acquire_in_txn(conn, unique, occupy, holder, lease_seconds, namespace, mode)
+                conn.execute("COMMIT" if grant.acquired and grant.limited else "ROLLBACK")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        return grant
+
+    @staticmethod
+    def _acquire_in_txn(conn: sqlite3.Connection, names: list[str], occupy: int, holder: str,
+                        lease_seconds: float, namespace: str, mode: str) -> SlotGrant:
+        now = time.time()
+        found: list[str] = []
+        limited: list[tuple[str, float]] = []  # (name, decay per second)
+        too_many: list[str] = []
+        no_decay: list[str] = []
+        busy = False
+        for name in names:
+            row = conn.execute(_SELECT, (namespace, name)).fetchone()
+            if row is None:
+                continue
+            found.append(name)
+            record = json.loads(row[0])
+            if not record.get("active", True):
+                continue
+            limit = int(record.get("limit", 0))
+            decay = float(record.get("slot_decay_per_second") or 0.0)
+            if occupy > limit:
+                too_many.append(name)
+                continue
+            if mode == "rate_limit" and decay <= 0:
+                no_decay.append(name)
+                continue
+            limited.append((name, decay))
+            held = conn.execute(
+                "SELECT COALESCE(SUM(occupy), 0) FROM slots WHERE ns = ? AND name = ? AND expires > ? AND holder != ?",
+                (namespace, name, now, holder),
+            ).fetchone()[0]
+            level = 0.0
+            if decay > 0:
+                drow = conn.execute("SELECT level, at FROM slot_decay WHERE ns = ? AND name = ?",
+                                    (namespace, name)).fetchone()
+                if drow is not None:
+                    level = max(0.0, float(drow[0]) - decay * max(0.0, now - float(drow[1])))
+            if int(held) + level + occupy > limit + 1e-9:
+                busy = True
+        if too_many:
+            raise _too_many_error(tuple(too_many))
+        if no_decay:
+            raise _no_decay_error(tuple(no_decay))
+        if busy:
+            return SlotGrant(False, tuple(found), tuple(n for n, _ in limited))
+        for name, decay in limited:
+            conn.execute("DELETE FROM slots WHERE ns = ? AND name = ? AND expires <= ?", (namespace, name, now))
+            if mode == "rate_limit":
+                drow = conn.execute("SELECT level, at FROM slot_decay WHERE ns = ? AND name = ?",
+                                    (namespace, name)).fetchone()
+                level = 0.0 if drow is None else max(0.0, float(drow[0]) - decay * max(0.0, now - float(drow[1])))
+                conn.execute("INSERT OR REPLACE INTO slot_decay (ns, name, level, at) VALUES (?, ?, ?, ?)",
+                             (namespace, name, level + occupy, now))
+            else:
+                conn.execute("INSERT OR REPLACE INTO slots (ns, name, holder, occupy, expires) VALUES (?, ?, ?, ?, ?)",
+                             (namespace, name, holder, occupy, now + lease_seconds))
+        return SlotGrant(True, tuple(found), tuple(n for n, _ in limited))
+
+    def renew_slots(self, names: list[str], holder: str, lease_seconds: float, *, namespace: str) -> bool:
+        marks = ",".join("?" * len(names))
+        with self._errors("slot renewal"):
+            return self._conn().execute(
+                f"UPDATE slots SET expires = ? WHERE ns = ? AND holder = ? AND name IN ({marks}) AND expires > ?",
+                (time.time() + lease_seconds, namespace, holder, *names, time.time()),
+            ).rowcount > 0
+
+    def release_slots(self, names: list[str], holder: str, *, namespace: str) -> int:
+        marks = ",".join("?" * len(names))
+        with self._errors("slot release"):
+            return int(self._conn().execute(
+                f"DELETE FROM slots WHERE ns = ? AND holder = ? AND name IN ({marks})", (namespace, holder, *names)
+            ).rowcount)
+
+    def slot_usage(self, name: str, *, namespace: str) -> SlotUsage:
+        now = time.time()
+        with self._errors("slot read"):
+            conn = self._conn()
+            rows = conn.execute("SELECT holder, occupy FROM slots WHERE ns = ? AND name = ? AND expires > ? "
+                                "ORDER BY expires", (namespace, name, now)).fetchall()
+            drow = conn.execute("SELECT level, at FROM slot_decay WHERE ns = ? AND name = ?",
+                                (namespace, name)).fetchone()
+            record = self.get(namespace, name)
+        decaying = 0.0
+        if drow is not None and record is not None:
+            decay = float(json.loads(record).get("slot_decay_per_second") or 0.0)
+            decaying = max(0.0, float(drow[0]) - decay * max(0.0, now - float(drow[1])))
+        return SlotUsage({str(h): int(o) for h, o in rows}, decaying)
+
+    def reset_slots(self, name: str, *, namespace: str) -> None:
+        with self._errors("slot reset"):
+            conn = self._conn()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.execute("DELETE FROM slots WHERE ns = ? AND name = ?", (namespace, name))
+                conn.execute("DELETE FROM slot_decay WHERE ns = ? AND name = ?", (namespace, name))
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
 
     def close(self) -> None:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)

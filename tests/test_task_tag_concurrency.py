@@ -4,8 +4,13 @@ limited tag holds one slot of it for the whole run, in sync and async flows, and
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import textwrap
 import threading
+from pathlib import Path
 from typing import Any
+
+from conftest import PYTHON, subprocess_env
 
 from otelflow import flow, semconv, tags, task
 from otelflow.concurrency.limits import create_tag_limit
@@ -77,3 +82,45 @@ def test_async_task_runs_wait_for_their_tag_slot_off_the_event_loop(store_url: s
 
     assert asyncio.run(pipeline()) == [0, 1, 2, 3]
     assert most[0] == 1
+
+
+_FLOW = textwrap.dedent("""
+    import os, sys, time
+    from otelflow import flow, task
+    from otelflow.task_runners import ThreadPoolTaskRunner
+
+    LOG = sys.argv[1]
+
+    @task(tags=["small_instance"])
+    def work(i):
+        fd = os.open(LOG, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        os.write(fd, f"{time.time_ns()} 1\\n".encode())  # after the slot is taken
+        time.sleep(0.002)
+        os.write(fd, f"{time.time_ns()} -1\\n".encode())  # before it is released
+        os.close(fd)
+        return i
+
+    @flow(task_runner=ThreadPoolTaskRunner(max_workers=8))
+    def pipeline():
+        return sum(f.result() for f in work.map(range(50)))
+
+    print(pipeline())
+""")
+
+
+def test_two_processes_of_tagged_task_runs_never_exceed_the_tag_limit(store_url: str, tmp_path: Path) -> None:
+    create_tag_limit("small_instance", 3)
+    script, log = tmp_path / "tagged.py", tmp_path / "events.log"
+    script.write_text(_FLOW)
+    env = subprocess_env(OTELFLOW_STORE_URL=store_url, OTELFLOW_HOME=str(tmp_path / "home"))
+    procs = [subprocess.Popen([PYTHON, str(script), str(log)], env=env, stdout=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    outputs = [p.communicate(timeout=300)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0] and [o.split()[-1] for o in outputs] == ["1225", "1225"]
+    level = peak = 0
+    events = sorted((int(ts), int(delta)) for ts, delta in (line.split() for line in log.read_text().splitlines()))
+    for _, delta in events:
+        level += delta
+        peak = max(peak, level)
+    assert len(events) == 2 * 50 * 2 and level == 0
+    assert 1 <= peak <= 3  # 16 worker threads in two processes, never more than 3 runs inside at once

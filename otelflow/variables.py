@@ -86,8 +86,7 @@ class _NotJson(ValueError):
     pass
 
 
-class _AlreadyExists(ValueError):
-    """``set`` without ``overwrite=True`` of a name that is stored (Prefect raises a plain ValueError)."""
+_ALREADY_EXISTS = "already exists. Use `overwrite=True` to update it."  # Prefect's ValueError, ends so
 
 
 def _where(path: str) -> str:
@@ -125,8 +124,7 @@ def _plain(value: object, path: str = "") -> Any:
             key = str.__str__(key)
             plain[key] = _plain(item, f"{path}[{key!r}]")
         return plain
-    raise _NotJson(f"Variable value must be serializable to JSON: {type(value).__name__}{_where(path)} is not a "
-                   "JSON type (str, int, float, bool, None, list, dict)")
+    raise _NotJson("Variable value must be serializable to JSON")  # Prefect's words (the value is never shown)
 
 
 def _json_text(value: object) -> str:
@@ -293,7 +291,7 @@ def _write(
               "value": checked.value, "tags": checked.tags}
     if not overwrite:
         if not store.put(VARIABLES_NAMESPACE, checked.name, _json_text(record), if_absent=True, notify=False):
-            raise _AlreadyExists(f"Variable {name!r} already exists. Use `overwrite=True` to update it.")
+            raise ValueError(f"Variable {name!r} {_ALREADY_EXISTS}")
     else:
         text = store.get(VARIABLES_NAMESPACE, checked.name)
         try:

@@ -261,8 +261,10 @@ def test_expired_lease_frees_slot(store_url: str) -> None:
 
 def test_lease_renewed_while_held(store_url: str) -> None:
     limits.create_global_concurrency_limit("x", 1)
-    with concurrency("x", lease_duration=0.3):
-        time.sleep(0.9)  # three leases long: the keeper renewed it
+    # Held past its lease: only the keeper's renewals (every second) keep it. The lease leaves a 2 s margin for a
+    # loaded machine (a 0.3 s lease failed under coverage on a busy machine: the renewal came late).
+    with concurrency("x", lease_duration=3.0):
+        time.sleep(4.0)
         with pytest.raises(AcquireConcurrencySlotTimeoutError), concurrency("x", timeout_seconds=0):
             pass
 

@@ -309,15 +309,15 @@ def set_(ctx: click.Context, name: str, value: str, overwrite: bool, tags: tuple
 
     If the variable already exists, use `--overwrite` to update it.
     """
-    from otelflow.variables import _AlreadyExists, _write
+    from otelflow.variables import _ALREADY_EXISTS, _write
 
     target = _target(ctx)
     with _store_errors(target):
         try:
             _write(name, _parse_value(value), list(tags), overwrite, target.store())
-        except _AlreadyExists:
-            _fail(f"Variable {_shown_name(name)} already exists. Use `--overwrite` to update it.")
         except ValueError as exc:
+            if str(exc).endswith(_ALREADY_EXISTS):
+                _fail(f"Variable {_shown_name(name)} already exists. Use `--overwrite` to update it.")
             _fail(f"otelflow variable: {terminal_safe(_validation_message(exc))}")
     click.echo(f"Set variable {_shown_name(name)}.")
 

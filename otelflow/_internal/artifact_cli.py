@@ -6,7 +6,7 @@
 
 Artifacts are JSON records in namespace ``artifacts`` of the otelflow store. Everything a record holds (keys,
 descriptions, markdown, table cells, URLs, flow and run names) is untrusted text: printed with control and format
-characters escaped (:func:`~otelflow._internal.cache_cli.terminal_safe`; markdown keeps its line breaks, and is
+characters escaped (:func:`~otelflow._internal.cli_support.terminal_safe`; markdown keeps its line breaks, and is
 escaped before rich renders it). ``--json`` output is JSON-escaped. This module stays light to import: rich, the
 stores and the artifacts API load inside the commands.
 """
@@ -16,23 +16,19 @@ from __future__ import annotations
 import datetime as _dt
 import io
 import json
-import sys
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, NoReturn
+from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING, Any, Final
 
 import click
 
-from otelflow._internal.cache_cli import terminal_safe
+from otelflow._internal.cli_support import StoreTarget, store_errors, target_of, terminal_safe
+from otelflow._internal.cli_support import fail as _fail
 
 if TYPE_CHECKING:
     from rich.console import Console, RenderableType
 
     from otelflow.artifacts import Artifact
-    from otelflow.stores import Store
 
 __all__ = ["artifact_group", "render_data", "safe_multiline"]
 
@@ -60,69 +56,21 @@ def _one_line(value: object, limit: int | None = None) -> str:
     return text
 
 
-def _fail(message: str) -> NoReturn:
-    click.echo(message, err=True)
-    sys.exit(1)
-
-
 # --- the store ------------------------------------------------------------------------------------------
 
 
-@dataclass
-class _Target:
-    """The store the command group reads (``--store``, else the configured one)."""
-
-    given: str | None
-
-    @property
-    def url(self) -> str:
-        """The store URL (with its password: never printed)."""
-        if self.given:
-            return self.given
-        from otelflow.settings import get_settings
-
-        return get_settings().store_url_or_default
-
-    @property
-    def display(self) -> str:
-        """The store URL for messages: password masked, escaped."""
-        from otelflow.stores import redact_url
-
-        return terminal_safe(redact_url(self.url))
-
-    def missing(self) -> bool:
-        """True for a sqlite store whose file does not exist: nothing stored, and nothing to create."""
-        url = self.url
-        return url.startswith("sqlite:///") and not Path(url[len("sqlite:///"):].split("?", 1)[0]).exists()
-
-    def store(self) -> Store:
-        """The store (opened once per process)."""
-        from otelflow.stores import get_store
-
-        return get_store(self.url)
+_Target = StoreTarget
 
 
-@contextmanager
-def _store_errors(target: _Target) -> Iterator[None]:
-    """A store that cannot be reached or read: one line on stderr, exit code 1 (no traceback)."""
-    from otelflow.stores import StoreError
-
-    try:
-        yield
-    except StoreError as exc:
-        message = _one_line(" ".join(str(exc).split()))
-        if target.display not in message:
-            message = f"cannot use the store {target.display}: {message}"
-        _fail(f"otelflow artifacts: {message}")
+def _store_errors(target: _Target) -> AbstractContextManager[None]:
+    return store_errors(target, "artifacts")
 
 
-def _target(ctx: click.Context) -> _Target:
-    target = ctx.find_object(_Target)
-    return target if target is not None else _Target(None)
+_target = target_of
 
 
 def _all(target: _Target, key: str | None = None) -> list[Artifact]:
-    if target.missing():
+    if target.missing_sqlite_file():
         return []
     from otelflow.artifacts import list_artifacts
 
@@ -307,7 +255,7 @@ def _pick(target: _Target, ident: str) -> tuple[Artifact, list[Artifact]]:
     its key; exit 1 saying why when there is none."""
     from otelflow.artifacts import read_artifact
 
-    if target.missing():
+    if target.missing_sqlite_file():
         _fail(f"otelflow artifacts: no artifact matches '{_one_line(ident)}': no artifacts in {target.display}.")
     found: Artifact | None = None
     try:

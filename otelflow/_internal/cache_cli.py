@@ -23,19 +23,18 @@ import reprlib
 import stat
 import sys
 import time
-import unicodedata
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any
 
 import click
+
+from otelflow._internal.cli_support import StoreTarget, fail, shown, store_errors, terminal_safe
 
 if TYPE_CHECKING:
     from otelflow.filesystems import WritableFileSystem
     from otelflow.results import CacheEntry
-    from otelflow.stores import Store
 
 __all__ = ["cache_group", "terminal_safe"]
 
@@ -45,80 +44,21 @@ MIN_PREFIX = 6
 _SHORT_KEY = 12
 #: Longest stored-value repr ``inspect --value`` prints.
 _VALUE_CHARS = 2000
-_UNSAFE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
 _RECORD_HEAD = re.compile(rb'^\s*\{\s*"metadata"\s*:')
 
 
-# --- terminal safety ------------------------------------------------------------------------------------
+# --- terminal safety: shared with the other store-backed groups ---------------------------------------
 
 
-def _escape(char: str) -> str:
-    code = ord(char)
-    if code < 0x100:
-        return f"\\x{code:02x}"
-    if code < 0x10000:
-        return f"\\u{code:04x}"
-    return f"\\U{code:08x}"
-
-
-def terminal_safe(text: str) -> str:
-    """``text`` with every control, format (bidi overrides, zero-width), separator and lone-surrogate character
-    written as a Python-style escape (``\\x1b``, ``\\u202e``): nothing in it can move the cursor, recolour the
-    terminal, set its title or break the line. Printable text, non-ASCII letters included, is kept."""
-    if text.isprintable():
-        return text
-    return "".join(_escape(c) if unicodedata.category(c) in _UNSAFE_CATEGORIES else c for c in text)
-
-
-def _shown(text: object) -> str:
-    """Untrusted text for the terminal: passwords of embedded URLs/DSNs masked, then escaped."""
-    from otelflow._internal.redact import redact_text
-
-    return terminal_safe(redact_text(str(text)))
-
-
-def _fail(message: str) -> NoReturn:
-    click.echo(message, err=True)
-    sys.exit(1)
+_shown = shown
+_fail = fail
 
 
 # --- the store ------------------------------------------------------------------------------------------
 
 
-@dataclass
-class _Target:
+class _Target(StoreTarget):
     """The store the command group works on (``--store``, else the configured one)."""
-
-    given: str | None
-
-    @property
-    def url(self) -> str:
-        """The store URL (with its password, never printed)."""
-        if self.given:
-            return self.given
-        from otelflow.settings import get_settings
-
-        return get_settings().store_url_or_default
-
-    @property
-    def display(self) -> str:
-        """The store URL for messages: password masked, escaped."""
-        from otelflow.stores import redact_url
-
-        return terminal_safe(redact_url(self.url))
-
-    def missing_sqlite_file(self) -> bool:
-        """True for a sqlite store whose file does not exist (yet): nothing cached, and nothing to create."""
-        url = self.url
-        if not url.startswith("sqlite:///"):
-            return False
-        return not Path(url[len("sqlite:///"):].split("?", 1)[0]).exists()
-
-    def store(self) -> Store:
-        """The store (opened once per process)."""
-        from otelflow.stores import get_store
-
-        return get_store(self.url)
 
     def real_urls(self) -> list[str]:
         """Store URLs this process knows with their passwords: an entry's (redacted) storage URL that names one
@@ -132,18 +72,8 @@ class _Target:
         return urls
 
 
-@contextmanager
-def _store_errors(target: _Target) -> Iterator[None]:
-    """A store that cannot be reached or read: one line on stderr, exit code 1 (never a traceback)."""
-    from otelflow.stores import StoreError
-
-    try:
-        yield
-    except StoreError as exc:
-        message = _shown(" ".join(str(exc).split()))
-        if target.display not in message:
-            message = f"cannot use the store {target.display}: {message}"
-        _fail(f"otelflow cache: {message}")
+def _store_errors(target: _Target) -> AbstractContextManager[None]:
+    return store_errors(target, "cache")
 
 
 def _target(ctx: click.Context) -> _Target:

@@ -6,7 +6,7 @@
     otelflow concurrency-limit create TAG N | ls | inspect TAG | reset TAG | delete TAG
 
 Messages follow ``prefect gcl`` / ``prefect concurrency-limit``. Names, tags and holders are untrusted text:
-printed through :func:`~otelflow._internal.cache_cli.terminal_safe`.
+printed through :func:`~otelflow._internal.cli_support.terminal_safe`.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import NoReturn
 
 import click
 
-from otelflow._internal.cache_cli import terminal_safe
+from otelflow._internal.cli_support import terminal_safe
 
 __all__ = ["gcl_group", "tag_limit_group"]
 

@@ -16,7 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from otelflow import semconv
-from otelflow._internal.cache_cli import terminal_safe
+from otelflow._internal.cli_support import terminal_safe
 from otelflow._internal.runindex import RunRow
 from otelflow._internal.spool_read import LogRecord
 from otelflow._internal.tracetree import Group, Node, group_children

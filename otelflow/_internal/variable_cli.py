@@ -19,18 +19,14 @@ import datetime as _dt
 import json
 import sys
 import unicodedata
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
-from pathlib import Path
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
-from otelflow._internal.cache_cli import terminal_safe
+from otelflow._internal.cli_support import StoreTarget, store_errors, target_of, terminal_safe
 
 if TYPE_CHECKING:
-    from otelflow.stores import Store
     from otelflow.variables import StoredVariable
 
 __all__ = ["variable_group"]
@@ -64,60 +60,14 @@ def _shown_name(name: str) -> str:
 # --- the store ------------------------------------------------------------------------------------------
 
 
-@dataclass
-class _Target:
-    """The store the command group works on (``--store``, else the configured one)."""
-
-    given: str | None
-
-    @property
-    def url(self) -> str:
-        """The store URL (with its password, never printed)."""
-        if self.given:
-            return self.given
-        from otelflow.settings import get_settings
-
-        return get_settings().store_url_or_default
-
-    @property
-    def display(self) -> str:
-        """The store URL for messages: password masked, escaped."""
-        from otelflow.stores import redact_url
-
-        return terminal_safe(redact_url(self.url))
-
-    def missing_sqlite_file(self) -> bool:
-        """True for a sqlite store whose file does not exist: no variables, and nothing to create by reading."""
-        url = self.url
-        if not url.startswith("sqlite:///"):
-            return False
-        return not Path(url[len("sqlite:///"):].split("?", 1)[0]).exists()
-
-    def store(self) -> Store:
-        """The store (opened once per process)."""
-        from otelflow.stores import get_store
-
-        return get_store(self.url)
+_Target = StoreTarget
 
 
-def _target(ctx: click.Context) -> _Target:
-    target = ctx.find_object(_Target)
-    return target if target is not None else _Target(None)
+_target = target_of
 
 
-@contextmanager
-def _store_errors(target: _Target) -> Iterator[None]:
-    """A store that cannot be reached or read: one line on stderr, exit code 1 (never a traceback)."""
-    from otelflow._internal.redact import redact_text
-    from otelflow.stores import StoreError
-
-    try:
-        yield
-    except StoreError as exc:
-        message = terminal_safe(redact_text(" ".join(str(exc).split())))
-        if target.display not in message:
-            message = f"cannot use the store {target.display}: {message}"
-        _fail(f"otelflow variable: {message}")
+def _store_errors(target: _Target) -> AbstractContextManager[None]:
+    return store_errors(target, "variable")
 
 
 def _read(target: _Target, name: str) -> StoredVariable | None:

@@ -76,6 +76,7 @@ from otelflow import semconv
 from otelflow.context import FlowRunContext, _PlainContext
 from otelflow.exceptions import SerializationError
 from otelflow.stores import Store, StoreError, get_store
+from otelflow.stores.leases import Lease, keeper
 
 if TYPE_CHECKING:
     from otelflow.context import TaskRun
@@ -154,64 +155,25 @@ class _StateFlag:
         return repr(self._value)
 
 
-# --- lock leases: one background thread renews every lock this process holds -------------------------
+# --- lock leases: renewed by the process's one lease keeper (otelflow.stores.leases) -------------------------
 
 
-class _Lease:
-    __slots__ = ("deadline", "holder", "lease_seconds", "lost", "name", "next_due", "store")
+class _Lease(Lease):
+    """A store lock held by a transaction or a cache key."""
+
+    __slots__ = ("holder", "name", "store")
 
     def __init__(self, store: Store, name: str, holder: str, lease_seconds: float, deadline: float | None) -> None:
+        super().__init__(lease_seconds, deadline)
         self.store, self.name, self.holder = store, name, holder
-        self.lease_seconds = lease_seconds
-        self.deadline = deadline  # monotonic time after which the lease is left to expire
-        self.next_due = time.monotonic() + lease_seconds / 3
-        self.lost = False
+
+    def renew(self) -> bool:
+        try:
+            return self.store.renew_lock(self.name, self.holder, self.lease_seconds)
+        except StoreError:
+            return True  # a blip: try again next time; the fenced write is the real check
 
 
-class _LeaseKeeper:
-    """Renews held leases every third of their length; stops at a transaction's deadline."""
-
-    def __init__(self) -> None:
-        self._leases: set[_Lease] = set()
-        self._cond = threading.Condition()
-        self._thread: threading.Thread | None = None
-
-    def add(self, lease: _Lease) -> None:
-        with self._cond:
-            self._leases.add(lease)
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._run, name="otelflow-lease-keeper", daemon=True)
-                self._thread.start()
-            self._cond.notify()
-
-    def remove(self, lease: _Lease) -> None:
-        with self._cond:
-            self._leases.discard(lease)
-
-    def _run(self) -> None:
-        while True:
-            with self._cond:
-                now = time.monotonic()
-                due = [lease for lease in self._leases if lease.next_due <= now]
-                if not due:
-                    wait = min((lease.next_due for lease in self._leases), default=now + 60) - now
-                    self._cond.wait(max(wait, 0.001))
-                    continue
-            for lease in due:
-                if lease.deadline is not None and now >= lease.deadline:
-                    self.remove(lease)  # past the transaction's timeout: let the lease run out
-                    continue
-                try:
-                    renewed = lease.store.renew_lock(lease.name, lease.holder, lease.lease_seconds)
-                except StoreError:
-                    renewed = True  # a blip: try again next time; the fenced write is the real check
-                if not renewed:
-                    lease.lost = True
-                    self.remove(lease)
-                lease.next_due = time.monotonic() + lease.lease_seconds / 3
-
-
-_lease_keeper = _LeaseKeeper()
 
 
 # --- task results as JSON ---------------------------------------------------------------------------------
@@ -570,7 +532,7 @@ class Transaction(_PlainContext):
                 self.store.acquire_lock(self._lock_name, self._holder, settings.lock_lease_seconds, wait)
                 self._lease = _Lease(self.store, self._lock_name, self._holder, settings.lock_lease_seconds,
                                      self._deadline)
-                _lease_keeper.add(self._lease)
+                keeper.add(self._lease)
                 self._resolve()  # under the lock: what we read stays true until we commit
         except BaseException as exc:
             self._fail_span(exc)
@@ -803,7 +765,7 @@ class Transaction(_PlainContext):
     def _finish(self) -> None:
         """Done: release the lock, stop being current, end the span (also when ``__exit__`` never comes)."""
         if self._lease is not None:
-            _lease_keeper.remove(self._lease)
+            keeper.remove(self._lease)
             lease, self._lease = self._lease, None
             with contextlib.suppress(StoreError):  # the lease runs out by itself if the store is gone
                 lease.store.release_lock(lease.name, lease.holder)

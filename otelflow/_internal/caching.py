@@ -33,6 +33,7 @@ from otelflow.filesystems import LocalFileSystem, StoreFileSystem
 from otelflow.settings import get_current_settings
 from otelflow.states import StateType
 from otelflow.stores import Store, StoreError, get_store
+from otelflow.stores.leases import keeper
 
 if TYPE_CHECKING:
     from otelflow.results import CacheEntry, ResultRecord, ResultStore
@@ -348,7 +349,7 @@ class CacheRun:
         return self._lookup(key)
 
     def _lock(self, policy: Any, txn: Any) -> None:
-        from otelflow.transactions import _Lease, _lease_keeper
+        from otelflow.transactions import _Lease
 
         settings = get_current_settings()
         lock_store = _store_of(getattr(policy, "lock_manager", None)) or self.index
@@ -358,7 +359,7 @@ class CacheRun:
         self.logger.debug("Acquiring lock for cache key %r", self.attrs[semconv.CACHE_KEY])
         lock_store.acquire_lock(name, self._holder, settings.lock_lease_seconds, settings.lock_wait_seconds)
         self.lease = _Lease(lock_store, name, self._holder, settings.lock_lease_seconds, None)
-        _lease_keeper.add(self.lease)
+        keeper.add(self.lease)
         self.attrs[semconv.CACHE_ISOLATION_LEVEL] = "SERIALIZABLE"
 
     def _lookup(self, key: str) -> Any:
@@ -526,9 +527,7 @@ def _release(lease: Any) -> None:
         return
     import contextlib
 
-    from otelflow.transactions import _lease_keeper
-
-    _lease_keeper.remove(lease)
+    keeper.remove(lease)
     with contextlib.suppress(StoreError):
         lease.store.release_lock(lease.name, lease.holder)
 

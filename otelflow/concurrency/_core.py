@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import logging
 import random
-import threading
 import time
 import uuid
 from collections.abc import Generator, Mapping
 from typing import Any
 
 from otelflow.stores import SlotGrant, SlotRequestError, Store, StoreError, get_store
+from otelflow.stores.leases import Lease, keeper
 
 __all__ = [
     "GCL_NAMESPACE",
@@ -72,68 +72,29 @@ def holder_id(holder: object = None) -> str:
     return f"{kind}:{ident}/{suffix}" if kind or ident else suffix
 
 
-class Held:
-    """Slots taken by one acquisition; renewed in the background until :func:`release`."""
+class Held(Lease):
+    """Slots taken by one acquisition; renewed in the background until :func:`release`. While the process lives its
+    slots stay held; when it dies (even SIGKILL) renewal stops and the slots come back when the lease runs out."""
 
-    __slots__ = ("grant", "holder", "lease_seconds", "lost", "names", "namespace", "next_due", "store")
+    __slots__ = ("grant", "holder", "names", "namespace", "store")
 
     def __init__(self, store: Store, namespace: str, grant: SlotGrant, holder: str, lease_seconds: float) -> None:
+        super().__init__(lease_seconds)
         self.store, self.namespace, self.grant, self.holder = store, namespace, grant, holder
         self.names = list(grant.limited)
-        self.lease_seconds = lease_seconds
-        self.next_due = time.monotonic() + lease_seconds / 3
-        self.lost = False
+
+    def renew(self) -> bool:
+        try:
+            renewed = self.store.renew_slots(self.names, self.holder, self.lease_seconds, namespace=self.namespace)
+        except StoreError as exc:
+            _log.warning("Could not renew concurrency slots on %r (%s); retrying.", self.names, exc)
+            return True  # a blip: the lease is longer than the renewal period
+        if not renewed:
+            _log.warning("Lost the lease on concurrency slots %r (held by %s): the lease expired before it was "
+                         "renewed, so others may now use these slots.", self.names, self.holder)
+        return renewed
 
 
-class _SlotLeaseKeeper:
-    """Renews held slots every third of their lease from one daemon thread (mirrors the transactions' keeper).
-
-    While the process lives its slots stay held; when it dies (even SIGKILL) renewal stops and the slots come
-    back when the lease runs out.
-    """
-
-    def __init__(self) -> None:
-        self._held: set[Held] = set()
-        self._cond = threading.Condition()
-        self._thread: threading.Thread | None = None
-
-    def add(self, held: Held) -> None:
-        with self._cond:
-            self._held.add(held)
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._run, name="otelflow-slot-keeper", daemon=True)
-                self._thread.start()
-            self._cond.notify()
-
-    def remove(self, held: Held) -> None:
-        with self._cond:
-            self._held.discard(held)
-
-    def _run(self) -> None:
-        while True:
-            with self._cond:
-                now = time.monotonic()
-                due = [h for h in self._held if h.next_due <= now]
-                if not due:
-                    wait = min((h.next_due for h in self._held), default=now + 60) - now
-                    self._cond.wait(max(wait, 0.001))
-                    continue
-            for held in due:
-                try:
-                    renewed = held.store.renew_slots(held.names, held.holder, held.lease_seconds,
-                                                     namespace=held.namespace)
-                except StoreError as exc:
-                    _log.warning("Could not renew concurrency slots on %r (%s); retrying.", held.names, exc)
-                    renewed = True  # a blip: the lease is longer than the renewal period
-                if not renewed:
-                    held.lost = True
-                    self.remove(held)
-                    _log.warning("Lost the lease on concurrency slots %r (held by %s): the lease expired before "
-                                 "it was renewed, so others may now use these slots.", held.names, held.holder)
-                held.next_due = time.monotonic() + held.lease_seconds / 3
-
-
-_keeper = _SlotLeaseKeeper()
 
 
 def _missing(names: list[str], strict: bool, log_missing: bool) -> None:
@@ -207,7 +168,7 @@ def acquire_steps(
     if not grant.limited or mode == "rate_limit":
         return None
     held = Held(resolved, namespace, grant, holder, lease_seconds)
-    _keeper.add(held)
+    keeper.add(held)
     return held
 
 
@@ -215,7 +176,7 @@ def release(held: Held | None) -> bool:
     """Stop renewing and give the slots back; False when the lease had been lost meanwhile."""
     if held is None:
         return True
-    _keeper.remove(held)
+    keeper.remove(held)
     try:
         held.store.release_slots(held.names, held.holder, namespace=held.namespace)
     except StoreError as exc:

@@ -286,13 +286,13 @@ class _Run:
                 elif delay > 0:
                     yield (_SLEEP, delay)
             if self.cache is not None:
-                self.cache.finish(self.final, self.return_value, run)
+                self.cache.finish(self.final, run)
             if (self.kind == "task" and obj.on_commit_hooks and self.txn is None and self.final is not None
                     and self.final.type is StateType.COMPLETED and (self.cache is None or not self.cache.hit)):
                 # Prefect commits every task run's own transaction: its on_commit hooks run with no enclosing one too.
                 _commit_alone(obj, self.cache.key if self.cache is not None else None)
             if self.kind == "flow" and run.persist_result:
-                persist_flow_result(obj, self.final, self.return_value, self.span, _run_logger())
+                persist_flow_result(obj, self.final, self.span, _run_logger())
             if self.runner_open:
                 # Wait for task runs still in flight (off the event loop in async flows): the flow span
                 # outlives them, and the final state below accounts for them.

@@ -173,6 +173,12 @@ class _Lease(Lease):
         except StoreError:
             return True  # a blip: try again next time; the fenced write is the real check
 
+    def release(self) -> None:
+        """Stop renewing and release the lock (the lease runs out by itself if the store is gone)."""
+        keeper.remove(self)
+        with contextlib.suppress(StoreError):
+            self.store.release_lock(self.name, self.holder)
+
 
 
 
@@ -765,10 +771,8 @@ class Transaction(_PlainContext):
     def _finish(self) -> None:
         """Done: release the lock, stop being current, end the span (also when ``__exit__`` never comes)."""
         if self._lease is not None:
-            keeper.remove(self._lease)
             lease, self._lease = self._lease, None
-            with contextlib.suppress(StoreError):  # the lease runs out by itself if the store is gone
-                lease.store.release_lock(lease.name, lease.holder)
+            lease.release()
         if self._state in (TransactionState.COMMITTED, TransactionState.ROLLED_BACK):
             self._closed = True
             if self._otel_token is not None:

@@ -12,6 +12,7 @@ import dataclasses
 import datetime
 import logging
 import os
+import time
 import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -32,15 +33,14 @@ from otelflow.exceptions import SerializationError
 from otelflow.filesystems import LocalFileSystem, StoreFileSystem
 from otelflow.settings import get_current_settings
 from otelflow.states import StateType
-from otelflow.stores import Store, StoreError, get_store
+from otelflow.stores import Store, get_store
 from otelflow.stores.leases import keeper
 
 if TYPE_CHECKING:
-    from otelflow.results import CacheEntry, ResultRecord, ResultStore
+    from otelflow.results import ResultRecord, ResultStore
 
 __all__ = ["MISS", "CachePlan", "CacheRun", "NotSet", "policy_name"]
 
-_log = logging.getLogger("otelflow.results")
 
 
 class _NotSetType:
@@ -96,9 +96,6 @@ def _is_no_cache(policy: Any) -> bool:
 def _store_of(value: Any) -> Store | None:
     """A ``lock_manager`` / ``key_storage`` option as a store: a Store, a store URL, a folder, or a lock manager
     object that names one (:mod:`otelflow.locking`)."""
-    import os
-
-
     if value is None:
         return None
     if isinstance(value, Store):
@@ -268,7 +265,6 @@ class CacheRun:
         "_logger",
         "_logger_factory",
         "attrs",
-        "entry",
         "hit",
         "index",
         "key",
@@ -291,7 +287,6 @@ class CacheRun:
         self.lease: Any = None
         self.index: Store | None = None
         self.record: ResultRecord[Any] | None = None
-        self.entry: CacheEntry | None = None
         self.txn: Any = None
         self.attrs: dict[str, Any] = {}
         self.result_store: ResultStore | None = None
@@ -338,7 +333,7 @@ class CacheRun:
 
         attrs[semconv.CACHE_KEY] = _results.exported_key(key)
         key_storage = getattr(policy, "key_storage", None) if policy is not None else None
-        self.index = _store_of(key_storage) if key_storage is not None else _store_of_default()
+        self.index = _store_of(key_storage) if key_storage is not None else get_store()
         isolation = getattr(policy, "isolation_level", None) if policy is not None else None
         if isolation is not None and getattr(isolation, "value", isolation) == "SERIALIZABLE":
             self._lock(policy, txn)
@@ -399,7 +394,6 @@ class CacheRun:
                 _results._memory.put(memo, record, entry.created)
         self.hit = True
         self.record = record
-        self.entry = entry
         attrs[semconv.CACHE_OUTCOME] = "hit"
         attrs[semconv.TASK_CACHED] = True
         if entry.expiration is not None:
@@ -408,9 +402,9 @@ class CacheRun:
         return record.result
 
     # --- after the call -------------------------------------------------------------------------------
-    def finish(self, final: Any, value: Any, task_run: Any) -> None:
-        """The run ended in ``final`` with ``value``: name a hit ``Cached``, persist a fresh result, and put what
-        happened on the span."""
+    def finish(self, final: Any, task_run: Any) -> None:
+        """The run ended in ``final``: name a hit ``Cached``, persist a fresh result (the state's data), and put
+        what happened on the span."""
 
         if final is None or final.type is not StateType.COMPLETED:
             return
@@ -498,7 +492,7 @@ def write_pending(pending: PendingWrite, logger: Callable[[], Any], span: Any) -
         pending.storage.write_path(storage_key, content)
         record.mark_persisted()
         entry = _results.CacheEntry(
-            key=pending.key, task=pending.task, created=_now_ts(), expiration=record.metadata.expiration,
+            key=pending.key, task=pending.task, created=time.time(), expiration=record.metadata.expiration,
             storage=pending.storage.location, storage_key=storage_key, serializer=pending.serializer_type,
             size=len(content), policy=pending.policy, flow_run_id=pending.flow_run_id,
             task_run_id=pending.task_run_id, trace_id=pending.trace_id,
@@ -523,23 +517,8 @@ def write_pending(pending: PendingWrite, logger: Callable[[], Any], span: Any) -
 
 
 def _release(lease: Any) -> None:
-    if lease is None:
-        return
-    import contextlib
-
-    keeper.remove(lease)
-    with contextlib.suppress(StoreError):
-        lease.store.release_lock(lease.name, lease.holder)
-
-
-def _store_of_default() -> Store:
-    return get_store()
-
-
-def _now_ts() -> float:
-    import time
-
-    return time.time()
+    if lease is not None:
+        lease.release()
 
 
 def _trace_id(span: Any) -> str | None:
@@ -558,7 +537,7 @@ def _persist_failed_event(span: Any, exc: BaseException) -> None:
         })
 
 
-def persist_flow_result(flow: Any, final: Any, value: Any, span: Any, logger: Any) -> None:
+def persist_flow_result(flow: Any, final: Any, span: Any, logger: Any) -> None:
     """Persist a completed flow run's return value under a new key (Prefect: flows persist, they do not cache);
     the run's state then holds the record. A failure is logged and on the span; the run still completes."""
 

@@ -312,3 +312,20 @@ def test_processes_opening_a_new_sqlite_store_together_all_succeed(tmp_path: Pat
         for worker in workers:
             worker.join(timeout=60)
     assert outcomes == ["ok"] * 120, [o for o in outcomes if o != "ok"][:3]
+
+
+def test_a_sqlite_store_is_readable_by_its_owner_only(tmp_path: Path) -> None:
+    import stat
+
+    from otelflow.stores.sqlite import SqliteStore, sqlite_url
+
+    path = tmp_path / "new-home" / "store.sqlite3"
+    store = SqliteStore(sqlite_url(path))
+    store.put("variables", "api_token", '"s3cret"')
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    for file in path.parent.iterdir():  # the database and its -wal / -shm files
+        assert stat.S_IMODE(file.stat().st_mode) == 0o600, file
+    store.close()
+    path.chmod(0o644)  # made readable by others (an older otelflow, a copy): tightened when opened again
+    SqliteStore(sqlite_url(path)).close()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600

@@ -96,6 +96,21 @@ def _use_wal(conn: sqlite3.Connection) -> None:
 _SELECT = "SELECT value FROM kv WHERE ns = ? AND key = ?"
 
 
+def _private_file(path: Path) -> None:
+    """Make the store file readable by its owner only before sqlite opens it: it holds variables, artifacts, cache
+    entries and run input, which may be secrets. A folder it creates is 0700; a new file 0600 (sqlite gives its
+    -wal and -shm files the same mode); an existing file of this user's that others could read is tightened."""
+    if not path.parent.exists():
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        info = os.fstat(fd)
+        if info.st_mode & 0o077 and (not hasattr(os, "getuid") or info.st_uid == os.getuid()):
+            os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
+
+
 class SqliteStore(Store):
     """:class:`~otelflow.stores.Store` on a sqlite file (the embedded default)."""
 
@@ -108,7 +123,7 @@ class SqliteStore(Store):
         self._changed = threading.Condition()
         self._generation = 0
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            _private_file(self.path)
             conn = self._conn()
             _use_wal(conn)
             for statement in _SCHEMA:

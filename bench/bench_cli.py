@@ -106,7 +106,7 @@ def _flow_run(make_span: Any, make_log: Any, start: int, tasks: int, flow: str) 
 
 def generate(home: Path, megabytes: float) -> dict[str, Any]:
     """Write a spool of about ``megabytes`` MB under ``home``; returns what is in it."""
-    from otelflow._internal.spool import encode_logs, encode_spans
+    from otelflow._internal.spool.writer import encode_logs, encode_spans
 
     spool = home / "spool"
     spool.mkdir(parents=True, exist_ok=True)
@@ -185,7 +185,7 @@ def timed_rss(home: Path, *args: str) -> tuple[float, float, str]:
 def full_parse(home: Path) -> float:
     """Seconds for one pass of the spool reader over every trace line (the old `runs`)."""
     sys.path.insert(0, str(REPO))
-    from otelflow._internal.spool_read import iter_spool
+    from otelflow._internal.spool.reader import iter_spool
 
     began = time.perf_counter()
     count = sum(1 for _ in iter_spool(home / "spool", "traces"))
@@ -212,7 +212,7 @@ def main() -> None:
         results.append((f"runs (warm, median of {args.repeat})", warm[len(warm) // 2][0],
                         max(w[1] for w in warm)))
         # another process appends one flow run: only its lines are read
-        from otelflow._internal.spool import encode_logs, encode_spans
+        from otelflow._internal.spool.writer import encode_logs, encode_spans
 
         spans, logs = _flow_run(_span_factory(), _log_factory(), info["last_start"], 50, "etl")
         with open(home / "spool" / "traces-20261124-2000-1-0.jsonl", "w") as handle:

@@ -11,7 +11,7 @@ time (exit included, bounded by ``OTELFLOW_SHUTDOWN_TIMEOUT_SECONDS``), and the 
 (target <= 1.2x), plus the exit line and the counts (every span either exported, on disk or dropped).
 
 ``reship``: writes ``--reship`` spans to an outage-buffer folder (512-span lines, as the processor writes them),
-then times :func:`otelflow._internal.ship.ship_directory` sending them over OTLP/HTTP to the loopback test
+then times :func:`otelflow._internal.export.ship.ship_directory` sending them over OTLP/HTTP to the loopback test
 receiver (tests/otlp_receiver.py, decoding every request with opentelemetry-proto).
 
 ``recover``: ``--lines`` one-span lines in an outage buffer (a slow flow's outage), re-sent by the processor once
@@ -116,10 +116,10 @@ def bench_recover(lines: int) -> None:
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
     from otlp_receiver import OTLPReceiver
 
-    from otelflow._internal.batching import BatchProcessor
-    from otelflow._internal.buffer import OutageBuffer
-    from otelflow._internal.ship import exporter_callable, ship_directory
-    from otelflow._internal.spool import encode_spans
+    from otelflow._internal.export.outage import OutageBuffer
+    from otelflow._internal.export.pipeline import BatchProcessor
+    from otelflow._internal.export.ship import exporter_callable, ship_directory
+    from otelflow._internal.spool.writer import encode_spans
 
     spans = _task_spans(lines)
     figures = {}
@@ -155,8 +155,8 @@ def bench_reship(count: int) -> None:
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
     from otlp_receiver import OTLPReceiver
 
-    from otelflow._internal.ship import ship_directory
-    from otelflow._internal.spool import SpoolWriter, encode_spans
+    from otelflow._internal.export.ship import ship_directory
+    from otelflow._internal.spool.writer import SpoolWriter, encode_spans
 
     spans = _task_spans(count)
     with tempfile.TemporaryDirectory() as folder, OTLPReceiver() as receiver:

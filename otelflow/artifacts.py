@@ -476,8 +476,8 @@ def _update_progress(artifact_id: uuid.UUID | str, data: float, description: str
 
 def _announce(event: str, artifact: Artifact, here: _Here) -> None:
     """The span event and the run log record of an artifact: id, key, type, a short description; no data."""
-    from otelflow._internal.limits import truncate_text
-    from otelflow._internal.redact import redact_text
+    from otelflow._internal.export.limits import truncate_text
+    from otelflow._internal.runs.redact import redact_text
 
     attributes: dict[str, str | float] = {semconv.ARTIFACT_ID: str(artifact.id)}
     if artifact.key:

@@ -29,9 +29,9 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import click
 
 if TYPE_CHECKING:
-    from otelflow._internal.runindex import RunIndex, RunRow
-    from otelflow._internal.spool_read import LogRecord
-    from otelflow._internal.tracetree import Node
+    from otelflow._internal.cli.tracetree import Node
+    from otelflow._internal.spool.index import RunIndex, RunRow
+    from otelflow._internal.spool.reader import LogRecord
 
 __all__ = ["main"]
 
@@ -43,12 +43,12 @@ _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 # Command groups built elsewhere, imported only when used (`otelflow runs` does not pay for them):
 # name -> (module, attribute). Registration point for other otelflow CLIs.
 _LAZY_COMMANDS = {"input": ("otelflow.input.cli", "input_group"),
-                  "cache": ("otelflow._internal.cache_cli", "cache_group"),
-                  "artifacts": ("otelflow._internal.artifact_cli", "artifact_group"),
-                  "variable": ("otelflow._internal.variable_cli", "variable_group"),
-                  "global-concurrency-limit": ("otelflow._internal.concurrency_cli", "gcl_group"),
-                  "gcl": ("otelflow._internal.concurrency_cli", "gcl_group"),
-                  "concurrency-limit": ("otelflow._internal.concurrency_cli", "tag_limit_group")}
+                  "cache": ("otelflow._internal.cli.cache", "cache_group"),
+                  "artifacts": ("otelflow._internal.cli.artifacts", "artifact_group"),
+                  "variable": ("otelflow._internal.cli.variables", "variable_group"),
+                  "global-concurrency-limit": ("otelflow._internal.cli.concurrency", "gcl_group"),
+                  "gcl": ("otelflow._internal.cli.concurrency", "gcl_group"),
+                  "concurrency-limit": ("otelflow._internal.cli.concurrency", "tag_limit_group")}
 
 
 class _Main(click.Group):
@@ -97,7 +97,7 @@ def _spool_dir(home: str | None) -> Path:
 @contextmanager
 def _index(home: str | None) -> Iterator[RunIndex]:
     """The spool's run index, brought up to date; warns once about malformed lines met on the way."""
-    from otelflow._internal.runindex import RunIndex
+    from otelflow._internal.spool.index import RunIndex
 
     with RunIndex(_spool_dir(home)) as index:
         index.refresh()
@@ -238,7 +238,7 @@ def runs(home: str | None, flow: str | None, states: tuple[str, ...], since: str
             for row, _, _ in nested:
                 click.echo(json.dumps(_run_json(row, parents.get((row.trace_id, row.span_id)), now)))
             return
-        from otelflow._internal.render import make_console, render_runs
+        from otelflow._internal.cli.render import make_console, render_runs
 
         render_runs(make_console(), nested, now)
 
@@ -275,7 +275,7 @@ def _pick(index: RunIndex, ident: str | None) -> RunRow:
 
 def _load(index: RunIndex, row: RunRow, with_logs: bool = True) -> tuple[list[Node], list[Node], int]:
     """(trace roots, the runs to show, span count): the whole trace for a root run, the subtree for a subflow."""
-    from otelflow._internal.tracetree import build_tree, subtree
+    from otelflow._internal.cli.tracetree import build_tree, subtree
 
     spans = index.read_spans(row.trace_id)
     logs = index.read_logs(row.trace_id) if with_logs else []
@@ -315,19 +315,19 @@ def show(home: str | None, ident: str | None, as_json: bool, traceback: bool, de
         keep = None
         wanted = {v.strip().lower() for value in states for v in value.split(",") if v.strip()}
         if wanted or task is not None:
-            from otelflow._internal.tracetree import matching
+            from otelflow._internal.cli.tracetree import matching
 
             keep = matching(shown, wanted, task)
             if not keep:
                 _fail(f"No run in flow run {row.run_name!r} matches these filters.")
         if as_json:
-            from otelflow._internal.tracetree import node_json
+            from otelflow._internal.cli.tracetree import node_json
 
             spans = [node_json(n, now) for top in shown for n in top.walk() if keep is None or id(n) in keep]
             click.echo(json.dumps({"trace_id": row.trace_id, "flow_run_id": row.run_id,
                                    "flow_run_name": row.run_name, "spans": spans}, default=str))
             return
-        from otelflow._internal.render import make_console, render_trace
+        from otelflow._internal.cli.render import make_console, render_trace
 
         service = str(shown[0].span.resource.get("service.name", "?"))
         render_trace(make_console(), shown, trace_id=row.trace_id, service=service, span_count=count, now=now,
@@ -381,7 +381,7 @@ def logs(home: str | None, ident: str | None, level_name: str | None, task: str 
         span_ids = {n.span.span_id for top in shown for n in top.walk()}
         console: Any = None
         if not as_json:
-            from otelflow._internal.render import log_line, make_console, print_lines
+            from otelflow._internal.cli.render import log_line, make_console, print_lines
 
             console = make_console()
 
@@ -400,7 +400,7 @@ def logs(home: str | None, ident: str | None, level_name: str | None, task: str 
         def emit(records: list[LogRecord]) -> None:
             chosen = [log for log in sorted(records, key=lambda r: r.time) if wanted(log)]
             if as_json:
-                from otelflow._internal.tracetree import log_json
+                from otelflow._internal.cli.tracetree import log_json
 
                 sys.stdout.write("".join(json.dumps(log_json(log), default=str) + "\n" for log in chosen))
             else:
@@ -463,7 +463,7 @@ def spool_prune(home: str | None, days: float, dry_run: bool) -> None:
             # its `spool ship` progress file goes with it
             path.with_name(path.name + ".shipped").unlink(missing_ok=True)
     if not dry_run:
-        from otelflow._internal.liveness import orphaned_locks
+        from otelflow._internal.spool.liveness import orphaned_locks
 
         for lock in orphaned_locks(folder):  # an ended process's liveness lock, once its last file is gone
             lock.unlink(missing_ok=True)
@@ -508,7 +508,7 @@ def spool_ship(home: str | None, endpoint: str, protocol: str, header_values: tu
     an OTLP exporter could not deliver, `$OTELFLOW_HOME/buffer/`) is sent after the spool and its files are
     deleted once sent.
     """
-    from otelflow._internal.ship import ship_directory
+    from otelflow._internal.export.ship import ship_directory
 
     headers: dict[str, str] = {}
     for value in header_values:

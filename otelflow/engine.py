@@ -40,10 +40,10 @@ from opentelemetry import trace
 from opentelemetry.trace import Link, Status, StatusCode
 
 from otelflow import semconv, telemetry
-from otelflow._internal.caching import MISS as _MISS
-from otelflow._internal.caching import CacheRun, persist_flow_result
-from otelflow._internal.limits import get_limits, truncate_stacktrace, truncate_text
-from otelflow._internal.params import add_parameter_types, parameter_attributes
+from otelflow._internal.export.limits import get_limits, truncate_stacktrace, truncate_text
+from otelflow._internal.runs.caching import MISS as _MISS
+from otelflow._internal.runs.caching import CacheRun, persist_flow_result
+from otelflow._internal.runs.params import add_parameter_types, parameter_attributes
 from otelflow.context import (
     _FLOW_RUN_VAR,
     _TAGS_VAR,
@@ -666,7 +666,7 @@ class _Run:
     def _crash(self, exc: BaseException) -> None:
         """Something outside the user's code ended the run (a signal, an interrupt, a failing setup step)."""
         self.reraise = exc  # a cancellation stays one for the caller (asyncio expects it back)
-        signals = sys.modules.get("otelflow._internal.signals")
+        signals = sys.modules.get("otelflow._internal.runs.signals")
         signum = signals.terminating() if signals is not None else None
         if signum is not None and isinstance(exc, asyncio.CancelledError):
             # A termination signal stopped the event loop this async run was awaiting on; asyncio then cancels
@@ -847,7 +847,7 @@ _watcher: threading.Thread | None = None
 def _install_signal_handlers() -> None:
     global _signals_installed
     _signals_installed = True
-    from otelflow._internal import signals
+    from otelflow._internal.runs import signals
 
     signals.install(lambda: bool(_open_runs))
 

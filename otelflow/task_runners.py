@@ -6,7 +6,7 @@ the flow span), the run contexts and the tags all arrive in the worker. Losing c
 is the classic OTel-in-Python bug; here it cannot happen because nothing runs outside a copied context.
 
 :class:`ProcessPoolTaskRunner` runs each task run in a worker process (``concurrent.futures.ProcessPoolExecutor``):
-the context crosses as a ``serialize_context()`` carrier, not as objects (see :mod:`otelflow._internal.remote_runs`,
+the context crosses as a ``serialize_context()`` carrier, not as objects (see :mod:`otelflow._internal.runs.remote`,
 shared with the Dask runner, which lives in :mod:`otelflow.integrations.dask`).
 """
 
@@ -29,7 +29,7 @@ from concurrent.futures.process import BrokenProcessPool
 from typing import TYPE_CHECKING, Any, Self
 
 from otelflow import futures as _futures
-from otelflow._internal.remote_runs import RemoteRun, RemoteRuns, RemoteTaskRunner, WorkOrder, run_on_worker
+from otelflow._internal.runs.remote import RemoteRun, RemoteRuns, RemoteTaskRunner, WorkOrder, run_on_worker
 from otelflow.exceptions import MappingLengthMismatch, MappingMissingIterable
 from otelflow.futures import FutureList, TaskRunFuture, collect_futures, resolve_inputs
 from otelflow.states import State

@@ -43,7 +43,7 @@ from typing import (
 )
 
 from otelflow import semconv
-from otelflow._internal.params import ParameterBinder
+from otelflow._internal.runs.params import ParameterBinder
 from otelflow.cache_policies import task_input_hash
 from otelflow.context import FlowRunContext, _check_tags
 from otelflow.exceptions import ReservedArgumentError
@@ -375,7 +375,7 @@ class Task(_RunOptions, Generic[P, R]):
         self.on_rollback_hooks: list[TxnHook] = list(options.get("on_rollback") or ())
         self.static_attributes[semconv.TASK_NAME] = self.name
         self.span_name = semconv.task_span_name(self.name)
-        from otelflow._internal.caching import CachePlan
+        from otelflow._internal.runs.caching import CachePlan
         from otelflow.cache_policies import _task_key
 
         self.task_key: str = _task_key(self.fn)  # Prefect's: "{function name}-{8 hex of its code}"

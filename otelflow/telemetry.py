@@ -17,7 +17,7 @@ Rules, in order:
 otelflow emits no metrics itself: run metrics are derived from the spans in the Collector (``spanmetrics``).
 
 Exporters are imported only when chosen. Export never blocks a run for long (see
-:mod:`otelflow._internal.batching`), requests are split under the receiver's size limit, and the flush at
+:mod:`otelflow._internal.export.pipeline`), requests are split under the receiver's size limit, and the flush at
 exit is bounded by ``OTELFLOW_SHUTDOWN_TIMEOUT_SECONDS``; what is kept on disk or dropped is reported once
 on stderr. An application span/log processor that raises is caught, counted and reported once: telemetry
 never breaks a run.
@@ -370,7 +370,7 @@ def _recent_cause() -> str | None:
 
 
 def _batch(export: Any, shutdown_exporter: Any, signal: str, env_prefix: str, **extra: Any) -> Any:
-    from otelflow._internal.batching import BatchProcessor
+    from otelflow._internal.export.pipeline import BatchProcessor
 
     return BatchProcessor(
         export,
@@ -413,7 +413,7 @@ def _otlp_export(exporter: Any) -> tuple[Callable[[Sequence[Any]], bool], Callab
     ``export`` raises ExportError with the real cause on failure; ``cause_hint`` is what the export under way has
     logged so far.
     """
-    from otelflow._internal.batching import ExportError
+    from otelflow._internal.export.pipeline import ExportError
 
     capture = _capture()
     in_flight: list[list[str]] = []  # what the export under way has logged so far (one sender per exporter)
@@ -446,8 +446,8 @@ def _otlp_export(exporter: Any) -> tuple[Callable[[Sequence[Any]], bool], Callab
 
 def _exporter(signal: str, kind: str) -> tuple[Any, Any, str, dict[str, Any]]:
     """``(export(batch) -> bool, shutdown(), description, processor options)`` for ``traces`` or ``logs``."""
-    from otelflow._internal import spool
-    from otelflow._internal.limits import get_limits, split_batch
+    from otelflow._internal.export.limits import get_limits, split_batch
+    from otelflow._internal.spool import writer as spool
     from otelflow.settings import get_settings
 
     settings = get_settings()
@@ -477,7 +477,7 @@ def _exporter(signal: str, kind: str) -> tuple[Any, Any, str, dict[str, Any]]:
     options: dict[str, Any] = {"split": split, "cause_hint": cause_hint}
     description = f"{kind} {protocol}"
     if settings.buffer_max_bytes > 0:
-        from otelflow._internal.buffer import OutageBuffer
+        from otelflow._internal.export.outage import OutageBuffer
 
         buffer_dir = settings.buffer_dir
         options["buffer"] = OutageBuffer(buffer_dir, signal, encode, max_bytes=settings.buffer_max_bytes)
@@ -557,8 +557,8 @@ class _Reshipper:
     def _run(self) -> None:
         from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, attach, set_value
 
-        from otelflow._internal.limits import get_limits, split_batch
-        from otelflow._internal.ship import ship_directory
+        from otelflow._internal.export.limits import get_limits, split_batch
+        from otelflow._internal.export.ship import ship_directory
 
         attach(set_value(_SUPPRESS_INSTRUMENTATION_KEY, True))
         try:

@@ -536,7 +536,7 @@ def test_importing_artifacts_loads_neither_rich_nor_the_stores() -> None:
 
 
 def _cli(*args: str) -> Any:
-    from otelflow._internal.artifact_cli import artifact_group
+    from otelflow._internal.cli.artifacts import artifact_group
 
     return CliRunner().invoke(artifact_group, list(args), catch_exceptions=False)
 

@@ -7,8 +7,8 @@ import threading
 import time
 from collections.abc import Sequence
 
-from otelflow._internal.batching import BatchProcessor
-from otelflow._internal.ship import decode_line
+from otelflow._internal.export.pipeline import BatchProcessor
+from otelflow._internal.export.ship import decode_line
 
 
 class SlowExporter:
@@ -166,8 +166,8 @@ def _make_spans(count: int) -> list:  # type: ignore[type-arg]
 
 
 def _buffered(tmp_path, export, **options):  # type: ignore[no-untyped-def]
-    from otelflow._internal.buffer import OutageBuffer
-    from otelflow._internal.spool import encode_spans
+    from otelflow._internal.export.outage import OutageBuffer
+    from otelflow._internal.spool.writer import encode_spans
 
     buffer = OutageBuffer(tmp_path, "traces", encode_spans, max_bytes=options.pop("max_bytes", 1 << 30))
     return BatchProcessor(export, lambda: None, signal="traces", buffer=buffer, schedule_delay_seconds=0.02,
@@ -189,7 +189,7 @@ def _emit_until_a_drop(processor, items) -> None:  # type: ignore[no-untyped-def
 
 def _collector_down():  # type: ignore[no-untyped-def]
     """An export function refusing connections until ``down`` is cleared, then keeping what it is sent."""
-    from otelflow._internal.batching import ExportError
+    from otelflow._internal.export.pipeline import ExportError
 
     down = threading.Event()
     down.set()
@@ -205,8 +205,8 @@ def _collector_down():  # type: ignore[no-untyped-def]
 
 
 def test_a_dead_collector_never_blocks_and_everything_lands_on_disk_then_ships(tmp_path):  # type: ignore[no-untyped-def]
-    from otelflow._internal.batching import ExportError
-    from otelflow._internal.ship import ship_directory
+    from otelflow._internal.export.pipeline import ExportError
+    from otelflow._internal.export.ship import ship_directory
 
     spans = _make_spans(5_000)
     attempts = []
@@ -279,7 +279,7 @@ def test_an_unreadable_buffer_line_is_counted_dropped_with_its_cause(tmp_path): 
 
 def _retrying_exporter(down: threading.Event):  # type: ignore[no-untyped-def]
     """An export like the SDK's while the collector is down: it sits in its own retries, then fails."""
-    from otelflow._internal.batching import ExportError
+    from otelflow._internal.export.pipeline import ExportError
 
     calls: list[int] = []
     received: list = []  # type: ignore[type-arg]
@@ -356,7 +356,7 @@ def test_a_stalled_collector_costs_producers_nothing_and_shutdown_keeps_the_batc
 
 
 def test_a_request_too_large_is_halved_until_it_fits(tmp_path):  # type: ignore[no-untyped-def]
-    from otelflow._internal.batching import ExportError
+    from otelflow._internal.export.pipeline import ExportError
 
     received: list = []  # type: ignore[type-arg]
 
@@ -376,7 +376,7 @@ def test_a_request_too_large_is_halved_until_it_fits(tmp_path):  # type: ignore[
 
 
 def test_the_buffer_bound_drops_oldest_first_and_counts_once(tmp_path):  # type: ignore[no-untyped-def]
-    from otelflow._internal.batching import ExportError
+    from otelflow._internal.export.pipeline import ExportError
 
     def dead(batch):  # type: ignore[no-untyped-def]
         raise ExportError("connection refused")
@@ -388,7 +388,7 @@ def test_the_buffer_bound_drops_oldest_first_and_counts_once(tmp_path):  # type:
     s = processor.stats
     assert s.dropped > 0 and s.drop_cause is not None and "outage buffer full" in s.drop_cause
     assert s.dropped + processor.on_disk == 2_000
-    from otelflow._internal.ship import ship_directory
+    from otelflow._internal.export.ship import ship_directory
 
     received: list = []  # type: ignore[type-arg]
     ship_directory(tmp_path, "traces", lambda batch: received.extend(batch) or True)
@@ -396,7 +396,7 @@ def test_the_buffer_bound_drops_oldest_first_and_counts_once(tmp_path):  # type:
 
 
 def test_a_forked_child_never_resends_or_deletes_the_parents_buffer(tmp_path):  # type: ignore[no-untyped-def]
-    from otelflow._internal.batching import ExportError
+    from otelflow._internal.export.pipeline import ExportError
 
     def dead(batch):  # type: ignore[no-untyped-def]
         raise ExportError("connection refused")
@@ -431,8 +431,8 @@ def test_a_forked_child_never_resends_or_deletes_the_parents_buffer(tmp_path):  
 
 def _one_span_lines(tmp_path, count):  # type: ignore[no-untyped-def]
     """An outage buffer holding ``count`` lines of one span each (what a slow flow leaves during an outage)."""
-    from otelflow._internal.buffer import OutageBuffer
-    from otelflow._internal.spool import encode_spans
+    from otelflow._internal.export.outage import OutageBuffer
+    from otelflow._internal.spool.writer import encode_spans
 
     buffer = OutageBuffer(tmp_path, "traces", encode_spans, max_bytes=1 << 30)
     spans = _make_spans(count)
@@ -442,7 +442,7 @@ def _one_span_lines(tmp_path, count):  # type: ignore[no-untyped-def]
 
 
 def test_the_buffer_joins_whole_lines_up_to_a_batch_and_commits_them(tmp_path):  # type: ignore[no-untyped-def]
-    from otelflow._internal import ship
+    from otelflow._internal.export import ship
 
     buffer, _ = _one_span_lines(tmp_path, 10)
     items, skipped, _ = buffer.peek(4)
@@ -513,7 +513,7 @@ def test_after_an_outage_small_lines_are_resent_in_few_requests_in_order(tmp_pat
 def test_joined_lines_refused_as_too_large_are_resent_in_smaller_joins(tmp_path):  # type: ignore[no-untyped-def]
     """A receiver with a smaller request limit than the join's: fewer lines per request, never a reordering, a
     loop or a drop."""
-    from otelflow._internal.batching import ExportError
+    from otelflow._internal.export.pipeline import ExportError
 
     down, received, flaky = _collector_down()
 

@@ -610,7 +610,7 @@ def test_readers_and_writers_at_once(tmp_path: Path) -> None:
 @pytest.mark.parametrize("protocol", ["http/protobuf", "grpc"])
 def test_ship_sends_the_spool_once(own_home: Path, protocol: str, request: pytest.FixtureRequest) -> None:
     receiver = request.getfixturevalue("otlp_receiver" if protocol == "http/protobuf" else "otlp_grpc_receiver")
-    from otelflow._internal.spool_read import iter_spool
+    from otelflow._internal.spool.reader import iter_spool
 
     spans_in_spool = sum(1 for _ in iter_spool(own_home / "spool", "traces"))  # pending records too
     first = cli(own_home, "spool", "ship", "--endpoint", receiver.endpoint, "--protocol", protocol)

@@ -23,8 +23,8 @@ from click.testing import CliRunner, Result
 from conftest import PYTHON, REPO_ROOT, subprocess_env
 
 from otelflow import flow, task
-from otelflow._internal import cache_cli
-from otelflow._internal.cache_cli import _human_size, find_entry, terminal_safe
+from otelflow._internal.cli import cache as cache_cli
+from otelflow._internal.cli.cache import _human_size, find_entry, terminal_safe
 from otelflow.cache_policies import INPUTS
 from otelflow.cli import main
 from otelflow.results import CacheEntry, exported_key, list_cache_entries, write_cache_entry

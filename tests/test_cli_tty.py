@@ -21,8 +21,8 @@ from conftest import PYTHON, REPO_ROOT, subprocess_env
 from rich.console import Console
 from test_cli import SCENARIOS, run_script
 
-from otelflow._internal.render import render_runs
-from otelflow._internal.runindex import RunRow
+from otelflow._internal.cli.render import render_runs
+from otelflow._internal.spool.index import RunRow
 
 pytestmark = pytest.mark.slow
 

@@ -418,7 +418,7 @@ def test_tag_limit_seen_by_other_processes_version(store_url: str, monkeypatch: 
 
 
 def _cli(group: str, *args: str, stdin: str | None = None) -> tuple[int, str]:
-    from otelflow._internal.concurrency_cli import gcl_group, tag_limit_group
+    from otelflow._internal.cli.concurrency import gcl_group, tag_limit_group
 
     command = gcl_group if group == "gcl" else tag_limit_group
     result = CliRunner().invoke(command, list(args), input=stdin)

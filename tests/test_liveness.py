@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from conftest import PYTHON, REPO_ROOT, subprocess_env
 
-from otelflow._internal.liveness import lock_path_for, orphaned_locks, writer_gone_at
-from otelflow._internal.spool import SpoolWriter
+from otelflow._internal.spool.liveness import lock_path_for, orphaned_locks, writer_gone_at
+from otelflow._internal.spool.writer import SpoolWriter
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="flock and fork are POSIX")
 
@@ -48,8 +48,8 @@ FORKED = textwrap.dedent(
     """
     import json, os, sys
     from pathlib import Path
-    from otelflow._internal.liveness import writer_gone_at
-    from otelflow._internal.spool import SpoolWriter
+    from otelflow._internal.spool.liveness import writer_gone_at
+    from otelflow._internal.spool.writer import SpoolWriter
 
     spool = Path(sys.argv[1])
     writer = SpoolWriter(spool, "traces", mark_alive=True)

@@ -9,7 +9,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import StatusCode
 
 from otelflow import flow, get_run_logger
-from otelflow._internal.limits import Limits, get_limits, split_batch, truncate_stacktrace, truncate_text
+from otelflow._internal.export.limits import Limits, get_limits, split_batch, truncate_stacktrace, truncate_text
 
 
 def test_truncate_text_keeps_within_the_limit_with_a_visible_marker():  # type: ignore[no-untyped-def]

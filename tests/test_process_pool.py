@@ -23,7 +23,7 @@ from conftest import PYTHON, subprocess_env
 from otlp_receiver import OTLPReceiver, ReceivedSpan
 
 from otelflow import semconv, task
-from otelflow._internal.spool_read import LogRecord, Skipped, SpanRecord, parse_log_line, parse_span_line, spool_files
+from otelflow._internal.spool.reader import LogRecord, Skipped, SpanRecord, parse_log_line, parse_span_line, spool_files
 from otelflow.task_runners import ProcessPoolTaskRunner
 
 pytestmark = pytest.mark.slow

@@ -16,8 +16,8 @@ from pydantic import BaseModel, SecretStr
 
 from otelflow import flow, task
 from otelflow import semconv as sc
-from otelflow._internal.params import parameter_attributes
-from otelflow._internal.redact import exportable, redact_text
+from otelflow._internal.runs.params import parameter_attributes
+from otelflow._internal.runs.redact import exportable, redact_text
 from otelflow.settings import Settings
 
 PATTERNS = Settings().redact_patterns

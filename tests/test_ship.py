@@ -19,8 +19,8 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import Link, SpanKind, StatusCode
 
-from otelflow._internal.ship import decode_logs, decode_spans, read_progress, ship_directory
-from otelflow._internal.spool import SpoolWriter, encode_logs, encode_spans
+from otelflow._internal.export.ship import decode_logs, decode_spans, read_progress, ship_directory
+from otelflow._internal.spool.writer import SpoolWriter, encode_logs, encode_spans
 
 
 def make_spans(count: int = 3) -> list:  # type: ignore[type-arg]

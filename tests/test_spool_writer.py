@@ -14,7 +14,7 @@ from pathlib import Path
 
 from conftest import PYTHON, REPO_ROOT, subprocess_env
 
-from otelflow._internal.spool import SpoolWriter, iter_spool
+from otelflow._internal.spool.writer import SpoolWriter, iter_spool
 
 LINE = json.dumps({"resourceSpans": [{"resource": {"attributes": []}, "scopeSpans": [{"scope": {"name": "t"},
                   "spans": [{"traceId": "0" * 31 + "1", "spanId": "0" * 15 + "1", "name": "n"}]}]}]})

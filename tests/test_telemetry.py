@@ -489,7 +489,7 @@ def test_the_cause_hint_speaks_of_the_export_under_way_only() -> None:
     import logging
     import threading
 
-    from otelflow._internal.batching import ExportError
+    from otelflow._internal.export.pipeline import ExportError
     from otelflow.telemetry import _otlp_export
 
     fake = _ScriptedExporter()

@@ -14,7 +14,7 @@ from conftest import PYTHON, subprocess_env
 from opentelemetry import trace
 
 from otelflow import flow, get_run_logger, task
-from otelflow._internal.spool_read import read_spool
+from otelflow._internal.spool.reader import read_spool
 from otelflow.settings import get_settings
 from otelflow.stores import get_store
 from otelflow.testing import CapturedTelemetry, capture_telemetry

@@ -23,7 +23,7 @@ from conftest import PYTHON, REPO_ROOT, subprocess_env
 from pydantic import ValidationError
 
 from otelflow import flow, task
-from otelflow._internal.variable_cli import variable_group
+from otelflow._internal.cli.variables import variable_group
 from otelflow.stores import StoreError, StoreUnavailable, get_store
 from otelflow.testing import CapturedTelemetry
 from otelflow.variables import (
@@ -404,7 +404,7 @@ def test_cli_refuses_what_the_api_refuses(store_url: str) -> None:
 
 
 def test_cli_unset_asks_on_a_terminal(store_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    from otelflow._internal import variable_cli
+    from otelflow._internal.cli import variables as variable_cli
 
     Variable.set("keep_me", 1)
     monkeypatch.setattr(variable_cli, "_interactive", lambda: True)

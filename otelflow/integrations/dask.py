@@ -16,7 +16,7 @@ Example::
 What crosses to a worker, per task run: the task object (Dask ships the user's function with cloudpickle,
 as it does for any function), its parameters with upstream futures replaced by their final states, the run
 identity (task run id, name, map index) and the run context as the ``serialize_context()`` header dict (see
-:mod:`otelflow._internal.remote_runs`, shared with :class:`~otelflow.task_runners.ProcessPoolTaskRunner`).
+:mod:`otelflow._internal.runs.remote`, shared with :class:`~otelflow.task_runners.ProcessPoolTaskRunner`).
 Context objects are never pickled: on the worker the carrier is hydrated, so the task span is a child of the
 submitting span (the flow span) in the same trace, linked to the spans of its inputs, and ``get_run_logger()``
 records correlate with the flow run. Workers configure telemetry from their own ``OTEL_*`` environment (a
@@ -35,7 +35,7 @@ import functools
 import threading
 from typing import TYPE_CHECKING, Any, Self
 
-from otelflow._internal.remote_runs import RemoteRun, RemoteRuns, RemoteTaskRunner, WorkOrder, run_on_worker
+from otelflow._internal.runs.remote import RemoteRun, RemoteRuns, RemoteTaskRunner, WorkOrder, run_on_worker
 from otelflow.task_runners import TaskRunner
 
 if TYPE_CHECKING:

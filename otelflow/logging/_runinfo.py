@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, cast
 from opentelemetry import trace
 
 from otelflow import semconv
-from otelflow._internal.limits import get_limits, truncate_text
+from otelflow._internal.export.limits import get_limits, truncate_text
 from otelflow.context import _FLOW_RUN_VAR, _TASK_RUN_VAR, FlowRunContext, RunContext, TaskRunContext
 
 if TYPE_CHECKING:

@@ -30,7 +30,7 @@ from opentelemetry.instrumentation.log_utils import std_to_otel
 from opentelemetry.instrumentation.logging.handler import LoggingHandler
 
 from otelflow import telemetry
-from otelflow._internal.limits import Limits, get_limits, truncate_stacktrace, truncate_text, truncate_value
+from otelflow._internal.export.limits import Limits, get_limits, truncate_stacktrace, truncate_text, truncate_value
 from otelflow.logging._runinfo import PREFECT_RECORD_FIELDS, RUN_KEY, RunInfo, current_run_info
 
 __all__ = ["ConsoleHandler", "OTelRunLogHandler", "clean_attribute", "truncate_message"]

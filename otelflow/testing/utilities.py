@@ -113,7 +113,7 @@ def _spool_providers(directory: Path) -> list[Any]:
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
 
     from otelflow import telemetry
-    from otelflow._internal.spool import SpoolWriter, encode_logs, encode_spans
+    from otelflow._internal.spool.writer import SpoolWriter, encode_logs, encode_spans
 
     class SpoolSpanExporter(SpanExporter):
         def __init__(self) -> None:

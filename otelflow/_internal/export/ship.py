@@ -1,7 +1,7 @@
 """Shipping OTLP/JSON lines (the spool and outage-buffer format) to a collector.
 
-Each line is one OTLP/JSON export request written by :func:`otelflow._internal.spool.encode_spans` /
-:func:`~otelflow._internal.spool.encode_logs`. :func:`decode_spans` / :func:`decode_logs` turn a line back
+Each line is one OTLP/JSON export request written by :func:`otelflow._internal.spool.writer.encode_spans` /
+:func:`~otelflow._internal.spool.writer.encode_logs`. :func:`decode_spans` / :func:`decode_logs` turn a line back
 into the SDK objects the OTLP exporters take (``ReadableSpan``, ``ReadableLogRecord``), so that
 ``encode(decode(line)) == line``; :func:`ship_directory` sends a folder of such files through an exporter,
 oldest first, line by line.

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from otelflow._internal.cli_support import StoreTarget, fail, shown, store_errors, terminal_safe
+from otelflow._internal.cli.support import StoreTarget, fail, shown, store_errors, terminal_safe
 
 if TYPE_CHECKING:
     from otelflow.filesystems import WritableFileSystem
@@ -172,7 +172,7 @@ def _short_keys(entries: list[CacheEntry]) -> dict[str, str]:
 
 def _entry_json(entry: CacheEntry) -> dict[str, Any]:
     """The entry as one JSON object: every field, strings with URL/DSN passwords masked."""
-    from otelflow._internal.redact import redact_text
+    from otelflow._internal.runs.redact import redact_text
 
     data: dict[str, Any] = {
         "key": entry.key, "exported_key": _exported(entry.key), "task": entry.task, "policy": entry.policy,
@@ -443,7 +443,7 @@ def _render_table(entries: list[CacheEntry], everything: list[CacheEntry], now: 
     from rich.table import Table
     from rich.text import Text
 
-    from otelflow._internal.render import make_console
+    from otelflow._internal.cli.render import make_console
 
     console = make_console()
     tty = console.is_terminal

@@ -1,9 +1,9 @@
 """The outage buffer: export batches the collector could not take, kept on disk until it can.
 
-Batches are written as OTLP/JSON lines (the spool format, :mod:`otelflow._internal.spool`) to this process's
+Batches are written as OTLP/JSON lines (the spool format, :mod:`otelflow._internal.spool.writer`) to this process's
 own files under ``$OTELFLOW_HOME/buffer``, held under an exclusive ``flock`` while the process lives. The
 export worker re-sends them oldest first (:meth:`OutageBuffer.peek` / :meth:`OutageBuffer.commit`) when the
-collector answers again; progress goes to the same ``.shipped`` sidecars :mod:`otelflow._internal.ship`
+collector answers again; progress goes to the same ``.shipped`` sidecars :mod:`otelflow._internal.export.ship`
 uses, so what this process leaves behind is re-sent by the next process that exports over OTLP (or by
 ``otelflow spool ship``), from where this one stopped.
 
@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from otelflow._internal import ship
-from otelflow._internal.spool import SpoolWriter
+from otelflow._internal.export import ship
+from otelflow._internal.spool.writer import SpoolWriter
 
 __all__ = ["OutageBuffer"]
 

@@ -216,7 +216,7 @@ class SpoolWriter:
                 self._start = f"{time.time_ns():x}{os.urandom(3).hex()}"
                 self._part = 0
                 if self.mark_alive:
-                    from otelflow._internal.liveness import WriterMark
+                    from otelflow._internal.spool.liveness import WriterMark
 
                     # (a forked child's copy of its parent's mark was closed at fork: liveness' fork hook)
                     self._mark = WriterMark(self.directory, self.signal, pid, self._start)
@@ -258,6 +258,6 @@ class SpoolWriter:
 
 # --- reading: moved to spool_read.py (skips malformed lines, never raises); re-exported for importers ------
 
-from otelflow._internal.spool_read import decode_attributes, iter_spool, read_spool  # noqa: E402
+from otelflow._internal.spool.reader import decode_attributes, iter_spool, read_spool  # noqa: E402
 
 __all__ += ["decode_attributes"]

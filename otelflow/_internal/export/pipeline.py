@@ -9,7 +9,7 @@ bounded wait when it is full, never a network wait), and a worker thread that de
   dropped and counted, and producers stop waiting for room once the exporter is unhealthy.
 - **with an outage buffer** (OTLP): a *sender* thread does the network call, so the worker is never stuck in
   an exporter's retry loop. Whatever the sender cannot take right now (it failed, it is busy while the queue
-  fills, older batches are still waiting on disk) is written to the :class:`~otelflow._internal.buffer.
+  fills, older batches are still waiting on disk) is written to the :class:`~otelflow._internal.export.outage.
   OutageBuffer` and re-sent in order when the collector answers again, after a backoff. At shutdown,
   what the deadline leaves is written to disk for the next process instead of being lost.
 
@@ -84,7 +84,7 @@ class BatchProcessor(Generic[T]):
 
     ``export`` returns True on success, False (or raises, :class:`ExportError` to give the cause) on failure.
     ``max_block_seconds`` bounds how long one ``emit`` may wait for room. ``buffer`` (an
-    :class:`~otelflow._internal.buffer.OutageBuffer`) turns on the sender thread and the on-disk buffer.
+    :class:`~otelflow._internal.export.outage.OutageBuffer`) turns on the sender thread and the on-disk buffer.
     ``split(batch) -> [batch, ...]`` keeps requests under the receiver's size limit.
     """
 

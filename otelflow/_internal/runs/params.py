@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any, cast
 
 from otelflow import semconv
-from otelflow._internal import redact
+from otelflow._internal.runs import redact
 from otelflow.exceptions import ParameterBindError, ParameterTypeError
 
 __all__ = ["ParameterBinder", "parameter_attributes"]
@@ -207,7 +207,7 @@ def parameter_attributes(
     """Span attributes for parameters: ``otelflow.parameter.<name>``.
 
     By default the value's type name only (never the value). With ``record_values`` the value itself,
-    truncated to ``max_length`` characters and redacted (:mod:`otelflow._internal.redact`): a parameter whose
+    truncated to ``max_length`` characters and redacted (:mod:`otelflow._internal.runs.redact`): a parameter whose
     name matches ``patterns`` or whose value is a pydantic ``SecretStr`` & co. is exported as ``[REDACTED]``;
     inside containers, dataclasses, pydantic models and attrs classes, secret-looking keys and fields are
     redacted at any depth, and URLs/DSNs have their password replaced.

@@ -527,7 +527,7 @@ def _trace_id(span: Any) -> str | None:
 
 
 def _persist_failed_event(span: Any, exc: BaseException) -> None:
-    from otelflow._internal.limits import get_limits, truncate_text
+    from otelflow._internal.export.limits import get_limits, truncate_text
 
     if span.is_recording():
         span.set_attribute(semconv.RESULT_PERSISTED, False)

@@ -45,7 +45,7 @@ def terminal_safe(text: str) -> str:
 
 def shown(text: object) -> str:
     """Untrusted text for the terminal: passwords of embedded URLs/DSNs masked, then escaped."""
-    from otelflow._internal.redact import redact_text
+    from otelflow._internal.runs.redact import redact_text
 
     return terminal_safe(redact_text(str(text)))
 

@@ -16,10 +16,10 @@ from rich.table import Table
 from rich.text import Text
 
 from otelflow import semconv
-from otelflow._internal.cli_support import terminal_safe
-from otelflow._internal.runindex import RunRow
-from otelflow._internal.spool_read import LogRecord
-from otelflow._internal.tracetree import Group, Node, group_children
+from otelflow._internal.cli.support import terminal_safe
+from otelflow._internal.cli.tracetree import Group, Node, group_children
+from otelflow._internal.spool.index import RunRow
+from otelflow._internal.spool.reader import LogRecord
 
 __all__ = [
     "CACHED_MARK",

@@ -6,7 +6,7 @@
     otelflow concurrency-limit create TAG N | ls | inspect TAG | reset TAG | delete TAG
 
 Messages follow ``prefect gcl`` / ``prefect concurrency-limit``. Names, tags and holders are untrusted text:
-printed through :func:`~otelflow._internal.cli_support.terminal_safe`.
+printed through :func:`~otelflow._internal.cli.support.terminal_safe`.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import NoReturn
 
 import click
 
-from otelflow._internal.cli_support import terminal_safe
+from otelflow._internal.cli.support import terminal_safe
 
 __all__ = ["gcl_group", "tag_limit_group"]
 
@@ -103,7 +103,7 @@ def gcl_ls(store_url: str | None, output: str | None) -> None:
         return
     from rich.table import Table
 
-    from otelflow._internal.render import make_console
+    from otelflow._internal.cli.render import make_console
 
     table = Table(title="Global Concurrency Limits")
     for column in ("ID", "Name", "Active", "Limit", "Active Slots", "Slot Decay Per Second", "Updated"):
@@ -268,7 +268,7 @@ def tag_ls(store_url: str | None, output: str | None) -> None:
         return
     from rich.table import Table
 
-    from otelflow._internal.render import make_console
+    from otelflow._internal.cli.render import make_console
 
     table = Table(title="Concurrency Limits")
     for column in ("Tag", "ID", "Concurrency Limit", "Active Task Runs"):

@@ -43,8 +43,11 @@ def lock_path_for(spool: Path, data_file: str) -> Path | None:
 
 
 class WriterMark:
-    """The lock a spool-writing process holds while it lives (made by :class:`~otelflow._internal.spool.SpoolWriter`
-    before its first line, so a record is never on disk before its writer's mark)."""
+    """The lock a spool-writing process holds while it lives.
+
+    Made by :class:`~otelflow._internal.spool.writer.SpoolWriter` before its first line, so a record is never on
+    disk before its writer's mark.
+    """
 
     def __init__(self, spool: Path, signal: str, pid: int, start: str) -> None:
         self.path = spool / ALIVE_DIR / f"{signal}-{pid}-{start}.lock"

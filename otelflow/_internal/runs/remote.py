@@ -337,7 +337,7 @@ def _submission_context(task: Task[..., Any]) -> tuple[dict[str, Any] | None, An
 def _hand_to_transaction(run: RemoteRun, state: State[Any], encoded: dict[str, Any]) -> None:
     """A remote run submitted inside a transaction: the transaction stages its result (and its commit / rollback
     hooks) and writes its cache entry when it commits, as for a run in the flow's process."""
-    from otelflow._internal.caching import write_pending
+    from otelflow._internal.runs.caching import write_pending
     from otelflow.logging import get_logger
 
     txn = run.txn

@@ -6,7 +6,7 @@
 
 Artifacts are JSON records in namespace ``artifacts`` of the otelflow store. Everything a record holds (keys,
 descriptions, markdown, table cells, URLs, flow and run names) is untrusted text: printed with control and format
-characters escaped (:func:`~otelflow._internal.cli_support.terminal_safe`; markdown keeps its line breaks, and is
+characters escaped (:func:`~otelflow._internal.cli.support.terminal_safe`; markdown keeps its line breaks, and is
 escaped before rich renders it). ``--json`` output is JSON-escaped. This module stays light to import: rich, the
 stores and the artifacts API load inside the commands.
 """
@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING, Any, Final
 
 import click
 
-from otelflow._internal.cli_support import StoreTarget, store_errors, target_of, terminal_safe
-from otelflow._internal.cli_support import fail as _fail
+from otelflow._internal.cli.support import StoreTarget, store_errors, target_of, terminal_safe
+from otelflow._internal.cli.support import fail as _fail
 
 if TYPE_CHECKING:
     from rich.console import Console, RenderableType
@@ -224,7 +224,7 @@ def ls(ctx: click.Context, key: str | None, flow: str | None, limit: int, as_jso
     from rich.table import Table
     from rich.text import Text
 
-    from otelflow._internal.render import make_console
+    from otelflow._internal.cli.render import make_console
 
     console = make_console()
     compact = console.is_terminal and console.width < 150
@@ -301,7 +301,7 @@ def show(ctx: click.Context, ident: str, as_json: bool) -> None:
         return
     from rich.text import Text
 
-    from otelflow._internal.render import make_console
+    from otelflow._internal.cli.render import make_console
 
     console = make_console()
     index = next((i for i, v in enumerate(versions) if v.id == artifact.id), 0)

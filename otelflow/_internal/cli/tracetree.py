@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from otelflow import semconv
-from otelflow._internal.runindex import PENDING_ATTR, PENDING_PARENT_ATTR
-from otelflow._internal.spool_read import LogRecord, SpanRecord
+from otelflow._internal.spool.index import PENDING_ATTR, PENDING_PARENT_ATTR
+from otelflow._internal.spool.reader import LogRecord, SpanRecord
 
 __all__ = ["Group", "Node", "build_tree", "group_children", "log_json", "matching", "node_json", "subtree"]
 

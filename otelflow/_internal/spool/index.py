@@ -28,8 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from otelflow import semconv
-from otelflow._internal.liveness import writer_gone_at
-from otelflow._internal.spool_read import (
+from otelflow._internal.spool.liveness import writer_gone_at
+from otelflow._internal.spool.reader import (
     LogRecord,
     Skipped,
     SpanRecord,
@@ -83,7 +83,7 @@ class RunRow:
     """A flow run as the index knows it.
 
     A run known only by its pending record shows as ``Running``, or as ``Crashed`` once the process that wrote
-    it is gone (:mod:`otelflow._internal.liveness`); ``end`` is then that process's last write.
+    it is gone (:mod:`otelflow._internal.spool.liveness`); ``end`` is then that process's last write.
     """
 
     trace_id: str

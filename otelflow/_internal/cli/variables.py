@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
-from otelflow._internal.cli_support import StoreTarget, store_errors, target_of, terminal_safe
+from otelflow._internal.cli.support import StoreTarget, store_errors, target_of, terminal_safe
 
 if TYPE_CHECKING:
     from otelflow.variables import StoredVariable
@@ -168,7 +168,7 @@ def ls(ctx: click.Context, limit: int, as_json: bool, output: str | None) -> Non
         return
     from rich.table import Table
 
-    from otelflow._internal.render import make_console
+    from otelflow._internal.cli.render import make_console
 
     table = Table(title="Variables", caption="List Variables using `otelflow variable ls`", show_header=True)
     table.add_column("Name", style="blue", no_wrap=True)

@@ -1,0 +1,1 @@
+"""Helpers the engine uses while runs run: caching, parameters, redaction, remote runs, signals."""

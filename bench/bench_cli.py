@@ -106,7 +106,7 @@ def _flow_run(make_span: Any, make_log: Any, start: int, tasks: int, flow: str) 
 
 def generate(home: Path, megabytes: float) -> dict[str, Any]:
     """Write a spool of about ``megabytes`` MB under ``home``; returns what is in it."""
-    from otelflow._internal.spool.writer import encode_logs, encode_spans
+    from otelflow._internal.spool.otlp_json import encode_logs, encode_spans
 
     spool = home / "spool"
     spool.mkdir(parents=True, exist_ok=True)
@@ -212,7 +212,7 @@ def main() -> None:
         results.append((f"runs (warm, median of {args.repeat})", warm[len(warm) // 2][0],
                         max(w[1] for w in warm)))
         # another process appends one flow run: only its lines are read
-        from otelflow._internal.spool.writer import encode_logs, encode_spans
+        from otelflow._internal.spool.otlp_json import encode_logs, encode_spans
 
         spans, logs = _flow_run(_span_factory(), _log_factory(), info["last_start"], 50, "etl")
         with open(home / "spool" / "traces-20261124-2000-1-0.jsonl", "w") as handle:

@@ -252,7 +252,7 @@ def _loss_child(records: int) -> None:
 
 
 def loss(records: int) -> dict[str, Any]:
-    from otelflow._internal.spool.writer import iter_spool
+    from otelflow._internal.spool.reader import iter_spool
 
     with tempfile.TemporaryDirectory(prefix="otelflow-bench-") as home:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "OTELFLOW_"))}

@@ -119,7 +119,7 @@ def bench_recover(lines: int) -> None:
     from otelflow._internal.export.outage import OutageBuffer
     from otelflow._internal.export.pipeline import BatchProcessor
     from otelflow._internal.export.ship import exporter_callable, ship_directory
-    from otelflow._internal.spool.writer import encode_spans
+    from otelflow._internal.spool.otlp_json import encode_spans
 
     spans = _task_spans(lines)
     figures = {}

@@ -471,22 +471,20 @@ def spool_prune(home: str | None, days: float, dry_run: bool) -> None:
 
 
 def _exporters(endpoint: str, protocol: str, timeout: float, headers: dict[str, str]) -> tuple[Any, Any]:
-    """SDK OTLP span and log exporters for a collector base URL (``http://host:4318`` / ``http://host:4317``)."""
+    """OTLP senders for spans and logs to a collector base URL (``http://host:4318`` / ``http://host:4317``).
+
+    Each export is one request; a failure says why (connection refused, HTTP 413...), from the transport itself.
+    """
+    from otelflow._internal.export.otlp import OtlpSender
+
     base = endpoint.rstrip("/")
-    if protocol == "grpc":
-        from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter as GrpcLogs
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcSpans
-
-        insecure = base.startswith("http://")
-        return (GrpcSpans(endpoint=base, insecure=insecure, timeout=timeout, headers=headers or None),
-                GrpcLogs(endpoint=base, insecure=insecure, timeout=timeout, headers=headers or None))
-    from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter as HttpLogs
-    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpSpans
-
-    for suffix in ("/v1/traces", "/v1/logs"):
-        base = base.removesuffix(suffix)
-    return (HttpSpans(endpoint=f"{base}/v1/traces", timeout=timeout, headers=headers or None),
-            HttpLogs(endpoint=f"{base}/v1/logs", timeout=timeout, headers=headers or None))
+    kind = "grpc" if protocol == "grpc" else "http"
+    if kind == "http":
+        for suffix in ("/v1/traces", "/v1/logs"):
+            base = base.removesuffix(suffix)
+    path = {"traces": "", "logs": ""} if kind == "grpc" else {"traces": "/v1/traces", "logs": "/v1/logs"}
+    return tuple(OtlpSender(signal, kind, endpoint=base + path[signal], timeout=timeout, headers=headers)
+                 for signal in ("traces", "logs"))  # type: ignore[return-value]
 
 
 @spool.command("ship")
@@ -524,7 +522,11 @@ def spool_ship(home: str | None, endpoint: str, protocol: str, header_values: tu
     try:
         for source, directory, delete in (("spool", folder, False), ("buffer", buffer, True)):
             for signal, exporter in (("traces", span_exporter), ("logs", log_exporter)):
-                result = ship_directory(directory, signal, exporter, delete_shipped=delete)
+                try:
+                    result = ship_directory(directory, signal, exporter, delete_shipped=delete)
+                except OSError as exc:  # a folder or file that cannot be read: stop, say why, lose nothing
+                    failed = f"cannot read {exc.filename or directory}: {exc.strerror or exc}"
+                    break
                 totals[source, signal] = result
                 if result.failed:
                     failed = result.error or "the collector did not accept the data"
@@ -545,8 +547,12 @@ def spool_ship(home: str | None, endpoint: str, protocol: str, header_values: tu
     buffered = sent("buffer", "traces") + sent("buffer", "logs")
     if buffered:
         click.echo(f"shipped {buffered} item(s) from the outage buffer {buffer}.")
+    damaged = [path for r in totals.values() for path in r.files_damaged]
     if skipped:
-        click.echo(f"otelflow: warning: skipped {skipped} malformed spool line(s).", err=True)
+        click.echo(f"otelflow: warning: skipped {skipped} unreadable line(s) (not sent).", err=True)
+    if damaged:
+        names = ", ".join(str(path) for path in damaged)
+        click.echo(f"otelflow: warning: kept {len(damaged)} file(s) holding them, for inspection: {names}", err=True)
     if busy:
         click.echo(f"{busy} file(s) in use by another process (or another ship) were left for later.")
     if failed:

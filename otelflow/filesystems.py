@@ -33,6 +33,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, PrivateAttr
 
+from otelflow._internal.spool.files import private_dir
+
 __all__ = ["LocalFileSystem", "ReadableFileSystem", "StoreFileSystem", "UnsafeResultStorage",
            "WritableFileSystem"]
 
@@ -164,7 +166,7 @@ class LocalFileSystem(WritableFileSystem):
         with _ensure_lock:
             base = self._base()
             if not base.exists():
-                base.mkdir(mode=0o700, parents=True, exist_ok=True)
+                private_dir(base)
             _check_private(base, "result folder")
             self._checked = True
 
@@ -192,7 +194,7 @@ class LocalFileSystem(WritableFileSystem):
         target = self._resolve_path(path)
         parent = target.parent
         if not parent.exists():
-            parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            private_dir(parent)
         fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=parent)  # created 0600
         try:
             with os.fdopen(fd, "wb") as handle:

@@ -26,12 +26,9 @@ never breaks a run.
 from __future__ import annotations
 
 import atexit
-import collections
 import contextlib
 import functools
-import logging
 import os
-import re
 import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -301,74 +298,6 @@ def _protect(provider: Any) -> None:
 # --- exporters -------------------------------------------------------------------------------------------
 
 
-class _ExporterErrors(logging.Handler):
-    """Collects what the SDK exporters log while exporting on this thread, to name the real cause of a failure.
-
-    Installed on the ``opentelemetry.exporter.otlp`` logger: the exporters report "connection refused" or
-    "message larger than max" only in log records, and return a bare FAILURE.
-    """
-
-    def __init__(self) -> None:
-        super().__init__(logging.WARNING)
-        self._local = threading.local()
-        # The latest messages from any export, even one still retrying: the exit report names the cause of an
-        # export the shutdown deadline cut short ("Transient error ... Connection refused ... retrying").
-        self.recent: collections.deque[str] = collections.deque(maxlen=8)
-
-    def emit(self, record: logging.LogRecord) -> None:
-        messages = getattr(self._local, "messages", None)
-        if messages is not None:
-            with contextlib.suppress(Exception):
-                message = record.getMessage()
-                messages.append(message)
-                self.recent.append(message)
-
-    def start(self) -> list[str]:
-        """Collect this thread's exporter messages into the list returned, until :meth:`stop`."""
-        messages: list[str] = []
-        self._local.messages = messages
-        return messages
-
-    def stop(self) -> None:
-        self._local.messages = None
-
-
-_error_capture: _ExporterErrors | None = None
-
-
-def _capture() -> _ExporterErrors:
-    global _error_capture
-    if _error_capture is None:
-        _error_capture = _ExporterErrors()
-        logging.getLogger("opentelemetry.exporter.otlp").addHandler(_error_capture)
-    return _error_capture
-
-
-# The HTTP status, not any "413" (the messages carry the endpoint: a collector on port 41347 is not "too large").
-_HTTP_413 = re.compile(r"(?<![\w:=./-])413(?![\w.])")
-
-
-def _cause(messages: Sequence[str]) -> str:
-    """A short, real cause from the exporter's log messages: "connection refused", "message too large"..."""
-    text = " | ".join(messages)
-    low = text.lower()
-    if "larger than max" in low or "too large" in low or _HTTP_413.search(low) or "exceeds max_request_size" in low:
-        return "message too large"
-    if "refused" in low:
-        return "connection refused"
-    if "deadline_exceeded" in low or "timed out" in low or "timeout" in low:
-        return "collector did not answer in time"
-    if "unavailable" in low or "failed to connect" in low or "name or service not known" in low:
-        return "collector unavailable"
-    return text[:300] if text else "exporter reported failure"
-
-
-def _recent_cause() -> str | None:
-    """The cause the exporters logged most recently (an export still retrying has not returned it yet)."""
-    capture = _error_capture
-    return _cause(list(capture.recent)) if capture is not None and capture.recent else None
-
-
 def _batch(export: Any, shutdown_exporter: Any, signal: str, env_prefix: str, **extra: Any) -> Any:
     from otelflow._internal.export.pipeline import BatchProcessor
 
@@ -383,82 +312,30 @@ def _batch(export: Any, shutdown_exporter: Any, signal: str, env_prefix: str, **
     )
 
 
-# Exporter classes per signal, as "module:Class", imported only when chosen (exporters are slow to import).
-_EXPORTERS: dict[str, dict[str, str]] = {
-    "traces": {
-        "console": "opentelemetry.sdk.trace.export:ConsoleSpanExporter",
-        "grpc": "opentelemetry.exporter.otlp.proto.grpc.trace_exporter:OTLPSpanExporter",
-        "http": "opentelemetry.exporter.otlp.proto.http.trace_exporter:OTLPSpanExporter",
-        "encoder": "encode_spans",
-    },
-    "logs": {
-        "console": "opentelemetry.sdk._logs.export:ConsoleLogRecordExporter",
-        "grpc": "opentelemetry.exporter.otlp.proto.grpc._log_exporter:OTLPLogExporter",
-        "http": "opentelemetry.exporter.otlp.proto.http._log_exporter:OTLPLogExporter",
-        "encoder": "encode_logs",
-    },
+# The SDK's console exporters, imported only when chosen; encoders for the spool and the outage buffer.
+_CONSOLE = {
+    "traces": "opentelemetry.sdk.trace.export:ConsoleSpanExporter",
+    "logs": "opentelemetry.sdk._logs.export:ConsoleLogRecordExporter",
 }
-
-
-def _new_exporter(signal: str, choice: str) -> Any:
-    import importlib
-
-    module, _, name = _EXPORTERS[signal][choice].partition(":")
-    return getattr(importlib.import_module(module), name)()
-
-
-def _otlp_export(exporter: Any) -> tuple[Callable[[Sequence[Any]], bool], Callable[[], str | None]]:
-    """``(export(batch) -> True, cause_hint())`` for an SDK OTLP exporter.
-
-    ``export`` raises ExportError with the real cause on failure; ``cause_hint`` is what the export under way has
-    logged so far.
-    """
-    from otelflow._internal.export.pipeline import ExportError
-
-    capture = _capture()
-    in_flight: list[list[str]] = []  # what the export under way has logged so far (one sender per exporter)
-
-    def export(batch: Sequence[Any]) -> bool:
-        messages = capture.start()
-        in_flight.append(messages)
-        try:
-            result = exporter.export(batch)
-        finally:
-            capture.stop()
-            in_flight.clear()
-        if getattr(result, "name", "") == "SUCCESS":
-            if messages:
-                capture.recent.clear()  # it recovered: earlier transient errors are no cause of anything now
-            return True
-        cause = _cause(messages)
-        raise ExportError(cause, too_large=cause == "message too large")
-
-    def cause_hint() -> str | None:
-        """The failure the export under way has logged (it is in the exporter's own retries), if any.
-
-        Its own messages only: another export's (an earlier failure, the other signal's) say nothing about it.
-        """
-        current = in_flight[-1] if in_flight else None
-        return _cause(list(current)) if current else None
-
-    return export, cause_hint
+_ENCODERS = {"traces": "encode_spans", "logs": "encode_logs"}
 
 
 def _exporter(signal: str, kind: str) -> tuple[Any, Any, str, dict[str, Any]]:
     """``(export(batch) -> bool, shutdown(), description, processor options)`` for ``traces`` or ``logs``."""
     from otelflow._internal.export.limits import get_limits, split_batch
-    from otelflow._internal.spool import writer as spool
+    from otelflow._internal.spool import otlp_json
+    from otelflow._internal.spool.writer import SpoolWriter
     from otelflow.settings import get_settings
 
     settings = get_settings()
-    encode = getattr(spool, _EXPORTERS[signal]["encoder"])
+    encode = getattr(otlp_json, _ENCODERS[signal])
     limits = get_limits()
 
     def split(batch: list[Any]) -> list[list[Any]]:
         return split_batch(batch, limits)
 
     if kind == "spool":
-        writer = spool.SpoolWriter(settings.spool_dir, signal, mark_alive=True)
+        writer = SpoolWriter(settings.spool_dir, signal, mark_alive=True)
 
         def export_spool(batch: Sequence[Any]) -> bool:
             writer.write(encode(batch))
@@ -466,15 +343,21 @@ def _exporter(signal: str, kind: str) -> tuple[Any, Any, str, dict[str, Any]]:
 
         return export_spool, writer.close, f"spool {writer.directory}", {"split": split}
     protocol = _protocol(signal)
-    choice = "console" if kind == "console" else ("grpc" if protocol == "grpc" else "http")
-    exporter = _new_exporter(signal, choice)
     if kind == "console":
+        import importlib
+
+        module, _, name = _CONSOLE[signal].partition(":")
+        exporter = getattr(importlib.import_module(module), name)()
+
         def export_console(batch: Sequence[Any]) -> bool:
             return getattr(exporter.export(batch), "name", "") == "SUCCESS"
 
         return export_console, exporter.shutdown, f"{kind} {protocol}", {}
-    export, cause_hint = _otlp_export(exporter)
-    options: dict[str, Any] = {"split": split, "cause_hint": cause_hint}
+    from otelflow._internal.export.otlp import OtlpSender
+
+    sender = OtlpSender(signal, "grpc" if protocol == "grpc" else "http")
+    export = sender.export
+    options: dict[str, Any] = {"split": split}
     description = f"{kind} {protocol}"
     if settings.buffer_max_bytes > 0:
         from otelflow._internal.export.outage import OutageBuffer
@@ -492,7 +375,7 @@ def _exporter(signal: str, kind: str) -> tuple[Any, Any, str, dict[str, Any]]:
         options["on_unhealthy"] = on_unhealthy
         options["reachable"] = _reachability_check(signal, protocol)
         description += f" (outage buffer {buffer_dir})"
-    return export, exporter.shutdown, description, options
+    return export, sender.shutdown, description, options
 
 
 _PROXY_VARIABLES = ("https_proxy", "http_proxy", "all_proxy", "grpc_proxy")
@@ -561,12 +444,14 @@ class _Reshipper:
         from otelflow._internal.export.ship import ship_directory
 
         attach(set_value(_SUPPRESS_INSTRUMENTATION_KEY, True))
+        from otelflow._internal.export.otlp import OtlpSender
+
         try:
-            exporter = _new_exporter(self.signal, self._choice)
+            exporter = OtlpSender(self.signal, self._choice)
         except Exception as exc:
             self.error = f"{type(exc).__name__}: {exc}"
             return
-        send, _ = _otlp_export(exporter)
+        send = exporter.export
         limits = get_limits()
 
         def export(batch: Sequence[Any]) -> bool:
@@ -810,7 +695,7 @@ def shutdown(timeout_seconds: float | None = None) -> None:
 def _exit_report(item: dict[str, Any]) -> str | None:
     """One line about a signal that did not all reach its exporter, or None."""
     parts = []
-    cause = item["first_error"] or item["drop_cause"] or _recent_cause()
+    cause = item["first_error"] or item["drop_cause"]
     if item["on_disk"]:
         parts.append(
             f"{item['on_disk']} item(s) kept on disk in {item['buffer']} ({cause or 'collector not reached'}); "

@@ -8,7 +8,7 @@ import time
 from collections.abc import Sequence
 
 from otelflow._internal.export.pipeline import BatchProcessor
-from otelflow._internal.export.ship import decode_line
+from otelflow._internal.spool.otlp_json import decode_line
 
 
 class SlowExporter:
@@ -167,7 +167,7 @@ def _make_spans(count: int) -> list:  # type: ignore[type-arg]
 
 def _buffered(tmp_path, export, **options):  # type: ignore[no-untyped-def]
     from otelflow._internal.export.outage import OutageBuffer
-    from otelflow._internal.spool.writer import encode_spans
+    from otelflow._internal.spool.otlp_json import encode_spans
 
     buffer = OutageBuffer(tmp_path, "traces", encode_spans, max_bytes=options.pop("max_bytes", 1 << 30))
     return BatchProcessor(export, lambda: None, signal="traces", buffer=buffer, schedule_delay_seconds=0.02,
@@ -432,7 +432,7 @@ def test_a_forked_child_never_resends_or_deletes_the_parents_buffer(tmp_path):  
 def _one_span_lines(tmp_path, count):  # type: ignore[no-untyped-def]
     """An outage buffer holding ``count`` lines of one span each (what a slow flow leaves during an outage)."""
     from otelflow._internal.export.outage import OutageBuffer
-    from otelflow._internal.spool.writer import encode_spans
+    from otelflow._internal.spool.otlp_json import encode_spans
 
     buffer = OutageBuffer(tmp_path, "traces", encode_spans, max_bytes=1 << 30)
     spans = _make_spans(count)

@@ -11,8 +11,8 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from otelflow._internal.spool.otlp_json import encode_spans
 from otelflow._internal.spool.reader import Skipped, decode_attributes, parse_log_line, parse_span_line
-from otelflow._internal.spool.writer import encode_spans
 
 # JSON built from the OTLP vocabulary, so the fuzzing reaches the decoder's inner paths, not just json.loads.
 _KEYS = st.sampled_from([

@@ -19,8 +19,9 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import Link, SpanKind, StatusCode
 
-from otelflow._internal.export.ship import decode_logs, decode_spans, read_progress, ship_directory
-from otelflow._internal.spool.writer import SpoolWriter, encode_logs, encode_spans
+from otelflow._internal.export.ship import read_progress, ship_directory
+from otelflow._internal.spool.otlp_json import decode_logs, decode_spans, encode_logs, encode_spans
+from otelflow._internal.spool.writer import SpoolWriter
 
 
 def make_spans(count: int = 3) -> list:  # type: ignore[type-arg]

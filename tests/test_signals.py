@@ -19,8 +19,7 @@ import pytest
 from conftest import PYTHON, subprocess_env
 
 from otelflow import semconv as sc
-from otelflow._internal.spool.reader import decode_attributes
-from otelflow._internal.spool.writer import read_spool
+from otelflow._internal.spool.reader import decode_attributes, read_spool
 
 SCRIPT = textwrap.dedent('''
     import signal, sys, threading

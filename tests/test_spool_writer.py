@@ -14,7 +14,8 @@ from pathlib import Path
 
 from conftest import PYTHON, REPO_ROOT, subprocess_env
 
-from otelflow._internal.spool.writer import SpoolWriter, iter_spool
+from otelflow._internal.spool.reader import iter_spool
+from otelflow._internal.spool.writer import SpoolWriter
 
 LINE = json.dumps({"resourceSpans": [{"resource": {"attributes": []}, "scopeSpans": [{"scope": {"name": "t"},
                   "spans": [{"traceId": "0" * 31 + "1", "spanId": "0" * 15 + "1", "name": "n"}]}]}]})
@@ -26,7 +27,7 @@ def test_a_new_process_start_with_the_same_pid_writes_a_new_file(tmp_path):  # t
     assert crashed.path is not None
     with crashed.path.open("ab") as handle:
         handle.write(LINE[:40].encode())  # killed mid-write: a partial last line
-    crashed._file.close()  # no close(): the process died
+    crashed.forget_after_fork()  # no close(): the process died (its descriptor went with it)
 
     restarted = SpoolWriter(tmp_path, "traces")  # same PID (as PID 1 in a container), a new start
     restarted.write(LINE)
@@ -38,7 +39,7 @@ def test_a_new_process_start_with_the_same_pid_writes_a_new_file(tmp_path):  # t
     assert len(list(iter_spool(tmp_path, "traces"))) == 2
 
 
-def test_appending_to_an_existing_file_first_ends_its_partial_line(tmp_path):  # type: ignore[no-untyped-def]
+def test_appending_to_an_existing_file_first_cuts_its_partial_line(tmp_path):  # type: ignore[no-untyped-def]
     writer = SpoolWriter(tmp_path, "logs")
     writer.write(LINE.replace("resourceSpans", "resourceLogs"))
     writer.close()
@@ -48,7 +49,7 @@ def test_appending_to_an_existing_file_first_ends_its_partial_line(tmp_path):  #
     writer.write(LINE)  # reopens the same file (same writer, same start)
     writer.close()
     lines = writer.path.read_bytes().split(b"\n")
-    assert lines[1] == b'{"resourceLogs": [' and lines[2] == LINE.encode()
+    assert lines == [LINE.replace("resourceSpans", "resourceLogs").encode(), LINE.encode(), b""]
 
 
 def test_a_real_process_killed_mid_spool_then_restarted_loses_nothing_readable(tmp_path):  # type: ignore[no-untyped-def]

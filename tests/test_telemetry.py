@@ -19,6 +19,7 @@ from conftest import PYTHON, REPO_ROOT, subprocess_env
 from google.protobuf import json_format
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from otlp_receiver import MAX_GRPC_MESSAGE_BYTES, OTLPGrpcReceiver, OTLPReceiver
 
 from otelflow import semconv as sc
 
@@ -460,55 +461,53 @@ def test_a_process_first_run_span_starts_after_otelflow_set_up(tmp_path, first_r
         assert out["span_start"] >= out["setup_logging"], out
 
 
-class _ScriptedExporter:
-    """An SDK-like exporter: logs what the OTLP exporters log, returns a result with a ``name``."""
+@pytest.mark.parametrize("protocol", ["http/protobuf", "grpc"])
+def test_the_otlp_stage_names_the_real_cause_from_the_transport(protocol: str) -> None:
+    """Causes come from the transport's exception or status, one request per export (no log text, no retries)."""
+    from opentelemetry.sdk.trace import TracerProvider
 
-    def __init__(self) -> None:
-        import threading
-
-        self.fail_next = False
-        self.inside = threading.Event()
-        self.release = threading.Event()
-
-    def export(self, batch: object) -> object:
-        import logging
-        import types
-
-        logger = logging.getLogger("opentelemetry.exporter.otlp.proto.http.trace_exporter")
-        if self.fail_next:
-            logger.warning("Transient error Connection refused encountered while exporting span batch, retrying")
-            return types.SimpleNamespace(name="FAILURE")
-        self.inside.set()
-        self.release.wait(10)
-        return types.SimpleNamespace(name="SUCCESS")
-
-
-def test_the_cause_hint_speaks_of_the_export_under_way_only() -> None:
-    """Was: the hint was whatever any export had logged last, so after one failure an export under way at exit
-    that had logged nothing was taken for one stuck in retries: given up, and what it carried left on disk."""
-    import logging
-    import threading
-
+    from otelflow._internal.export.otlp import OtlpSender
     from otelflow._internal.export.pipeline import ExportError
-    from otelflow.telemetry import _otlp_export
 
-    fake = _ScriptedExporter()
-    export, cause_hint = _otlp_export(fake)
-    fake.fail_next = True
+    with TracerProvider().get_tracer("t").start_as_current_span("s") as span:
+        pass
+    grpc = protocol == "grpc"
+    path = "" if grpc else "/v1/traces"
+    refused = OtlpSender("traces", protocol, endpoint=f"http://127.0.0.1:{_closed_port()}{path}", timeout=5)
     with pytest.raises(ExportError) as failed:
-        export([1])
-    assert failed.value.cause == "connection refused"
-    assert cause_hint() is None  # nothing under way
-    fake.fail_next = False
-    worker = threading.Thread(target=export, args=([2],))
-    worker.start()
-    assert fake.inside.wait(10)
-    assert cause_hint() is None  # under way, and it has logged nothing: the earlier failure is not its cause
-    logging.getLogger("opentelemetry.exporter.otlp.proto.http.trace_exporter").warning("x")  # another thread's
-    assert cause_hint() is None
-    fake.release.set()
-    worker.join(10)
-    assert not worker.is_alive()
+        refused.export([span])
+    assert failed.value.cause == "connection refused" and not failed.value.too_large
+    refused.shutdown()
+
+    with (OTLPGrpcReceiver() if grpc else OTLPReceiver()) as receiver:
+        sender = OtlpSender("traces", protocol, endpoint=receiver.endpoint + path, timeout=5, headers={"x-tenant": "a"})
+        assert sender.export([span]) is True
+        if grpc:  # a real gRPC size limit (the receiver's, like the Collector's 4 MiB default)
+            with TracerProvider().get_tracer("t").start_as_current_span("big") as big:
+                big.set_attribute("blob", "b" * (MAX_GRPC_MESSAGE_BYTES + 1024))
+            with pytest.raises(ExportError) as too_large:
+                sender.export([big])
+        else:
+            receiver.fail_next(1, status=413)
+            with pytest.raises(ExportError) as too_large:
+                sender.export([span])
+        receiver.fail_next(1, status=503)
+        with pytest.raises(ExportError) as unavailable:
+            sender.export([span])
+        assert receiver.attempts == (2 if grpc else 3)  # one request per export (the too-large one never arrives)
+        sender.shutdown()
+    assert too_large.value.too_large
+    assert not unavailable.value.too_large and unavailable.value.cause != "exporter reported failure"
+
+    with socket.socket() as silent:  # accepts the connection, never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        port = silent.getsockname()[1]
+        stalled = OtlpSender("traces", protocol, endpoint=f"http://127.0.0.1:{port}{path}", timeout=0.5)
+        with pytest.raises(ExportError) as timed_out:
+            stalled.export([span])
+        stalled.shutdown()
+    assert timed_out.value.cause in {"collector did not answer in time", "collector unavailable"}
 
 
 def test_the_reachability_check_connects_to_the_endpoint(monkeypatch) -> None:  # type: ignore[no-untyped-def]

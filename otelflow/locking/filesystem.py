@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from otelflow._internal.spool.files import private_dir
 from otelflow.locking.store import StoreLockManager
 
 __all__ = ["FileSystemLockManager"]
@@ -15,6 +16,6 @@ class FileSystemLockManager(StoreLockManager):
 
     def __init__(self, lock_files_directory: str | os.PathLike[str]) -> None:
         directory = Path(lock_files_directory).expanduser().absolute()
-        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        private_dir(directory)
         self.lock_files_directory = directory
         super().__init__("sqlite:///" + str(directory / "locks.sqlite3"))

@@ -113,7 +113,8 @@ def _spool_providers(directory: Path) -> list[Any]:
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
 
     from otelflow import telemetry
-    from otelflow._internal.spool.writer import SpoolWriter, encode_logs, encode_spans
+    from otelflow._internal.spool.otlp_json import encode_logs, encode_spans
+    from otelflow._internal.spool.writer import SpoolWriter
 
     class SpoolSpanExporter(SpanExporter):
         def __init__(self) -> None:

@@ -11,19 +11,23 @@ The buffer is bounded (``OTELFLOW_BUFFER_MAX_BYTES``): beyond it the oldest line
 Re-sending joins consecutive lines into one request (up to a batch's items and ``resend_bytes``): an outage of
 a slow flow leaves a line per worker wake-up, often of one span, and re-sending those one request each could
 not finish before the process exited.
-Only the export worker thread calls it; it is not thread-safe and needs not be.
+Its methods hold one lock: the export worker calls it, and so does a child process's producer, which writes
+each item through to disk (see :meth:`~otelflow._internal.export.pipeline.BatchProcessor.emit`).
 """
 
 from __future__ import annotations
 
 import collections
 import contextlib
+import functools
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from otelflow._internal.export import ship
+from otelflow._internal.spool.otlp_json import decode_line
 from otelflow._internal.spool.writer import SpoolWriter
 
 __all__ = ["OutageBuffer"]
@@ -32,6 +36,18 @@ _FILE_BYTES = 16 * 1024 * 1024
 # Lines joined into one re-send request at most (OTLP/JSON bytes, larger than the protobuf sent): half the
 # receivers' 4 MiB default. A request still refused as too large is halved by the processor.
 _RESEND_BYTES = 2 * 1024 * 1024
+
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _locked(method: _F) -> _F:
+    @functools.wraps(method)
+    def wrapper(self: OutageBuffer, *args: Any, **kwargs: Any) -> Any:
+        with self._lock:
+            return method(self, *args, **kwargs)
+
+    return cast(_F, wrapper)
 
 
 @dataclass(slots=True)
@@ -60,6 +76,7 @@ class OutageBuffer:
         self.max_bytes = max_bytes
         self.resend_bytes = resend_bytes
         self._encode = encode
+        self._lock = threading.RLock()
         self._writer = SpoolWriter(directory, signal, max_file_bytes=file_bytes, exclusive=True)
         self._writer.on_rotate = self._rotated
         self._lines: collections.deque[_Line] = collections.deque()
@@ -76,6 +93,7 @@ class OutageBuffer:
         """True when nothing is waiting on disk."""
         return not self._lines
 
+    @_locked
     def append(self, batch: Sequence[Any], in_flight: bool = False) -> int:
         """Write one batch as one line; returns how many older items were dropped to stay in bounds.
 
@@ -85,7 +103,7 @@ class OutageBuffer:
         size = self._writer.write(data)
         path = self._writer.path
         assert path is not None
-        end = path.stat().st_size
+        end = self._writer.end
         self._lines.append(_Line(path, end - size, end, len(batch)))
         self.pending_items += len(batch)
         self.pending_bytes += size
@@ -101,10 +119,12 @@ class OutageBuffer:
                 self.inflight_dropped += line.count
         return dropped
 
+    @_locked
     def in_flight_is_newest(self) -> None:
         """The line just appended is being sent right now (a live batch parked on disk while in flight)."""
         self._peeked, self.inflight_dropped = 1, 0
 
+    @_locked
     def peek(self, max_items: int = 1) -> tuple[list[Any] | None, int, str | None]:
         """The oldest batches on disk, decoded and joined (``None`` when empty); unreadable lines are skipped.
 
@@ -128,7 +148,7 @@ class OutageBuffer:
                     if handle is None:
                         handle = handles[line.path] = files.enter_context(open(line.path, "rb"))
                     handle.seek(line.start)
-                    decoded = ship.decode_line(handle.read(length), self.signal)
+                    decoded = decode_line(handle.read(length), self.signal)
                 except Exception as exc:
                     if self._peeked:
                         break  # skipped once it is the oldest: progress is one offset per file, oldest first
@@ -142,10 +162,12 @@ class OutageBuffer:
         self.joined, self._joined_bytes = self._peeked, size
         return (items if self._peeked else None), skipped, error
 
+    @_locked
     def join_less(self) -> None:
         """The receiver refused the joined lines as too large: join at most half as many bytes from now on."""
         self.resend_bytes = max(1, self._joined_bytes // 2)
 
+    @_locked
     def commit(self) -> int:
         """The batches last peeked were delivered: forget them (durably). Returns their item count on disk.
 
@@ -196,18 +218,14 @@ class OutageBuffer:
 
     def after_fork(self) -> None:
         """In a forked child: the parent's lines and file are the parent's; start empty, in a file of our own."""
-        writer = self._writer
-        if writer._file is not None:
-            with contextlib.suppress(Exception):
-                writer._file.close()  # this process's descriptor only: the parent keeps its file and lock
-        writer._file = None
-        writer._key = None
-        writer.path = None
+        self._lock = threading.RLock()  # the parent's worker may have held it at the fork
+        self._writer.forget_after_fork()
         self._lines.clear()
         self._closed_files.clear()
         self.pending_items = self.pending_bytes = 0
         self._peeked = self.inflight_dropped = 0
 
+    @_locked
     def close(self) -> None:
         """Close the file; delete it if everything in it was delivered (the rest stays for the next process)."""
         current = self._writer.path

@@ -40,6 +40,19 @@ __all__ = ["BatchProcessor", "ExportError", "ProcessorStats"]
 T = TypeVar("T")
 
 
+def _is_multiprocessing_child() -> bool:
+    """True in a process started by ``multiprocessing`` (a Pool worker, a Process), whatever its start method."""
+    import sys
+
+    module = sys.modules.get("multiprocessing")
+    if module is None:
+        return False
+    try:
+        return module.parent_process() is not None
+    except Exception:
+        return False
+
+
 class ExportError(Exception):
     """Raised by an ``export`` callable to say why a batch was not delivered.
 
@@ -77,6 +90,7 @@ class _Job(Generic[T]):
     ok: bool = False
     error: str | None = None
     too_large: bool = False
+    park_error: str | None = None  # the disk refused it while it was in flight (see _park_inflight)
 
 
 class BatchProcessor(Generic[T]):
@@ -103,7 +117,6 @@ class BatchProcessor(Generic[T]):
         retry_initial_seconds: float = 1.0,
         retry_max_seconds: float = 5.0,
         on_unhealthy: Callable[[str], None] | None = None,
-        cause_hint: Callable[[], str | None] | None = None,
         reachable: Callable[[], str | None] | None = None,
     ) -> None:
         self._export_fn = export
@@ -118,7 +131,6 @@ class BatchProcessor(Generic[T]):
         self._retry_initial = retry_initial_seconds
         self._retry_max = retry_max_seconds
         self._on_unhealthy = on_unhealthy
-        self._cause_hint = cause_hint  # the cause of an export still under way (its retries logged it), if known
         # A quick check that the collector is there (None) or why not, made before the first export and before
         # each probe while it looked down: a probe then costs a TCP connect, not an exporter call sleeping in its
         # own retries for seconds (which delayed recovery, and at exit left the final probe waiting until
@@ -142,8 +154,13 @@ class BatchProcessor(Generic[T]):
 
     def _init_thread_state(self) -> None:
         # After fork the parent's queue belongs to the parent (it exports it); the child starts empty.
-        if self._buffer is not None and getattr(self, "_pid", os.getpid()) != os.getpid():
+        forked = getattr(self, "_pid", os.getpid()) != os.getpid()
+        if self._buffer is not None and forked:
             self._buffer.after_fork()
+        # A child process (forked, or a multiprocessing worker) may end by os._exit, Pool.terminate's SIGTERM or
+        # SIGKILL, with no exit hook: each item goes to disk as it is produced (see _write_through).
+        self._write_through = forked or _is_multiprocessing_child()
+        self._direct = threading.Lock()
         self.stats = ProcessorStats(self._signal)
         self._queue: collections.deque[T] = collections.deque()
         self._front: collections.deque[list[T]] = collections.deque()  # halves of a too-large batch, first
@@ -171,6 +188,9 @@ class BatchProcessor(Generic[T]):
         """Queue one item (called on the run's thread; fast path is an append)."""
         if self._shutdown:
             self._drop(1, "emitted after shutdown")
+            return
+        if self._write_through:
+            self._write_now(item)
             return
         queue = self._queue
         if len(queue) < self._max_queue_size:
@@ -206,6 +226,38 @@ class BatchProcessor(Generic[T]):
                 return
             self._queue.append(item)
             self.stats.queued += 1
+
+    def _write_now(self, item: T) -> None:
+        """In a child process: put the item on disk now, before returning to the code that produced it.
+
+        Without an outage buffer (the spool) the exporter writes it; with one (OTLP) it is appended to the
+        buffer, which the worker re-sends from like after an outage, and which the next process re-sends from
+        if this one dies first. Either way it is counted like any other item.
+        """
+        with self._direct:
+            with self._cond:
+                self.stats.queued += 1
+            if self._buffer is None:
+                ok, error, _ = self._call_export([item])
+                with self._cond:
+                    if ok:
+                        self.stats.exported += 1
+                    else:
+                        self._failed(error or "exporter reported failure")
+                        self._drop_locked(1, error or "exporter reported failure")
+                return
+            try:
+                with self._cond:
+                    in_flight = self._inflight is not None and self._inflight.from_buffer
+                dropped = self._buffer.append([item], in_flight=in_flight)
+            except Exception as exc:
+                self._drop(1, f"outage buffer not writable: {type(exc).__name__}: {exc}")
+                return
+            with self._cond:
+                self.stats.buffered += 1
+                if dropped:
+                    self._drop_locked(dropped, "outage buffer full (OTELFLOW_BUFFER_MAX_BYTES)")
+                self._cond.notify_all()
 
     # --- accounting -------------------------------------------------------------------------------------
     def _drop(self, count: int, cause: str) -> None:
@@ -390,25 +442,29 @@ class BatchProcessor(Generic[T]):
         except Exception:
             return None  # a broken check must not hide a collector that is back: let the export decide
 
-    def _park_inflight(self) -> None:
+    def _park_inflight(self) -> str | None:
         """Write the live batch in flight to disk ahead of anything spilled after it, to keep the order.
 
         It becomes the buffer's oldest line: delivered, it is committed (not sent again); failed, it is already
-        where it belongs.
+        where it belongs. Returns why the disk refused it (None when parked, or nothing to park): the batch
+        then stays live, and whoever learns it failed drops it with that cause.
         """
         job = self._inflight
         if job is None or job.from_buffer:
-            return
+            return None
         try:
             self._buffer.append(job.items)
         except Exception as exc:
-            # Left live: on failure it is dropped with this cause rather than re-sent.
-            self._failed(f"outage buffer not writable: {type(exc).__name__}: {exc}")
-            return
+            cause = f"outage buffer not writable: {type(exc).__name__}: {exc}"
+            job.park_error = cause
+            with self._cond:
+                self._failed(cause)
+            return cause
         self._buffer.in_flight_is_newest()  # the buffer was empty (live batches go only then): it is the oldest
         job.from_buffer = True
         with self._cond:
             self.stats.buffered += len(job.items)
+        return None
 
     def _spill(self, batch: list[T]) -> None:
         """Write a batch to the outage buffer (the worker, never a producer, pays for the disk)."""
@@ -490,9 +546,12 @@ class BatchProcessor(Generic[T]):
         if not job.from_buffer:
             with self._cond:
                 self._inflight = job  # parked at the head of the buffer, where it belongs
-            self._park_inflight()
+            refused = self._park_inflight()
             with self._cond:
                 self._inflight = None
+                if refused is not None:
+                    # Neither the collector nor the disk took it: dropped, with both causes.
+                    self._drop_locked(len(job.items), f"{error}; {refused}")
         if not self._reported_unhealthy and self._on_unhealthy is not None:
             self._reported_unhealthy = True
             with contextlib.suppress(Exception):
@@ -505,11 +564,6 @@ class BatchProcessor(Generic[T]):
         now = time.monotonic()
         past_spill = self._spill_at is not None and now >= self._spill_at
         inflight = self._inflight
-        if stopping and self._healthy and inflight is not None and not inflight.done and self._failing_now():
-            # The export under way already logged a failure and is in the exporter's own retry loop: exiting
-            # should not wait that out (up to its timeout); what it carries is kept on disk.
-            self._healthy = False
-            self._final_probe_done = True
         if stopping and not self._healthy and not self._final_probe_done and not past_spill:
             # Exiting while the collector looked down: one last try (it may be back) before writing to disk.
             self._final_probe_done = True
@@ -566,7 +620,11 @@ class BatchProcessor(Generic[T]):
             self._collect()
         elif job is not None:
             # Its fate is unknown (the collector may still take it): keep it on disk; at worst it is sent twice.
-            self._park_inflight()
+            refused = self._park_inflight()
+            if refused is not None:
+                with self._cond:
+                    self._inflight = None
+                    self._drop_locked(len(job.items), f"shutdown deadline reached; {refused}")
         with contextlib.suppress(Exception):
             self._buffer.close()
 
@@ -613,6 +671,11 @@ class BatchProcessor(Generic[T]):
             left = len(self._queue) + sum(len(b) for b in self._front)
             self._queue.clear()
             self._front.clear()
+            job = self._inflight
+            if job is not None and not job.from_buffer and not self._worker.is_alive():
+                # A live batch whose export outlived the deadline, and that the disk did not take: gone with us.
+                left += len(job.items)
+                self._inflight = None
             self._drop_locked(left, self._known_cause("shutdown deadline reached"))
             self._cond.notify_all()
         if self._buffer is None:
@@ -626,23 +689,8 @@ class BatchProcessor(Generic[T]):
             unsettled = s.queued - s.exported - s.dropped
             self._drop_locked(unsettled, self._known_cause("shutdown deadline reached (collector not answering)"))
 
-    def _failing_now(self) -> bool:
-        """True if the exporter logged a failure for the export under way (see ``cause_hint``)."""
-        if self._cause_hint is None:
-            return False
-        try:
-            return self._cause_hint() is not None
-        except Exception:
-            return False
-
     def _known_cause(self, fallback: str) -> str:
-        if self.stats.first_error is not None:
-            return self.stats.first_error
-        hint = None
-        if self._cause_hint is not None:
-            with contextlib.suppress(Exception):
-                hint = self._cause_hint()
-        return hint or fallback
+        return self.stats.first_error or fallback
 
     def _stop_exporter(self, timeout: float) -> None:
         # The SDK exporters' shutdown also interrupts their retry back-off; bounded, as it may block.
@@ -673,10 +721,25 @@ class BatchProcessor(Generic[T]):
         """The outage buffer's folder, or None."""
         return self._buffer.location if self._buffer is not None else None
 
+    def in_memory(self) -> int:
+        """Items held in memory right now: queued, or in a live batch being sent (not yet on disk)."""
+        with self._cond:
+            job = self._inflight
+            live = len(job.items) if job is not None and not job.from_buffer and not job.done else 0
+            done_live = len(job.items) if job is not None and not job.from_buffer and job.done else 0
+            return len(self._queue) + sum(len(b) for b in self._front) + live + done_live
+
     def describe(self) -> dict[str, Any]:
-        """Counters as a dict (for the exit report and tests)."""
+        """Counters as a dict (for the exit report and tests).
+
+        ``unaccounted`` is the invariant the tests check after every fault: each item produced is exported, on
+        disk, dropped with a cause, or still in memory on its way; it is always 0.
+        """
         s = self.stats
+        in_memory = self.in_memory()
+        unaccounted = s.queued - s.exported - s.dropped - self.on_disk - in_memory
         return {"signal": s.signal, "queued": s.queued, "exported": s.exported, "dropped": s.dropped,
+                "in_memory": in_memory, "unaccounted": unaccounted,
                 "buffered": s.buffered, "resent": s.resent, "on_disk": self.on_disk,
                 "failed_exports": s.failed_exports, "last_error": s.last_error, "first_error": s.first_error,
                 "drop_cause": s.drop_cause,

@@ -22,21 +22,20 @@ Example (what ``otelflow spool ship --endpoint URL`` does)::
 
 from __future__ import annotations
 
-import base64
 import contextlib
-import json
+import errno
 import os
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
+from otelflow._internal.spool.files import open_private
+from otelflow._internal.spool.otlp_json import BAD_LINE, LAYOUT, decode_line
+
 __all__ = [
     "PROGRESS_SUFFIX",
     "ShipResult",
-    "decode_line",
-    "decode_logs",
-    "decode_spans",
     "exporter_callable",
     "iter_lines",
     "read_progress",
@@ -47,168 +46,55 @@ __all__ = [
 ]
 
 PROGRESS_SUFFIX = ".shipped"
-
-_LAYOUT = {
-    "traces": ("resourceSpans", "scopeSpans", "spans"),
-    "logs": ("resourceLogs", "scopeLogs", "logRecords"),
-}
-
-
-# --- decoding ---------------------------------------------------------------------------------------------
-
-
-def _value(value: Mapping[str, Any]) -> Any:
-    if "stringValue" in value:
-        return value["stringValue"]
-    if "intValue" in value:
-        return int(value["intValue"])
-    if "doubleValue" in value:
-        return float(value["doubleValue"])  # also "NaN", "Infinity", "-Infinity"
-    if "boolValue" in value:
-        return bool(value["boolValue"])
-    if "arrayValue" in value:
-        return [_value(v) for v in value["arrayValue"].get("values", [])]
-    if "kvlistValue" in value:
-        return _attributes(value["kvlistValue"].get("values"))
-    if "bytesValue" in value:
-        return base64.b64decode(value["bytesValue"])
-    return None
-
-
-def _attributes(attrs: Sequence[Mapping[str, Any]] | None) -> dict[str, Any]:
-    return {kv["key"]: _value(kv.get("value", {})) for kv in attrs or []}
-
-
-def _resource(block: Mapping[str, Any]) -> Any:
-    from opentelemetry.sdk.resources import Resource
-
-    return Resource(_attributes(block.get("resource", {}).get("attributes")))
-
-
-def _scope(block: Mapping[str, Any]) -> Any:
-    from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-
-    scope = block.get("scope") or {}
-    if not scope:
-        return None
-    return InstrumentationScope(scope.get("name", ""), scope.get("version") or None)
-
-
-def _span_context(trace_id: str, span_id: str, flags: int = 0, remote: bool = False, state: str = "") -> Any:
-    from opentelemetry.trace import SpanContext, TraceFlags, TraceState
-
-    return SpanContext(
-        int(trace_id, 16), int(span_id, 16), is_remote=remote, trace_flags=TraceFlags(flags & 0xFF),
-        trace_state=TraceState.from_header([state]) if state else None,
-    )
-
-
-def _span(item: Mapping[str, Any], resource: Any, scope: Any) -> Any:
-    from opentelemetry.sdk.trace import Event, ReadableSpan
-    from opentelemetry.trace import Link, SpanKind, Status, StatusCode
-
-    flags = int(item.get("flags", 0))
-    trace_id = item["traceId"]
-    parent_id = item.get("parentSpanId")
-    status = item.get("status") or {}
-    code = StatusCode(int(status.get("code", 0)))
-    return ReadableSpan(
-        name=item.get("name", ""),
-        context=_span_context(trace_id, item["spanId"], flags, False, item.get("traceState", "")),
-        parent=_span_context(trace_id, parent_id, 0, bool(flags & 0x200)) if parent_id else None,
-        resource=resource,
-        attributes=_attributes(item.get("attributes")),
-        events=[
-            Event(e.get("name", ""), _attributes(e.get("attributes")), int(e.get("timeUnixNano", 0)))
-            for e in item.get("events", [])
-        ],
-        links=[
-            Link(_span_context(lk["traceId"], lk["spanId"]), _attributes(lk.get("attributes")))
-            for lk in item.get("links", [])
-        ],
-        kind=SpanKind(max(0, int(item.get("kind", 1)) - 1)),
-        status=Status(code, status.get("message") if code is StatusCode.ERROR else None),
-        start_time=int(item.get("startTimeUnixNano", 0)),
-        end_time=int(item.get("endTimeUnixNano", 0)),
-        instrumentation_scope=scope,
-    )
-
-
-def _log(item: Mapping[str, Any], resource: Any, scope: Any) -> Any:
-    from opentelemetry._logs import LogRecord, SeverityNumber
-    from opentelemetry.context import Context
-    from opentelemetry.sdk._logs import ReadableLogRecord
-    from opentelemetry.trace import TraceFlags
-
-    severity = int(item.get("severityNumber", 0))
-    record = LogRecord(
-        timestamp=int(item.get("timeUnixNano", 0)),
-        observed_timestamp=int(item.get("observedTimeUnixNano", 0)),
-        context=Context({"otelflow.ship": True}),  # non-empty: never the shipping thread's current span
-        severity_text=item.get("severityText") or None,
-        severity_number=SeverityNumber(severity),
-        body=_value(item.get("body", {})),
-        attributes=_attributes(item.get("attributes")),
-        event_name=item.get("eventName") or None,
-    )
-    if item.get("traceId"):
-        record.trace_id = int(item["traceId"], 16)
-        record.span_id = int(item.get("spanId") or "0", 16)
-        record.trace_flags = TraceFlags(int(item.get("flags", 0)) & 0xFF)
-    else:
-        record.trace_id, record.span_id, record.trace_flags = 0, 0, TraceFlags(0)
-    return ReadableLogRecord(log_record=record, resource=resource, instrumentation_scope=scope)
-
-
-def _decode(request: Mapping[str, Any], signal: str) -> list[Any]:
-    outer, inner, leaf = _LAYOUT[signal]
-    make = _span if signal == "traces" else _log
-    items: list[Any] = []
-    for resource_block in request.get(outer, []):
-        resource = _resource(resource_block)
-        for scope_block in resource_block.get(inner, []):
-            scope = _scope(scope_block)
-            items.extend(make(item, resource, scope) for item in scope_block.get(leaf, []))
-    return items
-
-
-def decode_spans(line: str | bytes) -> list[Any]:
-    """SDK ``ReadableSpan`` objects from one OTLP/JSON ``ExportTraceServiceRequest`` line."""
-    return _decode(json.loads(line), "traces")
-
-
-def decode_logs(line: str | bytes) -> list[Any]:
-    """SDK ``ReadableLogRecord`` objects from one OTLP/JSON ``ExportLogsServiceRequest`` line."""
-    return _decode(json.loads(line), "logs")
-
-
-def decode_line(line: str | bytes, signal: str) -> list[Any]:
-    """:func:`decode_spans` or :func:`decode_logs` for ``signal`` (``traces``/``logs``). Raises on bad input."""
-    if signal not in _LAYOUT:
-        raise ValueError(f"signal must be 'traces' or 'logs', not {signal!r}")
-    return _decode(json.loads(line), signal)
+# A fully shipped file that held lines no one could read keeps them, renamed out of the ``*.jsonl`` pattern.
+DAMAGED_SUFFIX = ".damaged"
 
 
 # --- progress and files ----------------------------------------------------------------------------------
 
 
+def _progress_path(path: Path) -> Path:
+    return path.parent / (path.name + PROGRESS_SUFFIX)
+
+
 def read_progress(path: Path) -> int:
     """Byte offset of the first line of ``path`` not shipped yet (0 when nothing was)."""
+    return _read_sidecar(path)[0]
+
+
+def _read_sidecar(path: Path) -> tuple[int, int]:
+    """(offset shipped up to, lines skipped as unreadable so far) from the sidecar; (0, 0) without one."""
     try:
-        return max(0, int((path.parent / (path.name + PROGRESS_SUFFIX)).read_text().strip() or 0))
+        fields = _progress_path(path).read_text().split()
+        offset = max(0, int(fields[0])) if fields else 0
+        skipped = max(0, int(fields[1])) if len(fields) > 1 else 0
     except (OSError, ValueError):
-        return 0
+        return 0, 0
+    return offset, skipped
 
 
-def write_progress(path: Path, offset: int) -> None:
-    """Record durably that ``path`` is shipped up to byte ``offset`` (write to a temp file, then rename)."""
-    target = path.parent / (path.name + PROGRESS_SUFFIX)
+def write_progress(path: Path, offset: int, skipped: int = 0) -> None:
+    """Record durably that ``path`` is shipped up to byte ``offset`` (write to a temp file, then rename).
+
+    ``skipped``: lines of the file found unreadable so far (a file that had some is kept, see
+    :func:`ship_directory`). Raises OSError (a full or read-only disk) with nothing left behind.
+    """
+    target = _progress_path(path)
     temp = path.parent / f".{path.name}{PROGRESS_SUFFIX}.{os.getpid()}.tmp"
-    with open(temp, "w", encoding="ascii") as handle:
-        handle.write(str(offset))
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temp, target)
+    try:
+        fd = open_private(temp, os.O_WRONLY | os.O_TRUNC)
+        try:
+            data = (f"{offset} {skipped}" if skipped else str(offset)).encode("ascii")
+            if os.write(fd, data) != len(data):
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(temp, target)
+    except OSError:
+        with contextlib.suppress(OSError):
+            temp.unlink()
+        raise
 
 
 def shippable_files(directory: Path, signal: str) -> list[Path]:
@@ -266,7 +152,7 @@ def _locked(path: Path) -> Iterator[bool]:
 
 @dataclass
 class ShipResult:
-    """What a ship did: lines and items delivered, lines skipped as malformed, and whether it stopped early."""
+    """What a ship did: lines and items delivered, lines skipped as unreadable, and whether it stopped early."""
 
     files: int = 0
     files_completed: list[Path] = field(default_factory=list)
@@ -274,7 +160,9 @@ class ShipResult:
     items_sent: int = 0
     lines_skipped: int = 0
     files_locked: int = 0
-    failed: bool = False  # an export failed: shipping stopped there, to resume later from the same line
+    # Fully shipped files that held unreadable lines: kept (renamed ``*.jsonl.damaged``), never deleted.
+    files_damaged: list[Path] = field(default_factory=list)
+    failed: bool = False  # an export (or recording progress) failed: stopped there, to resume from that line
     error: str | None = None
 
 
@@ -284,7 +172,8 @@ def exporter_callable(exporter: Any) -> Callable[[Sequence[Any]], bool]:
         return cast("Callable[[Sequence[Any]], bool]", exporter)
 
     def export(batch: Sequence[Any]) -> bool:
-        return getattr(exporter.export(batch), "name", "") == "SUCCESS"
+        result = exporter.export(batch)
+        return result if isinstance(result, bool) else getattr(result, "name", "") == "SUCCESS"
 
     return export
 
@@ -299,33 +188,49 @@ def ship_file(
 ) -> ShipResult:
     """Send the unshipped complete lines of one file, in order, recording progress after each line.
 
-    Stops at the first failed export (``result.failed``); the next call resumes from that line. Does not
-    lock: callers that may race another process use :func:`ship_directory`.
+    Stops at the first failed export, or when progress cannot be recorded (``result.failed``, ``result.error``);
+    the next call resumes from that line (a line delivered whose progress could not be written is sent again:
+    at least once, never lost). An unreadable line is never sent; it is counted, in the result and in the
+    file's progress, so that the file is kept. Does not lock: callers that may race another process use
+    :func:`ship_directory`.
     """
     result = result if result is not None else ShipResult()
     result.files += 1
-    offset = read_progress(path)
+    offset, skipped = _read_sidecar(path)
     for end, line in iter_lines(path, offset):
         if should_stop():
             return result
         try:
             items = decode_line(line, signal)
-        except Exception:
-            result.lines_skipped += 1  # malformed: never sendable, never retried
-            write_progress(path, end)
+        except BAD_LINE:
+            result.lines_skipped += 1
+            skipped += 1
+            if not _record(path, end, skipped, result):
+                return result
             continue
         try:
             ok = bool(export(items)) if items else True
-        except Exception as exc:
-            ok, result.error = False, f"{type(exc).__name__}: {exc}"
+        except Exception as exc:  # an ExportError says why in its cause; anything else by its name
+            ok, result.error = False, getattr(exc, "cause", None) or f"{type(exc).__name__}: {exc}"
         if not ok:
             result.failed = True
             result.error = result.error or "exporter reported failure"
             return result
-        write_progress(path, end)
         result.lines_sent += 1
         result.items_sent += len(items)
+        if not _record(path, end, skipped, result):
+            return result
     return result
+
+
+def _record(path: Path, offset: int, skipped: int, result: ShipResult) -> bool:
+    try:
+        write_progress(path, offset, skipped)
+    except OSError as exc:
+        result.failed = True
+        result.error = f"could not record progress next to {path.name}: {exc.strerror or exc}"
+        return False
+    return True
 
 
 def ship_directory(
@@ -340,10 +245,11 @@ def ship_directory(
 
     ``exporter`` is an SDK OTLP exporter or an ``export(batch) -> bool`` callable. Files another process holds
     a lock on are skipped (``files_locked``). With ``delete_shipped`` a file (and its progress sidecar) is
-    deleted once fully shipped (the outage buffer does this; the spool keeps its files for ``otelflow runs``).
-    Stops at the first failed export, leaving the rest for the next call.
+    deleted once every line of it was delivered (the outage buffer does this; the spool keeps its files for
+    ``otelflow runs``); one that held unreadable lines is kept, renamed ``<name>.damaged``
+    (``files_damaged``). Stops at the first failure, leaving the rest for the next call.
     """
-    if signal not in _LAYOUT:
+    if signal not in LAYOUT:
         raise ValueError(f"signal must be 'traces' or 'logs', not {signal!r}")
     export = exporter_callable(exporter)
     result = ShipResult()
@@ -357,13 +263,27 @@ def ship_directory(
             ship_file(path, signal, export, result=result, should_stop=should_stop)
             if result.failed or should_stop():
                 break
-            size = path.stat().st_size
-            if read_progress(path) >= size or not _has_complete_line_after(path, read_progress(path)):
-                result.files_completed.append(path)
-                if delete_shipped:
-                    path.unlink(missing_ok=True)
-                    (path.parent / (path.name + PROGRESS_SUFFIX)).unlink(missing_ok=True)
+            offset, skipped = _read_sidecar(path)
+            if _has_complete_line_after(path, offset):
+                continue
+            result.files_completed.append(path)
+            if delete_shipped:
+                _retire(path, skipped, result)
     return result
+
+
+def _retire(path: Path, skipped: int, result: ShipResult) -> None:
+    """A file fully shipped: delete it, or keep it as ``.damaged`` if some of its lines could not be read."""
+    try:
+        if skipped:
+            damaged = path.parent / (path.name + DAMAGED_SUFFIX)
+            os.replace(path, damaged)
+            result.files_damaged.append(damaged)
+        else:
+            path.unlink(missing_ok=True)
+        _progress_path(path).unlink(missing_ok=True)
+    except OSError as exc:  # left as it is: the next ship finds it complete and tries again
+        result.error = result.error or f"could not remove {path.name}: {exc.strerror or exc}"
 
 
 def _has_complete_line_after(path: Path, offset: int) -> bool:

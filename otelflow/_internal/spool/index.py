@@ -140,6 +140,11 @@ class RunIndex:
 
     # --- opening ----------------------------------------------------------------------------------
     def _connect(self, target: str) -> sqlite3.Connection:
+        if target != ":memory:":
+            # Owner-only before sqlite opens it (its -wal and -shm files take the same mode): run names, states.
+            from otelflow._internal.spool.files import open_private
+
+            os.close(open_private(Path(target), os.O_RDWR))
         db = sqlite3.connect(target, timeout=30.0, isolation_level=None, check_same_thread=False)
         db.execute("PRAGMA busy_timeout = 30000")
         if target != ":memory:":

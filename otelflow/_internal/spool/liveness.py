@@ -19,6 +19,8 @@ import os
 import weakref
 from pathlib import Path
 
+from otelflow._internal.spool.files import open_private, private_dir
+
 __all__ = ["ALIVE_DIR", "WriterMark", "lock_path_for", "orphaned_locks", "writer_gone_at"]
 
 ALIVE_DIR = ".alive"
@@ -55,8 +57,8 @@ class WriterMark:
         if fcntl is None:
             return
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            private_dir(self.path.parent)
+            fd = open_private(self.path, os.O_RDWR)
         except OSError:
             return  # no mark: this process's runs stay Running if it dies, as before
         try:

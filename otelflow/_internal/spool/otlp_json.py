@@ -1,0 +1,582 @@
+"""OTLP/JSON, the one codec of the spool and the outage buffer: SDK objects to lines, lines back to objects.
+
+Each line of a spool or outage-buffer file is one OTLP/JSON export request (``ExportTraceServiceRequest`` /
+``ExportLogsServiceRequest``), the format of the Collector's ``otlpjsonfile`` receiver and ``file`` exporter.
+Per the OTLP/JSON mapping, trace and span ids are lowercase hex (not base64), 64-bit integers are strings and
+enums are integers.
+
+- writing: :func:`encode_spans` / :func:`encode_logs` (the spool writer and the outage buffer);
+- back to SDK objects, to send them over OTLP: :func:`decode_line` (the outage buffer's re-send and
+  ``otelflow spool ship``), such that ``encode(decode(line)) == line``;
+- to plain records for the CLI: :func:`iter_items`, :func:`span_record`, :func:`log_record`.
+
+Every reader goes through :func:`decode_value`, the one set of rules for what a value may be: a line is
+untrusted data (a crash, a full disk or another program may have written it), so a value of the wrong shape
+raises :class:`ValueError` or :class:`TypeError` (never anything else, never a hang), and
+:func:`decode_attributes` leaves such an entry out.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections import defaultdict
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = [
+    "BAD_LINE",
+    "LAYOUT",
+    "LogRecord",
+    "SpanRecord",
+    "decode_attributes",
+    "decode_line",
+    "decode_logs",
+    "decode_spans",
+    "decode_value",
+    "encode_logs",
+    "encode_spans",
+    "iter_items",
+    "log_record",
+    "nanos",
+    "resource_attributes",
+    "span_record",
+]
+
+LAYOUT = {
+    "traces": ("resourceSpans", "scopeSpans", "spans"),
+    "logs": ("resourceLogs", "scopeLogs", "logRecords"),
+}
+# What decoding a bad line may raise: callers catch exactly these (a line never raises anything else).
+BAD_LINE = (ValueError, TypeError, AttributeError, KeyError, RecursionError, OverflowError)
+
+# --- encoding ----------------------------------------------------------------------------------------------
+
+# The encoders build the JSON text directly rather than nested dicts for json.dumps: the spool is the
+# default exporter, its worker shares the GIL with the runs, and this is ~3x cheaper per span.
+_str = json.encoder.encode_basestring  # C-accelerated JSON string quoting
+_INT64 = 2**63
+_MAX_DEPTH = 32  # nested arrays/kvlists, written and read; deeper is cut (written) or bad (read)
+
+
+def _encode_value(value: Any, depth: int = 0) -> str:
+    kind = type(value)
+    if kind is str:
+        return '{"stringValue":' + _str(value) + "}"
+    if kind is bool:
+        return '{"boolValue":true}' if value else '{"boolValue":false}'
+    if kind is int:
+        if -_INT64 <= value < _INT64:
+            return '{"intValue":"' + str(value) + '"}'
+        return '{"stringValue":"' + str(value) + '"}'  # beyond int64: no reader could take it as an int
+    if kind is float:
+        # Protobuf's JSON mapping spells non-finite doubles as strings.
+        text = repr(value) if value == value and value not in (float("inf"), float("-inf")) else (
+            '"NaN"' if value != value else ('"Infinity"' if value > 0 else '"-Infinity"'))
+        return '{"doubleValue":' + text + "}"
+    if isinstance(value, str | bool | int | float):  # subclasses (enums...)
+        return _encode_value(kind.__mro__[1](value) if kind is not bool else bool(value))
+    if value is None:
+        return "{}"
+    if isinstance(value, bytes):
+        return '{"bytesValue":"' + base64.b64encode(value).decode("ascii") + '"}'
+    if depth >= _MAX_DEPTH and isinstance(value, Mapping | Sequence):
+        return '{"stringValue":"...[nested deeper than ' + str(_MAX_DEPTH) + ' levels]"}'
+    if isinstance(value, Mapping):
+        return '{"kvlistValue":{"values":' + _encode_attributes(value, depth + 1) + "}}"
+    if isinstance(value, Sequence):
+        return '{"arrayValue":{"values":[' + ",".join(_encode_value(v, depth + 1) for v in value) + "]}}"
+    return '{"stringValue":' + _str(str(value)) + "}"
+
+
+def _encode_attributes(attrs: Mapping[str, Any] | None, depth: int = 0) -> str:
+    if not attrs:
+        return "[]"
+    return "[" + ",".join(
+        '{"key":' + _str(str(k)) + ',"value":' + _encode_value(v, depth) + "}" for k, v in attrs.items()
+    ) + "]"
+
+
+def _encode_scope(scope: Any) -> str:
+    if scope is None:
+        return "{}"
+    if scope.version:
+        return '{"name":' + _str(scope.name) + ',"version":' + _str(scope.version) + "}"
+    return '{"name":' + _str(scope.name) + "}"
+
+
+def _group(items: Sequence[Any], scope_of: Any) -> dict[Any, dict[Any, list[Any]]]:
+    grouped: dict[Any, dict[Any, list[Any]]] = defaultdict(lambda: defaultdict(list))
+    for item in items:
+        grouped[item.resource][scope_of(item)].append(item)
+    return grouped
+
+
+def _encode_span(span: Any) -> str:
+    ctx = span.context
+    parent = span.parent
+    flags = 0x100 | int(ctx.trace_flags) | (0x200 if parent is not None and parent.is_remote else 0)
+    status = span.status
+    parts = [
+        '{"traceId":"', f"{ctx.trace_id:032x}", '","spanId":"', f"{ctx.span_id:016x}", '"',
+        ',"parentSpanId":"' + f"{parent.span_id:016x}" + '"' if parent is not None else "",
+        ',"traceState":' + _str(ctx.trace_state.to_header()) if ctx.trace_state else "",
+        ',"name":', _str(span.name),
+        ',"kind":', str(span.kind.value + 1),  # OTLP enums start at SPAN_KIND_UNSPECIFIED = 0
+        ',"startTimeUnixNano":"', str(span.start_time), '","endTimeUnixNano":"', str(span.end_time), '"',
+        ',"attributes":', _encode_attributes(span.attributes),
+        ',"flags":', str(flags),
+        ',"status":{"code":', str(status.status_code.value),
+        ',"message":' + _str(status.description) if status.description else "", "}",
+    ]
+    if span.events:
+        parts.append(',"events":[')
+        parts.append(",".join(
+            '{"timeUnixNano":"' + str(e.timestamp) + '","name":' + _str(e.name) + ',"attributes":'
+            + _encode_attributes(e.attributes) + "}"
+            for e in span.events
+        ))
+        parts.append("]")
+    if span.links:
+        parts.append(',"links":[')
+        parts.append(",".join(
+            '{"traceId":"' + f"{link.context.trace_id:032x}" + '","spanId":"' + f"{link.context.span_id:016x}"
+            + '","attributes":' + _encode_attributes(link.attributes) + "}"
+            for link in span.links
+        ))
+        parts.append("]")
+    parts.append("}")
+    return "".join(parts)
+
+
+def _request(outer: str, inner: str, leaf: str, items: Sequence[Any], encode: Any) -> str:
+    blocks = []
+    for resource, by_scope in _group(items, lambda item: item.instrumentation_scope).items():
+        scopes = ",".join(
+            '{"scope":' + _encode_scope(scope) + ',"' + leaf + '":[' + ",".join(encode(i) for i in scope_items) + "]}"
+            for scope, scope_items in by_scope.items()
+        )
+        resource_attrs = _encode_attributes(resource.attributes if resource is not None else {})
+        blocks.append('{"resource":{"attributes":' + resource_attrs + '},"' + inner + '":[' + scopes + "]}")
+    return '{"' + outer + '":[' + ",".join(blocks) + "]}"
+
+
+def encode_spans(spans: Sequence[Any]) -> str:
+    """One OTLP/JSON ``ExportTraceServiceRequest`` (a single line of JSON) for SDK ``ReadableSpan`` objects."""
+    return _request("resourceSpans", "scopeSpans", "spans", spans, _encode_span)
+
+
+def _encode_log(data: Any) -> str:
+    record = data.log_record
+    parts = [
+        '{"timeUnixNano":"', str(record.timestamp or record.observed_timestamp or 0),
+        '","observedTimeUnixNano":"', str(record.observed_timestamp or 0), '"',
+        ',"severityNumber":', str(record.severity_number.value if record.severity_number is not None else 0),
+        ',"severityText":' + _str(record.severity_text) if record.severity_text else "",
+        ',"body":', _encode_value(record.body),
+        ',"attributes":', _encode_attributes(record.attributes),
+    ]
+    if record.trace_id:
+        parts.append(f',"traceId":"{record.trace_id:032x}","spanId":"{record.span_id:016x}"')
+        parts.append(',"flags":' + str(int(record.trace_flags or 0)))
+    event_name = getattr(record, "event_name", None)
+    if event_name:
+        parts.append(',"eventName":' + _str(event_name))
+    parts.append("}")
+    return "".join(parts)
+
+
+def encode_logs(records: Sequence[Any]) -> str:
+    """One OTLP/JSON ``ExportLogsServiceRequest`` (a single line of JSON) for SDK log records."""
+    return _request("resourceLogs", "scopeLogs", "logRecords", records, _encode_log)
+
+
+
+
+# --- decoding: one set of rules for values ------------------------------------------------------------------
+
+_MAX_NANOS = 2**63 - 1  # fixed64 on the wire; sqlite's INTEGER too
+_DOUBLE_WORDS = {"NaN": float("nan"), "Infinity": float("inf"), "-Infinity": float("-inf")}
+
+
+def _int(value: Any) -> int:
+    """An OTLP int64: a JSON integer, or a string of ASCII digits (``"²"`` and 5,000 digits are not)."""
+    if type(value) is int:
+        number = value
+    elif type(value) is str and 0 < len(value) <= 20 and value.lstrip("-").isascii() and value.lstrip("-").isdigit():
+        number = int(value)
+    else:
+        raise ValueError(f"not an int64: {str(value)[:40]!r}")
+    if not -_INT64 <= number < _INT64:
+        raise ValueError(f"int64 out of range: {str(value)[:40]}")
+    return number
+
+
+def _double(value: Any) -> float:
+    if type(value) in (int, float):
+        return float(value)
+    if type(value) is str and value in _DOUBLE_WORDS:
+        return _DOUBLE_WORDS[value]
+    raise ValueError(f"not a double: {str(value)[:40]!r}")
+
+
+def decode_value(value: Any, *, sdk: bool = False, depth: int = 0) -> Any:
+    """An OTLP/JSON ``AnyValue`` as a Python value; raises ValueError/TypeError on a value of the wrong shape.
+
+    ``bytesValue`` is ``bytes`` for SDK objects (``sdk=True``), its base64 text for records shown to people.
+    An empty ``AnyValue`` is ``None``.
+    """
+    if type(value) is not dict:
+        raise TypeError("an AnyValue is not an object")
+    if not value:
+        return None
+    if len(value) != 1:
+        raise ValueError(f"an AnyValue has {len(value)} fields")
+    (kind, inner), = value.items()
+    if kind == "stringValue":
+        if type(inner) is not str:
+            raise TypeError("stringValue is not a string")
+        return inner
+    if kind == "intValue":
+        return _int(inner)
+    if kind == "doubleValue":
+        return _double(inner)
+    if kind == "boolValue":
+        if type(inner) is not bool:
+            raise TypeError("boolValue is not a boolean")
+        return inner
+    if depth >= _MAX_DEPTH:
+        raise ValueError(f"value nested deeper than {_MAX_DEPTH} levels")
+    if kind == "arrayValue":
+        values = _values(inner)
+        return [decode_value(v, sdk=sdk, depth=depth + 1) for v in values]
+    if kind == "kvlistValue":
+        return decode_attributes(_values(inner), sdk=sdk, depth=depth + 1)
+    if kind == "bytesValue":
+        if type(inner) is not str:
+            raise TypeError("bytesValue is not a string")
+        try:
+            raw = base64.b64decode(inner, validate=True)
+        except binascii.Error as exc:
+            raise ValueError(f"bytesValue is not base64: {exc}") from None
+        return raw if sdk else inner
+    raise ValueError(f"unknown AnyValue field {kind[:40]!r}")
+
+
+def _values(container: Any) -> list[Any]:
+    if type(container) is not dict:
+        raise TypeError("an array or kvlist is not an object")
+    values = container.get("values", [])
+    if type(values) is not list:
+        raise TypeError("values is not a list")
+    return values
+
+
+def decode_attributes(attrs: Any, *, sdk: bool = False, depth: int = 0) -> dict[str, Any]:
+    """OTLP/JSON ``KeyValue`` list -> dict; an entry of the wrong shape is left out (the others are kept)."""
+    if type(attrs) is not list:
+        return {}
+    out: dict[str, Any] = {}
+    for kv in attrs:
+        if type(kv) is not dict:
+            continue
+        key = kv.get("key")
+        if type(key) is not str:
+            continue
+        value = kv.get("value", {})
+        # The fast path (a well-formed string attribute) matters: `show` decodes ~15 per span.
+        if type(value) is dict and len(value) == 1:
+            text = value.get("stringValue")
+            if type(text) is str:
+                out[key] = text
+                continue
+        try:
+            out[key] = decode_value(value, sdk=sdk, depth=depth)
+        except (ValueError, TypeError):
+            continue
+    return out
+
+
+def nanos(value: Any) -> int:
+    """An OTLP time in nanoseconds (a string of digits or a JSON integer); raises ValueError/TypeError."""
+    if type(value) is float and value == value and 0 <= value <= _MAX_NANOS:
+        value = int(value)
+    result = _int(value)
+    if not 0 <= result <= _MAX_NANOS:
+        raise ValueError(f"time out of range: {result}")
+    return result
+
+
+def _hex_id(value: Any, length: int) -> str:
+    if type(value) is str and len(value) == length and value.isascii():
+        int(value, 16)
+        return value.lower()
+    raise ValueError(f"not a {length}-hex id: {str(value)[:40]!r}")
+
+
+def iter_items(line: bytes | str, signal: str) -> Iterator[tuple[Any, Any, Any]]:
+    """``(resource block, scope block, item)`` for each item of one line; raises one of :data:`BAD_LINE`.
+
+    The blocks are the raw JSON objects; the caller decodes what it needs.
+    """
+    outer, inner, leaf = LAYOUT[signal]
+    request = json.loads(line)
+    if type(request) is not dict:
+        raise TypeError("a line is not a JSON object")
+    blocks = request.get(outer, [])
+    if type(blocks) is not list:
+        raise TypeError(f"{outer} is not a list")
+    for block in blocks:
+        if type(block) is not dict:
+            raise TypeError(f"an item of {outer} is not an object")
+        scopes = block.get(inner) or []
+        if type(scopes) is not list:
+            raise TypeError(f"{inner} is not a list")
+        for scope_block in scopes:
+            if type(scope_block) is not dict:
+                raise TypeError(f"an item of {inner} is not an object")
+            items = scope_block.get(leaf) or []
+            if type(items) is not list:
+                raise TypeError(f"{leaf} is not a list")
+            for item in items:
+                if type(item) is not dict:
+                    raise TypeError(f"a {leaf} item is not an object")
+                yield block, scope_block, item
+
+
+def resource_attributes(block: Any) -> dict[str, Any]:
+    """The attributes of a resource block, decoded."""
+    resource = block.get("resource") if type(block) is dict else None
+    return decode_attributes(resource.get("attributes")) if type(resource) is dict else {}
+
+
+# --- back to SDK objects (what the OTLP exporters take) ------------------------------------------------------
+
+
+def _sdk_resource(block: Mapping[str, Any]) -> Any:
+    from opentelemetry.sdk.resources import Resource
+
+    resource = block.get("resource") or {}
+    return Resource(decode_attributes(resource.get("attributes") if type(resource) is dict else None, sdk=True))
+
+
+def _sdk_scope(block: Mapping[str, Any]) -> Any:
+    from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+
+    scope = block.get("scope") or {}
+    if type(scope) is not dict or not scope:
+        return None
+    return InstrumentationScope(str(scope.get("name", "")), str(scope.get("version") or "") or None)
+
+
+def _sdk_span_context(trace_id: Any, span_id: Any, flags: int = 0, remote: bool = False, state: str = "") -> Any:
+    from opentelemetry.trace import SpanContext, TraceFlags, TraceState
+
+    return SpanContext(
+        int(_hex_id(trace_id, 32), 16), int(_hex_id(span_id, 16), 16), is_remote=remote,
+        trace_flags=TraceFlags(flags & 0xFF), trace_state=TraceState.from_header([state]) if state else None,
+    )
+
+
+def _sdk_span(item: Mapping[str, Any], resource: Any, scope: Any) -> Any:
+    from opentelemetry.sdk.trace import Event, ReadableSpan
+    from opentelemetry.trace import Link, SpanKind, Status, StatusCode
+
+    flags = _int(item.get("flags", 0))
+    trace_id = item["traceId"]
+    parent_id = item.get("parentSpanId")
+    status = item.get("status") or {}
+    code = StatusCode(_int(status.get("code", 0)))
+    return ReadableSpan(
+        name=str(item.get("name", "")),
+        context=_sdk_span_context(trace_id, item["spanId"], flags, False, str(item.get("traceState", ""))),
+        parent=_sdk_span_context(trace_id, parent_id, 0, bool(flags & 0x200)) if parent_id else None,
+        resource=resource,
+        attributes=decode_attributes(item.get("attributes"), sdk=True),
+        events=[
+            Event(str(e.get("name", "")), decode_attributes(e.get("attributes"), sdk=True),
+                  nanos(e.get("timeUnixNano", 0)))
+            for e in item.get("events", [])
+        ],
+        links=[
+            Link(_sdk_span_context(lk["traceId"], lk["spanId"]), decode_attributes(lk.get("attributes"), sdk=True))
+            for lk in item.get("links", [])
+        ],
+        kind=SpanKind(max(0, _int(item.get("kind", 1)) - 1)),
+        status=Status(code, str(status.get("message")) if code is StatusCode.ERROR else None),
+        start_time=nanos(item.get("startTimeUnixNano", 0)),
+        end_time=nanos(item.get("endTimeUnixNano", 0)),
+        instrumentation_scope=scope,
+    )
+
+
+def _sdk_log(item: Mapping[str, Any], resource: Any, scope: Any) -> Any:
+    from opentelemetry._logs import LogRecord as ApiLogRecord
+    from opentelemetry._logs import SeverityNumber
+    from opentelemetry.context import Context
+    from opentelemetry.sdk._logs import ReadableLogRecord
+    from opentelemetry.trace import TraceFlags
+
+    record = ApiLogRecord(
+        timestamp=nanos(item.get("timeUnixNano", 0)),
+        observed_timestamp=nanos(item.get("observedTimeUnixNano", 0)),
+        context=Context({"otelflow.ship": True}),  # non-empty: never the shipping thread's current span
+        severity_text=str(item.get("severityText") or "") or None,
+        severity_number=SeverityNumber(_int(item.get("severityNumber", 0))),
+        body=decode_value(item.get("body", {}), sdk=True),
+        attributes=decode_attributes(item.get("attributes"), sdk=True),
+        event_name=str(item.get("eventName") or "") or None,
+    )
+    if item.get("traceId"):
+        record.trace_id = int(_hex_id(item["traceId"], 32), 16)
+        record.span_id = int(_hex_id(item.get("spanId") or "0" * 16, 16), 16)
+        record.trace_flags = TraceFlags(_int(item.get("flags", 0)) & 0xFF)
+    else:
+        record.trace_id, record.span_id, record.trace_flags = 0, 0, TraceFlags(0)
+    return ReadableLogRecord(log_record=record, resource=resource, instrumentation_scope=scope)
+
+
+def decode_line(line: str | bytes, signal: str) -> list[Any]:
+    """SDK objects (``ReadableSpan`` / ``ReadableLogRecord``) of one line; raises one of :data:`BAD_LINE`.
+
+    A line decodes whole or not at all: a line that cannot be sent as written is never half-sent.
+    """
+    if signal not in LAYOUT:
+        raise ValueError(f"signal must be 'traces' or 'logs', not {signal!r}")
+    make = _sdk_span if signal == "traces" else _sdk_log
+    resources: dict[int, Any] = {}
+    scopes: dict[int, Any] = {}
+    items: list[Any] = []
+    for block, scope_block, item in iter_items(line, signal):
+        resource = resources.get(id(block))
+        if resource is None:
+            resource = resources[id(block)] = _sdk_resource(block)
+        scope = scopes.get(id(scope_block), False)
+        if scope is False:
+            scope = scopes[id(scope_block)] = _sdk_scope(scope_block)
+        items.append(make(item, resource, scope))
+    return items
+
+
+def decode_spans(line: str | bytes) -> list[Any]:
+    """SDK ``ReadableSpan`` objects from one OTLP/JSON ``ExportTraceServiceRequest`` line."""
+    return decode_line(line, "traces")
+
+
+def decode_logs(line: str | bytes) -> list[Any]:
+    """SDK ``ReadableLogRecord`` objects from one OTLP/JSON ``ExportLogsServiceRequest`` line."""
+    return decode_line(line, "logs")
+
+
+# --- to plain records (what the CLI reads) -------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class SpanRecord:
+    """One span of the spool, decoded."""
+
+    trace_id: str
+    span_id: str
+    parent_id: str | None
+    name: str
+    start: int
+    end: int
+    attributes: dict[str, Any]
+    status_code: int
+    status_message: str
+    events: list[tuple[str, int, dict[str, Any]]]
+    links: list[tuple[str, str, dict[str, Any]]]
+    resource: dict[str, Any] = field(default_factory=dict)
+    source: str = ""  # the spool file it was read from, where the reader needs it (pending records)
+
+
+class LogRecord:
+    """One log record of the spool, decoded (its attributes on first use: `show` only counts most records)."""
+
+    __slots__ = ("_attributes", "_raw_attributes", "body", "resource", "severity_number", "severity_text",
+                 "span_id", "time", "trace_id")
+
+    def __init__(self, *, time: int, severity_number: int, severity_text: str, body: str, raw_attributes: Any,
+                 trace_id: str | None, span_id: str | None, resource: dict[str, Any] | None = None) -> None:
+        self.time = time
+        self.severity_number = severity_number
+        self.severity_text = severity_text
+        self.body = body
+        self._raw_attributes = raw_attributes
+        self._attributes: dict[str, Any] | None = None
+        self.trace_id = trace_id
+        self.span_id = span_id
+        self.resource = resource if resource is not None else {}
+
+    @property
+    def attributes(self) -> dict[str, Any]:
+        """The record's attributes as a plain dict."""
+        if self._attributes is None:
+            self._attributes = decode_attributes(self._raw_attributes)
+            self._raw_attributes = None
+        return self._attributes
+
+
+def span_record(item: Any, resource: dict[str, Any]) -> SpanRecord:
+    """A :class:`SpanRecord` from one raw span object; raises ValueError/TypeError when ids or times are bad."""
+    parent = item.get("parentSpanId") or None
+    status = item.get("status") or {}
+    if type(status) is not dict:
+        status = {}
+    events = []
+    for event in item.get("events") or []:
+        if type(event) is dict:
+            try:
+                when = nanos(event.get("timeUnixNano", 0))
+            except (TypeError, ValueError):
+                when = 0
+            events.append((str(event.get("name", "")), when, decode_attributes(event.get("attributes"))))
+    links = []
+    for link in item.get("links") or []:
+        if type(link) is dict:
+            links.append((str(link.get("traceId", "")), str(link.get("spanId", "")),
+                          decode_attributes(link.get("attributes"))))
+    code = status.get("code", 0)
+    return SpanRecord(
+        trace_id=_hex_id(item.get("traceId"), 32),
+        span_id=_hex_id(item.get("spanId"), 16),
+        parent_id=_hex_id(parent, 16) if parent is not None else None,
+        name=str(item.get("name", "")),
+        start=nanos(item.get("startTimeUnixNano")),
+        end=nanos(item.get("endTimeUnixNano")),
+        attributes=decode_attributes(item.get("attributes")),
+        status_code=code if type(code) is int and 0 <= code <= 2 else 0,
+        status_message=str(status.get("message", "") or ""),
+        events=events,
+        links=links,
+        resource=resource,
+    )
+
+
+def log_record(item: Any, resource: dict[str, Any]) -> LogRecord:
+    """A :class:`LogRecord` from one raw log record object; raises ValueError/TypeError when ids or time are bad."""
+    time = nanos(item.get("timeUnixNano") or item.get("observedTimeUnixNano") or 0)
+    body = item.get("body")
+    if type(body) is dict and type(body.get("stringValue")) is str and len(body) == 1:
+        text = body["stringValue"]
+    else:
+        try:
+            decoded = decode_value(body if body is not None else {})
+        except (TypeError, ValueError):
+            decoded = None
+        text = "" if decoded is None else (decoded if isinstance(decoded, str) else json.dumps(decoded, default=str))
+    number = item.get("severityNumber", 0)
+    trace_id = item.get("traceId") or None
+    span_id = item.get("spanId") or None
+    return LogRecord(
+        time=time,
+        severity_number=number if type(number) is int and 0 <= number <= 24 else 0,
+        severity_text=str(item.get("severityText", "") or ""),
+        body=text,
+        raw_attributes=item.get("attributes"),
+        trace_id=_hex_id(trace_id, 32) if trace_id is not None else None,
+        span_id=_hex_id(span_id, 16) if span_id is not None else None,
+        resource=resource,
+    )

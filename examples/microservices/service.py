@@ -107,20 +107,52 @@ def main() -> None:
     parser.add_argument("--wsgi", action="store_true", help="serve the WSGI flavour with wsgiref")
     args = parser.parse_args()
     if args.wsgi:
-        from socketserver import ThreadingMixIn
-        from wsgiref.simple_server import WSGIServer, make_server
-
-        class ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
-            daemon_threads = True
-
-        with make_server(args.host, args.port, wsgi_app, server_class=ThreadingWSGIServer) as server:
-            print(f"scoring service (WSGI) on http://{args.host}:{args.port}", flush=True)
-            with contextlib.suppress(KeyboardInterrupt):
-                server.serve_forever()
+        serve_wsgi(args.host, args.port)
     else:
         import uvicorn
 
+        # Stopped by SIGTERM, uvicorn re-raises it after its graceful shutdown and the process dies of it without
+        # exit handlers: OtelflowASGIMiddleware flushes the telemetry at the end of the lifespan, before that.
         uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+
+
+def serve_wsgi(host: str, port: int) -> None:
+    """Serve the WSGI flavour on wsgiref until Ctrl-C or SIGTERM; then flush the telemetry and exit.
+
+    WSGI has no shutdown event a middleware could see, and wsgiref does not handle SIGTERM: its default action
+    would kill the process at once, without the exit handlers where otelflow flushes, and the telemetry of the
+    last requests would be lost. So this runner stops the server on SIGTERM, shuts otelflow's telemetry down
+    (bounded by ``OTELFLOW_SHUTDOWN_TIMEOUT_SECONDS``) and then dies of the signal as before (status 143), as
+    uvicorn does. (gunicorn needs none of this: its workers stop on SIGTERM and exit through ``sys.exit``, which
+    runs otelflow's exit flush.)
+    """
+    import os
+    import signal
+    import threading
+    from socketserver import ThreadingMixIn
+    from wsgiref.simple_server import WSGIServer, make_server
+
+    from otelflow import telemetry
+
+    class ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
+        daemon_threads = True
+
+    stopped_by: list[int] = []
+    with make_server(host, port, wsgi_app, server_class=ThreadingWSGIServer) as server:
+
+        def stop(signum: int, frame: Any) -> None:
+            stopped_by.append(signum)
+            # shutdown() waits for serve_forever() to return: from another thread, never from the serving one.
+            threading.Thread(target=server.shutdown, name="wsgi-shutdown", daemon=True).start()
+
+        signal.signal(signal.SIGTERM, stop)
+        print(f"scoring service (WSGI) on http://{host}:{port}", flush=True)
+        with contextlib.suppress(KeyboardInterrupt):
+            server.serve_forever()
+    telemetry.shutdown()
+    if stopped_by:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 if __name__ == "__main__":

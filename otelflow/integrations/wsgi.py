@@ -15,6 +15,14 @@ step of the iteration and ``close()`` inside one private copy of the server's ``
 that holds the hydrated run context: generator bodies that log or start spans are correlated, and the
 server's own context is never modified, so nothing can leak into the next request on that thread, even
 if a non-compliant server never calls ``close()``.
+
+Shutdown: WSGI has no shutdown event (nothing like ASGI's lifespan), so unlike the ASGI middleware this one
+cannot flush the telemetry when the server stops. otelflow flushes at interpreter exit (``atexit``), which
+covers servers that leave through a normal exit: gunicorn's workers stop on SIGTERM and exit with
+``sys.exit()``. A server that lets SIGTERM's default action kill the process (the stdlib's wsgiref) runs no
+exit handler, and the last second or so of spans and logs is lost: its runner must handle SIGTERM, stop the
+server and call :func:`otelflow.telemetry.shutdown` before exiting (see ``serve_wsgi()`` in
+``examples/microservices/service.py``).
 """
 
 from __future__ import annotations

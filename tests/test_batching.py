@@ -136,7 +136,7 @@ def test_a_stalled_exporter_costs_one_bounded_wait_then_drops():  # type: ignore
     processor.emit(2)
     processor.emit(3)  # a full batch: the worker takes it and hangs in export
     deadline = time.monotonic() + 5
-    while processor.stats.queued and len(processor._queue) and time.monotonic() < deadline:
+    while processor.stats.queued and len(processor.queue) and time.monotonic() < deadline:
         time.sleep(0.01)  # wait until the worker holds the batch (poll, bounded)
     started = time.monotonic()
     for i in range(4, 200):

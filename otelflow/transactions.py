@@ -29,8 +29,10 @@ The rules:
 - Exit without an exception commits (``CommitMode.LAZY``, the default: the outermost transaction commits
   itself and its children; ``EAGER``: each commits at its own exit; ``OFF``: nothing commits unless
   ``commit()`` is called, the rest is rolled back). Commit order: children, ``on_commit`` hooks, the
-  record write. A commit that cannot finish (a hook raised, a result that is not JSON, the store is
-  down, the timeout passed) rolls back and raises: it is all or nothing.
+  record write, then the task runs' cache entries. A commit that cannot finish (a hook raised, a result
+  that is not JSON, the store is down, the timeout passed) rolls back and raises: it is all or nothing.
+  The record write is now-or-never (:meth:`~otelflow.stores.Store.put`): one that times out cannot land
+  later on a store that resumes, and the rollback revokes it in case it landed before its reply was lost.
 - Exit with an exception rolls back -- every completed task's ``on_rollback`` hooks in reverse order,
   then the children -- and re-raises. A failing hook is logged and recorded on the span; the other
   hooks still run. A child that rolls back rolls back its parent, even when the parent catches the error.
@@ -366,6 +368,7 @@ class Transaction(_PlainContext):
         self._otel_token: Any = None
         self._span_ended = False
         self._wrote = False  # did our commit write the record (False: the key was committed before)?
+        self._unsettled: str | None = None  # a record write that may have landed: taken back if we roll back
         self._closed = False  # finished by commit()/rollback(): no longer the current transaction
         # Work handed over by task runs inside (their cache entries): done at commit, dropped at rollback.
         self._deferred: list[tuple[Callable[[], None], Callable[[], None]]] = []
@@ -676,15 +679,19 @@ class Transaction(_PlainContext):
                 raise self._stage_errors[0]
             for child in self.children:
                 child.commit()
-            deferred, self._deferred = self._deferred, []
-            for commit_step, _ in deferred:
-                commit_step()
             for hook in self.on_commit_hooks:
                 self._run_hook(hook, "commit", raise_errors=True)
             if self.store is not None and self.key is not None and self.write_on_commit:
                 self._write()
             else:
                 self._wrote = True
+            # The commit holds from here: only now the work task runs handed over (their cache entries) is done, so
+            # a commit that fails leaves none of it behind. One at a time: a step that raises leaves the rest to the
+            # rollback (their locks released).
+            while self._deferred:
+                commit_step, _ = self._deferred.pop(0)
+                commit_step()
+            self._unsettled = None
             if self._current_state() is not TransactionState.COMMITTED:
                 self._state = TransactionState.COMMITTED
                 self._event(semconv.EVENT_TRANSACTION_COMMIT)
@@ -715,10 +722,15 @@ class Transaction(_PlainContext):
         # Not read yet (an empty transaction) and no overwrite: write only if absent -- one round trip that
         # also tells whether the key had been committed before.
         if_absent = not self._resolved and not self.overwrite
-        written = self.store.put(_NAMESPACE, self.key, text, if_absent=if_absent, fence=fence, notify=False)
+        # Now or never: if this call fails, the rollback must not be undone by the write landing later (a stalled
+        # Redis runs it when it resumes). Until the call returns, the record may be there: the rollback revokes it.
+        self._unsettled = text
+        written = self.store.put(_NAMESPACE, self.key, text, if_absent=if_absent, fence=fence, notify=False,
+                                 now_or_never=True)
         if written:
             self._wrote = True
         else:
+            self._unsettled = None
             self._resolved = True
             self._state = TransactionState.COMMITTED  # it was committed before: a cache hit
 
@@ -731,6 +743,7 @@ class Transaction(_PlainContext):
             return False
         ok = True
         try:
+            self._revoke_record()  # the reverse of the commit: the record first, then the hooks
             for hook in reversed(self.on_rollback_hooks):
                 ok = self._run_hook(hook, "rollback", raise_errors=False) and ok
             self._state = TransactionState.ROLLED_BACK
@@ -744,6 +757,21 @@ class Transaction(_PlainContext):
             self._state = TransactionState.ROLLED_BACK
             self._finish()
         return ok
+
+    def _revoke_record(self) -> None:
+        """Take back the record of a commit that failed at or after its write (the write may have landed and its
+        reply been lost). Best effort: when the store is unreachable, the write is refused if it lands later, but
+        one that landed before its deadline stays (logged)."""
+        text, self._unsettled = self._unsettled, None
+        if text is None or self.store is None or self.key is None:
+            return
+        try:
+            self.store.revoke(_NAMESPACE, self.key, text)
+        except StoreError as exc:
+            self.logger.warning(
+                "Transaction %r is rolled back, but its record could not be taken back from %s (%s). If the store "
+                "wrote it before the error, the key stays committed: delete it from namespace %r of the store.",
+                self.key, self.store.display_url, exc, _NAMESPACE)
 
     def _run_hook(self, hook: Hook, kind: str, *, raise_errors: bool) -> bool:
         name = _hook_name(hook)

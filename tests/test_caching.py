@@ -333,6 +333,29 @@ def test_a_rolled_back_transaction_stores_no_cache_entry(captured: CapturedTelem
     assert pipeline(False) == "committed" and calls == [7, 7]  # now it hits
 
 
+def test_a_commit_that_fails_stores_no_cache_entry(store_url: str) -> None:
+    # The cache entries of a transaction's task runs are written once nothing in its commit can fail any more:
+    # a commit hook that raises rolls back, and leaves no cached result behind to replay.
+    def broken(txn: Any) -> None:
+        raise RuntimeError("the ledger is closed")
+
+    @flow
+    def pipeline(fail: bool) -> str:
+        try:
+            with transaction() as txn:
+                double(8)
+                if fail:
+                    txn.stage(None, on_commit_hooks=[broken])
+        except RuntimeError:
+            return "rolled back"
+        return "committed"
+
+    assert pipeline(True) == "rolled back"
+    assert list_cache_entries() == []
+    assert pipeline(False) == "committed" and calls == [8, 8]
+    assert [e.task for e in list_cache_entries()] == ["double"]
+
+
 def test_with_options_changes_the_cache_options(captured: CapturedTelemetry) -> None:
     @task
     def plain(x: int) -> int:

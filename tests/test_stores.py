@@ -117,6 +117,21 @@ def test_fenced_write_needs_the_lock(store: Store) -> None:
     assert store.get(space, "k") == "1"
 
 
+def test_now_or_never_writes_and_revoke_takes_back_only_its_own_value(store: Store) -> None:
+    space, name = ns(), ns()
+    assert store.put(space, "k", '"mine"', if_absent=True, notify=False, now_or_never=True)
+    assert store.put(space, "k", '"again"', if_absent=True, notify=False, now_or_never=True) is False
+    store.acquire_lock(name, "me", 30, wait_seconds=0)
+    assert store.put(space, "fenced", "1", fence=(name, "me"), notify=False, now_or_never=True)
+    store.release_lock(name, "me")
+    assert store.revoke(space, "k", '"someone else"') is False  # another value stays
+    assert store.get(space, "k") == '"mine"'
+    assert store.revoke(space, "k", '"mine"') is True
+    assert store.get(space, "k") is None
+    assert store.revoke(space, "k", '"mine"') is False  # safe to repeat
+    assert [item.key for item in store.items(space)] == ["fenced"]
+
+
 def test_watch_wakes_on_a_write_from_another_thread(store: Store) -> None:
     space = ns()
     with store.watch(space) as watch:

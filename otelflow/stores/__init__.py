@@ -175,6 +175,7 @@ class Store(abc.ABC):
         if_absent: bool = False,
         fence: tuple[str, str] | None = None,
         notify: bool = True,
+        now_or_never: bool = False,
     ) -> bool:
         """Store ``value`` (JSON text) under ``key``, in one atomic step; returns True when written.
 
@@ -183,11 +184,29 @@ class Store(abc.ABC):
         raise :class:`LockLost`. ``notify`` (default): wake :meth:`watch` waiters on ``namespace`` and
         keep the key in :meth:`items` write order; ``notify=False`` is a plain record write (one
         ``HSET``/``HSETNX`` on Redis) for namespaces nobody watches, listed after the ordered keys.
+
+        ``now_or_never``: the write takes effect while this call waits for it, or never. A call that
+        raises (a timeout, an unreachable server) may still have written -- if the server ran the write
+        and its reply was lost -- but a write that reaches the server after the call gave up is refused
+        there, and :meth:`revoke` takes back either. For writes whose failure rolls something back
+        (a transaction's commit): Redis can run a command long after the client timed out on it (a
+        stalled server runs what was queued on its sockets when it resumes).
         """
 
     @abc.abstractmethod
     def delete(self, namespace: str, key: str) -> bool:
         """Delete ``key``; True when it existed."""
+
+    @abc.abstractmethod
+    def revoke(self, namespace: str, key: str, value: str) -> bool:
+        """Take back a :meth:`put` of ``value`` under ``key`` whose outcome its caller does not know (the call
+        raised) or no longer wants (a transaction rolling back); True when ``key`` held ``value`` and was deleted.
+
+        Compare-and-delete: ``key`` is deleted only while it holds exactly ``value`` (another writer's value
+        stays). It also settles a ``now_or_never`` put of that value still on its way: on Redis it is refused when
+        it arrives (for a day), so the order in which the two reach the server does not matter. Safe to repeat,
+        and harmless if it itself arrives late.
+        """
 
     @abc.abstractmethod
     def items(self, namespace: str, prefix: str = "") -> list[StoreItem]:

@@ -11,11 +11,25 @@ write is one Lua script (atomic on the server) that also publishes to ``otelflow
 :meth:`~RedisStore.watch` wakes as soon as the value is there -- no polling.
 
 Round trips: ``get``/``put``/``try_lock``/``release_lock`` one each; lock acquire + release = 2.
+
+Now-or-never writes (``put(..., now_or_never=True)``: a transaction's record). A command the client has given up
+on can still run: a server that stalls (SIGSTOP, a long fork, ``CLIENT PAUSE``) runs what was queued on its
+sockets when it resumes, long after the client's ``socket_timeout``. So such a write carries a deadline in the
+server's own clock (``TIME``) and its script refuses to write after it. The deadline is half the socket timeout
+after the write is sent: the client waits at least the whole timeout for the reply, so by the time it gives up
+the server refuses. This process knows the server's clock as a lower bound of ``TIME - time.monotonic()`` taken
+from one ``TIME`` call (reply time counted against it, so the bound errs towards refusing), re-measured once a
+minute and after any connection error or refusal; the other half of the timeout absorbs clock drift and steps.
+:meth:`~RedisStore.revoke` (compare-and-delete) also leaves a marker that refuses the revoked write if it
+arrives later, whatever the clocks say. Needs Redis >= 5 (scripts replicate their effects: a replica or an
+AOF replay applies the write, it does not re-check the deadline).
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import math
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -42,14 +56,40 @@ _PREFIX = "otelflow:"
 _CONNECT_TIMEOUT_S = 5.0
 _SOCKET_TIMEOUT_S = 10.0
 _SUBSCRIBE_TIMEOUT_S = 5.0
+# A now-or-never write must run on the server within this share of the socket timeout after it was sent.
+_DEADLINE_SHARE = 0.5
+# The server clock sample is re-measured after this long (drift between two samples stays far below the margin).
+_CLOCK_MAX_AGE_S = 60.0
+# How long a revoked write stays refused by its marker (the deadline refuses it after that anyway).
+_REVOKED_MARKER_MS = 24 * 3600 * 1000
 
-# KEYS: hash, order zset, sequence, lock key ('' = no fence); ARGV: key, value, if_absent, holder, channel
+# KEYS: hash, lock key ('' = no fence), revoked marker ('' = none)[, order zset, sequence: to notify].
+# ARGV: key, value, if_absent, holder, deadline in µs of the server's TIME ('' = none)[, channel: to notify].
+# The parts for notifying come last and only when used: the commit's record write is the shorter command.
+# Returns 1 written, 0 present already (if_absent), -1 lock lost, -2 past the deadline, -3 revoked.
 _PUT = """
-if KEYS[4] ~= '' and redis.call('GET', KEYS[4]) ~= ARGV[4] then return -1 end
+if ARGV[5] ~= '' then
+  local t = redis.call('TIME')
+  if tonumber(t[1]) * 1000000 + tonumber(t[2]) > tonumber(ARGV[5]) then return -2 end
+  if redis.call('EXISTS', KEYS[3]) == 1 then return -3 end
+end
+if KEYS[2] ~= '' and redis.call('GET', KEYS[2]) ~= ARGV[4] then return -1 end
 if ARGV[3] == '1' and redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then return 0 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-redis.call('ZADD', KEYS[2], redis.call('INCR', KEYS[3]), ARGV[1])
-redis.call('PUBLISH', ARGV[5], ARGV[1])
+if ARGV[6] then
+  redis.call('ZADD', KEYS[4], redis.call('INCR', KEYS[5]), ARGV[1])
+  redis.call('PUBLISH', ARGV[6], ARGV[1])
+end
+return 1
+"""
+# KEYS: hash, order zset, revoked marker; ARGV: key, value, marker lifetime ms, channel.
+# The marker first: a now-or-never put of this value that arrives later is refused.
+_REVOKE = """
+redis.call('SET', KEYS[3], '1', 'PX', ARGV[3])
+if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end
+redis.call('HDEL', KEYS[1], ARGV[1])
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('PUBLISH', ARGV[4], ARGV[1])
 return 1
 """
 # KEYS: hash, order zset; ARGV: key, channel
@@ -167,6 +207,29 @@ def _ms(seconds: float) -> int:
     return max(1, int(seconds * 1000))
 
 
+def _revoked_marker(namespace: str, key: str, value: str) -> str:
+    digest = hashlib.sha1(f"{namespace}\0{key}\0{value}".encode(), usedforsecurity=False).hexdigest()
+    return f"{_PREFIX}revoked:{digest}"
+
+
+class _Script:
+    """A Lua script run with EVALSHA and loaded when the server does not know it (NOSCRIPT): what redis-py's
+    ``register_script`` does, without its per-call pipeline checks (~10 µs a call)."""
+
+    __slots__ = ("_client", "_noscript", "_source", "sha")
+
+    def __init__(self, client: Any, source: str, noscript: type[Exception]) -> None:
+        self._client, self._source, self._noscript = client, source, noscript
+        self.sha = hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest()
+
+    def __call__(self, keys: list[str], args: list[Any]) -> Any:
+        try:
+            return self._client.evalsha(self.sha, len(keys), *keys, *args)
+        except self._noscript:  # a new or restarted server: load it, run it again (same arguments, same deadline)
+            self._client.script_load(self._source)
+            return self._client.evalsha(self.sha, len(keys), *keys, *args)
+
+
 class RedisStore(Store):
     """:class:`~otelflow.stores.Store` on a Redis server (shared by several machines)."""
 
@@ -188,13 +251,21 @@ class RedisStore(Store):
             )
         except ValueError as exc:
             raise StoreError(f"Bad redis store URL {self.display_url!r}: {self._scrub(exc)}") from None
-        self._put = self._client.register_script(_PUT)
-        self._delete = self._client.register_script(_DELETE)
-        self._try_lock = self._client.register_script(_TRY_LOCK)
-        self._renew = self._client.register_script(_RENEW)
-        self._release = self._client.register_script(_RELEASE)
-        self._acquire_slots = self._client.register_script(_ACQUIRE_SLOTS)
-        self._renew_slots = self._client.register_script(_RENEW_SLOTS)
+        noscript = redis.exceptions.NoScriptError
+        self._put = _Script(self._client, _PUT, noscript)
+        self._revoke = _Script(self._client, _REVOKE, noscript)
+        self._delete = _Script(self._client, _DELETE, noscript)
+        self._try_lock = _Script(self._client, _TRY_LOCK, noscript)
+        self._renew = _Script(self._client, _RENEW, noscript)
+        self._release = _Script(self._client, _RELEASE, noscript)
+        self._acquire_slots = _Script(self._client, _ACQUIRE_SLOTS, noscript)
+        self._renew_slots = _Script(self._client, _RENEW_SLOTS, noscript)
+        # The socket timeout in force (a ``?socket_timeout=`` in the URL wins over ours): how long the client waits
+        # for a reply, so what a now-or-never write's deadline is measured against.
+        timeout = self._client.connection_pool.connection_kwargs.get("socket_timeout") or _SOCKET_TIMEOUT_S
+        self._deadline_s = float(timeout) * _DEADLINE_SHARE
+        # (lower bound of the server's TIME minus time.monotonic(), in µs; monotonic time it was measured)
+        self._clock: tuple[float, float] | None = None
 
     def _scrub(self, exc: BaseException) -> str:
         message = str(exc)
@@ -217,6 +288,7 @@ class RedisStore(Store):
         try:
             yield
         except (self._redis.exceptions.ConnectionError, self._redis.exceptions.TimeoutError) as exc:
+            self._clock = None  # the server may be another one, or its clock stepped: measure it again
             raise StoreUnavailable(
                 f"Redis store {self.display_url} is unreachable ({what}): {type(exc).__name__}: {self._scrub(exc)}. "
                 "Check that the server is running and OTELFLOW_STORE_URL is right."
@@ -245,10 +317,11 @@ class RedisStore(Store):
         if_absent: bool = False,
         fence: tuple[str, str] | None = None,
         notify: bool = True,
+        now_or_never: bool = False,
     ) -> bool:
         _check_names(namespace, key)
         hash_key, order_key, channel = self._keys(namespace)
-        if not notify and fence is None:  # a plain record: one command, as cheap as a SET
+        if not notify and fence is None and not now_or_never:  # a plain record: one command, as cheap as a SET
             with self._errors("write"):
                 if if_absent:
                     return bool(self._client.hsetnx(hash_key, key, value))
@@ -256,16 +329,53 @@ class RedisStore(Store):
             return True
         lock_key = f"{_PREFIX}lock:{fence[0]}" if fence else ""
         holder = fence[1] if fence else ""
+        marker = _revoked_marker(namespace, key, value) if now_or_never else ""
         with self._errors("write"):
-            result = int(self._put(
-                keys=[hash_key, order_key, f"{_PREFIX}seq", lock_key],
-                args=[key, value, "1" if if_absent else "0", holder, channel],
-            ))
-        if result < 0 and fence is not None:
+            deadline = ""
+            if now_or_never:
+                offset = self._server_offset_us()
+                # Taken before the send: the client waits at least the whole socket timeout from the send on.
+                deadline = str(math.floor((time.monotonic() + self._deadline_s) * 1e6 + offset))
+            keys = [hash_key, lock_key, marker]
+            args = [key, value, "1" if if_absent else "0", holder, deadline]
+            if notify:
+                keys += (order_key, f"{_PREFIX}seq")
+                args.append(channel)
+            result = int(self._put(keys=keys, args=args))
+        if result >= 0:
+            return result == 1
+        if result == -1 and fence is not None:
             raise LockLost(
                 f"Lock {fence[0]!r} is no longer held by {fence[1]} (its lease expired); nothing was written."
             )
-        return result == 1
+        if result == -2:
+            self._clock = None  # a stale or loose clock sample refuses too early: measure it again next time
+            raise StoreUnavailable(
+                f"Redis store {self.display_url} ran a write more than {self._deadline_s:g}s after it was sent and "
+                "refused it (nothing was written): a write that late may run after its client gave up on it. Check "
+                "the server's load, or raise socket_timeout in the store URL."
+            )
+        reason = "it was revoked (Store.revoke)" if result == -3 else f"reply {result}"
+        raise StoreError(f"Redis store {self.display_url} refused the write of {key!r}: {reason}.")
+
+    def _server_offset_us(self) -> float:
+        """A lower bound of the server's ``TIME`` minus this process's ``time.monotonic()``, in µs: one ``TIME``
+        when there is no sample yet, or it is over a minute old (the reply's delay only lowers the bound)."""
+        clock = self._clock
+        if clock is not None and time.monotonic() - clock[1] < _CLOCK_MAX_AGE_S:
+            return clock[0]
+        reply: Any = self._client.time()
+        received = time.monotonic()
+        offset = int(reply[0]) * 1_000_000 + int(reply[1]) - received * 1e6
+        self._clock = (offset, received)
+        return offset
+
+    def revoke(self, namespace: str, key: str, value: str) -> bool:
+        _check_names(namespace, key)
+        hash_key, order_key, channel = self._keys(namespace)
+        with self._errors("revoke"):
+            return int(self._revoke(keys=[hash_key, order_key, _revoked_marker(namespace, key, value)],
+                                    args=[key, value, _REVOKED_MARKER_MS, channel])) == 1
 
     def delete(self, namespace: str, key: str) -> bool:
         hash_key, order_key, channel = self._keys(namespace)

@@ -100,15 +100,10 @@ def _private_file(path: Path) -> None:
     """Make the store file readable by its owner only before sqlite opens it: it holds variables, artifacts, cache
     entries and run input, which may be secrets. A folder it creates is 0700; a new file 0600 (sqlite gives its
     -wal and -shm files the same mode); an existing file of this user's that others could read is tightened."""
-    if not path.parent.exists():
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        info = os.fstat(fd)
-        if info.st_mode & 0o077 and (not hasattr(os, "getuid") or info.st_uid == os.getuid()):
-            os.fchmod(fd, 0o600)
-    finally:
-        os.close(fd)
+    from otelflow._internal.spool.files import open_private, private_dir
+
+    private_dir(path.parent)
+    os.close(open_private(path, os.O_RDWR))
 
 
 class SqliteStore(Store):
@@ -176,7 +171,10 @@ class SqliteStore(Store):
         if_absent: bool = False,
         fence: tuple[str, str] | None = None,
         notify: bool = True,
+        now_or_never: bool = False,
     ) -> bool:
+        # now_or_never needs nothing here: a sqlite write is done or rolled back by the time the call returns or
+        # raises; nothing is left queued that could land later.
         _check_names(namespace, key)
         sql = _INSERT_IF_ABSENT if if_absent else _INSERT
         conn = self._conn()
@@ -210,6 +208,15 @@ class SqliteStore(Store):
     def delete(self, namespace: str, key: str) -> bool:
         with self._errors("delete"):
             deleted = self._conn().execute("DELETE FROM kv WHERE ns = ? AND key = ?", (namespace, key)).rowcount > 0
+        if deleted:
+            self._notify()
+        return deleted
+
+    def revoke(self, namespace: str, key: str, value: str) -> bool:
+        # Only the compare-and-delete: no sqlite write can arrive after its call gave up (see put).
+        with self._errors("revoke"):
+            deleted = self._conn().execute("DELETE FROM kv WHERE ns = ? AND key = ? AND value = ?",
+                                           (namespace, key, value)).rowcount > 0
         if deleted:
             self._notify()
         return deleted

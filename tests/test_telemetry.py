@@ -381,8 +381,9 @@ def test_protected_multi_processors_report_a_raising_shutdown_or_flush(monkeypat
     from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 
     from otelflow import telemetry
+    from otelflow._internal.export import protection
 
-    monkeypatch.setattr(telemetry, "_processor_errors", {})  # this test's errors stay out of the others' counts
+    monkeypatch.setattr(protection, "_processor_errors", {})  # this test's errors stay out of the others' counts
 
     class BrokenSpans(SpanProcessor):
         def shutdown(self) -> None:
@@ -406,7 +407,7 @@ def test_protected_multi_processors_report_a_raising_shutdown_or_flush(monkeypat
     logger_provider = LoggerProvider(shutdown_on_exit=False)
     logger_provider.add_log_record_processor(BrokenLogs())
     for provider in (tracer_provider, logger_provider):
-        telemetry._protect(provider)
+        protection.protect(provider)
         assert provider.force_flush(1000) is False  # reported, not raised
         provider.shutdown()
     errors = {(e["processor"].rsplit(".", 1)[-1], e["method"]) for e in telemetry.processor_errors()}
@@ -511,7 +512,7 @@ def test_the_otlp_stage_names_the_real_cause_from_the_transport(protocol: str) -
 
 
 def test_the_reachability_check_connects_to_the_endpoint(monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    from otelflow.telemetry import _reachability_check
+    from otelflow._internal.export.build import reachability_check as _reachability_check
 
     for name in ("HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY", "GRPC_PROXY", "https_proxy", "http_proxy", "all_proxy",
                  "grpc_proxy"):

@@ -104,7 +104,7 @@ def _age_cutoff(ctx: click.Context, param: click.Parameter, value: str | None) -
     """``--older-than``: ``30m``/``12h``/``7d`` (or a local date/time) as an epoch-seconds cutoff."""
     if value is None:
         return None
-    from otelflow.cli import _parse_since
+    from otelflow._internal.cli.runs import parse_since as _parse_since
 
     return _parse_since(value) / 1e9
 

@@ -311,3 +311,49 @@ def test_files_under_the_otelflow_home_are_owner_only_whatever_the_umask(tmp_pat
                 seen[key] += 1
     assert stat.S_IMODE((tmp_path / "fresh").stat().st_mode) & 0o077 == 0  # a parent created for it, too
     assert all(seen.values()), seen  # the spool, the outage buffer, the store and results were all checked
+
+
+@pytest.mark.parametrize("collector", ["none (spool)", "down (outage buffer)"])
+def test_a_read_only_home_loses_the_telemetry_with_its_cause_never_the_run(tmp_path: Path, collector: str) -> None:
+    home = tmp_path / "ro"
+    home.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,ro", "tmpfs", str(home)], capture_output=True,
+                          text=True)
+    if done.returncode != 0:
+        pytest.fail(f"cannot mount a read-only tmpfs (the fault tests need root): {done.stderr.strip()}")
+    code = textwrap.dedent(
+        """
+        import json
+        from otelflow import flow, task, get_run_logger, telemetry
+
+        @task
+        def step(x: int) -> int:
+            get_run_logger().info("step %d", x)
+            return x
+
+        @flow
+        def f() -> int:
+            return sum(step(i) for i in range(3))
+
+        print(f())
+        telemetry.flush()
+        print(json.dumps(telemetry.stats()))
+        """
+    )
+    env = {"OTELFLOW_SHUTDOWN_TIMEOUT_SECONDS": "2"}
+    if collector.startswith("down"):
+        with OTLPReceiver() as receiver:
+            env["OTEL_EXPORTER_OTLP_ENDPOINT"] = receiver.endpoint  # stopped below: a collector that is down
+    try:
+        run = subprocess.run([PYTHON, "-c", code], env=subprocess_env(OTELFLOW_HOME=str(home / "home"), **env),
+                             cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    finally:
+        subprocess.run(["umount", "-l", str(home)], check=False)
+    assert run.returncode == 0, run.stderr
+    lines = run.stdout.strip().splitlines()
+    assert lines[0] == "3"
+    for signal in json.loads(lines[1]):
+        assert signal["queued"] > 0 and signal["exported"] == 0 and signal["on_disk"] == 0, signal
+        assert signal["dropped"] == signal["queued"] and signal["unaccounted"] == 0, signal
+        assert "Read-only file system" in signal["drop_cause"], signal
+    assert "Read-only file system" in run.stderr  # the exit report says why

@@ -94,3 +94,25 @@ def test_file_names_are_unique_per_start_not_only_per_pid(tmp_path: Path):  # ty
         assert writer.path is not None
         names.add(writer.path.name)
     assert len(names) == 20
+
+
+def test_a_child_forked_while_the_parent_was_writing_can_write(tmp_path):  # type: ignore[no-untyped-def]
+    """Was: the child inherited the lock held by the parent's export thread at the fork and hung on its first write
+    (a child writes each item through to disk, so this hung the user's code)."""
+    writer = SpoolWriter(tmp_path, "logs")
+    writer.write(LINE)
+    with writer._lock:  # the parent's export thread is mid-write when the program forks
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child reports by its exit status
+            import signal
+
+            signal.alarm(10)  # a hang ends the child with SIGALRM, which the parent sees
+            try:
+                writer.write(LINE)
+                os._exit(0 if writer.path is not None and f"-{os.getpid()}-" in writer.path.name else 3)
+            except BaseException:
+                os._exit(4)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, status
+    writer.close()
+    assert len(sorted(tmp_path.glob("logs-*.jsonl"))) == 2  # the parent's file and the child's own

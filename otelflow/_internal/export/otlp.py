@@ -106,6 +106,7 @@ class OtlpSender:
         self._channel: Any = None
         self._call: Any = None
         self._lock = threading.Lock()
+        self._owner = os.getpid()
         self._closed = False
 
     def _endpoint_from_env(self) -> str:
@@ -158,6 +159,9 @@ class OtlpSender:
 
     # --- gRPC ---------------------------------------------------------------------------------------------------
     def _grpc_call(self) -> Any:
+        if self._owner != os.getpid():
+            # A forked child: the parent's channel (and lock) are the parent's; this process makes its own.
+            self._lock, self._owner, self._channel, self._call = threading.Lock(), os.getpid(), None, None
         with self._lock:
             if self._call is None:
                 import grpc

@@ -85,6 +85,7 @@ class SpoolWriter:
         self.on_rotate: Callable[[Path], None] | None = None
         self.path: Path | None = None  # the file being written, once opened
         self._lock = threading.Lock()
+        self._owner = os.getpid()  # a forked child makes its own lock: the parent's may have been held at the fork
         self._fd: int | None = None
         self._size = 0  # where the next line begins: the end of the last whole line
         self._key: tuple[str, int] | None = None
@@ -138,6 +139,8 @@ class SpoolWriter:
         Raises OSError (nothing of the line is left in the file) when the disk refuses it.
         """
         data = line.encode("utf-8") + b"\n"
+        if self._owner != os.getpid():
+            self.forget_after_fork()
         with self._lock:
             fd = self._open()
             start = self._size
@@ -161,7 +164,13 @@ class SpoolWriter:
         return self._size
 
     def forget_after_fork(self) -> None:
-        """In a forked child: drop the parent's file (its descriptor copy only); the next write opens our own."""
+        """In a forked child: drop the parent's file (its descriptor copy only); the next write opens our own.
+
+        Also a new lock: a thread of the parent may have held the old one at the fork, and no thread of this
+        process would ever release it.
+        """
+        self._lock = threading.Lock()
+        self._owner = os.getpid()
         with contextlib.suppress(OSError):
             if self._fd is not None:
                 os.close(self._fd)  # the parent's flock stays: it is held by the parent's descriptor too

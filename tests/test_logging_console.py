@@ -256,3 +256,26 @@ def test_console_lines_are_written_in_batches_warnings_at_once(settings_env, mon
     assert seen_after_warning[0] >= 201  # the warning (and everything before it) was written at once
     assert len(fake.writes) < 20  # 200+ lines, a handful of writes: not one system call per record
     assert any("Finished in state" in line for line in lines)  # the flow's end writes what is pending
+
+
+def test_a_child_forked_while_the_console_flusher_held_its_lock_can_log() -> None:
+    """Was: the child inherited the console's lock held by the parent's flusher thread and hung on its first line."""
+    import os
+    import signal
+
+    from otelflow.logging.handlers import ConsoleHandler
+
+    handler = ConsoleHandler("console", 1000)
+    record = logging.LogRecord("otelflow", logging.INFO, __file__, 1, "hello %s", ("child",), None)
+    with handler._wake:  # the flusher is between two waits when the program forks
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child reports by its exit status
+            signal.alarm(10)
+            try:
+                handler.emit(record)
+                handler.flush()
+                os._exit(0)
+            except BaseException:
+                os._exit(4)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, status

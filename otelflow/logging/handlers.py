@@ -216,6 +216,15 @@ class ConsoleHandler(logging.StreamHandler):  # type: ignore[type-arg]
         self._wake = threading.Condition(threading.Lock())
         self._flusher: threading.Thread | None = None
 
+    def _at_fork_reinit(self) -> None:
+        # logging calls this in a forked child. The flusher thread is gone and may have held _wake at the fork; the
+        # pending lines are the parent's to write (writing them here too would print them twice).
+        super()._at_fork_reinit()  # type: ignore[misc]
+        self._wake = threading.Condition(threading.Lock())
+        self._flusher = None
+        self._pending = []
+        self._pending_bytes = 0
+
     def emit(self, record: logging.LogRecord) -> None:
         """Format the record and queue its line (written at once for warnings and worse)."""
         try:

@@ -62,6 +62,7 @@ class _State:
     processors: list[Any] = field(default_factory=list)  # our BatchProcessors, for flush/stats
     owned: list[Any] = field(default_factory=list)  # providers we built (we shut them down)
     reshippers: list[Any] = field(default_factory=list)  # background re-send of earlier processes' buffers
+    reship: dict[str, str] = field(default_factory=dict)  # signal -> OTLP protocol, for buffers left by others
     description: str = ""
 
 
@@ -189,6 +190,7 @@ def _build() -> _State:
     if state.logger_provider is not None:
         protect(state.logger_provider)
 
+    state.reship = reship
     if reship:
         from otelflow.settings import get_settings
 
@@ -298,10 +300,34 @@ def shutdown(timeout_seconds: float | None = None) -> None:
         # Earlier processes' buffers: a re-send under way may finish within the same bound, unless the collector
         # is down (then it is only waiting out its exporter's retries; the next process resumes it).
         reshipper.finish(0.05 if collector_down else max(0.0, deadline - time.monotonic()))
+    if not collector_down:
+        _ship_what_children_left(state, deadline)
     for item in (p.describe() for p in state.processors):
         line = _exit_report(item)
         if line:
             print(line, file=sys.stderr)
+
+
+def _ship_what_children_left(state: _State, deadline: float) -> None:
+    """At exit, send what child processes (Pool workers ended by ``terminate()``...) left in the outage buffer.
+
+    A child writes each item to the buffer as it is made; one that ends before its sender sent them leaves them
+    there, in files no process holds any more. The parent sends them now, within the exit's time budget (the rest
+    waits for the next process, or ``otelflow spool ship``). Not in a child: its parent does it.
+    """
+    import multiprocessing
+    import time
+
+    if not state.reship or any(p.write_through for p in state.processors) or multiprocessing.parent_process():
+        return
+    from otelflow.settings import get_settings
+
+    buffer_dir = get_settings().buffer_dir
+    signals = [s for s in state.reship if any(buffer_dir.glob(f"{s}-*.jsonl"))] if buffer_dir.is_dir() else []
+    shippers = [build.Reshipper(signal, state.reship[signal], buffer_dir).start() for signal in signals]
+    for shipper in shippers:
+        shipper.finish(max(0.0, deadline - time.monotonic()))
+    state.reshippers.extend(shippers)
 
 
 def _exit_report(item: dict[str, Any]) -> str | None:

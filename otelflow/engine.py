@@ -20,6 +20,7 @@ even if one of them fails, so a run can never leave its span current or its cont
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import functools
 import inspect
@@ -213,6 +214,7 @@ class _Run:
     otel_token: Any = None  # the token of the OTel context made current for the run
     run_ctx: Any = None  # the flow/task run context entered for the run
     cache: Any = None  # the run's cache work (a CacheRun) when its task caches and persists results
+    forked = False  # this process is a fork of the one running the run (os.fork() in its body): the run is the parent's
 
     def __init__(
         self,
@@ -261,8 +263,12 @@ class _Run:
                                   else self._look_up())
                     result = (yield _CALL_STEP) if cached is _MISS else cached
                 except Exception as exc:
+                    if self.forked:
+                        raise  # to the handler below, which leaves the run to its process
                     outcome: Any = exc
                 else:
+                    if self.forked:  # the body returned in a forked child
+                        return self._leave_in_fork(undo, result)
                     if type(result) in _SCALARS:
                         # The common case, fast: a plain value is a Completed state (nothing to resolve or
                         # aggregate).
@@ -298,6 +304,8 @@ class _Run:
                 # outlives them, and the final state below accounts for them.
                 yield (_BLOCKING, self._close_task_runner)
         except BaseException as exc:
+            if self.forked:  # the body raised (sys.exit() included) in a forked child
+                return self._leave_in_fork(undo, None, exc)
             self._crash(exc)
         final = self._settle_final()
         hooks = self._final_hooks(final)
@@ -708,11 +716,14 @@ class _Run:
         final = self.final
         assert final is not None
         span = self.span
-        if self.kind == "task":
-            self._log_final()
         # Claiming the run (atomic under the GIL) decides who ends its span: this thread, or a termination
         # signal that already ended it Crashed from the main thread.
         owned = _open_runs.pop(id(self), None) is not None
+        if not owned and self.forked:  # a forked child came back from a hook or another step of the parent's run
+            self._leave_contexts_in_fork(undo)
+            return
+        if self.kind == "task":
+            self._log_final()
         if owned and span.is_recording():
             span.set_attribute(semconv.RUN_STATE, final.name)
             if self.run.run_count > 1:
@@ -744,6 +755,35 @@ class _Run:
                 console.flush_console()
         if error is not None and self.reraise is None:
             self.reraise = error
+
+    def _leave_in_fork(self, undo: list[Callable[[], object]], value: Any, exc: BaseException | None = None,
+                       ) -> State[Any]:
+        """The body came back in a forked child: hand the caller what it gave, recording nothing.
+
+        The run belongs to the process that started it, which records it (its state, log lines and span); the child
+        has only a copy of its stack. Here nothing of the run is done: no state, log line, hook, retry, result,
+        cache entry, commit or span end; the parent's locks and concurrency slots are not released, and its task
+        runs in flight are not waited for (their threads were not copied: the wait would never end). Only the run's
+        contexts are left. An exception (``SystemExit`` included) is re-raised, a return value returned.
+        """
+        self._leave_contexts_in_fork(undo)
+        if exc is not None:
+            self.reraise = exc
+            return Crashed(data=exc, message="Left in a forked child process.")
+        self.return_value = value
+        return State(StateType.COMPLETED, data=value)
+
+    def _leave_contexts_in_fork(self, undo: list[Callable[[], object]]) -> None:
+        """Leave the run's contexts (tags, print capture, run context, OTel context) and undo nothing else."""
+        exits = (TagsContext.__exit__, _print_as_log().__exit__)
+        steps = [step for step in reversed(undo) if getattr(step, "__func__", None) in exits]
+        if self.run_ctx is not None:
+            steps.append(self.run_ctx.__exit__)
+        if self.otel_token is not None:
+            steps.append(functools.partial(otel_context.detach, self.otel_token))
+        for step in steps:
+            with contextlib.suppress(Exception):  # a context left out of order: the others are still left
+                step()
 
     # result for the caller ---------------------------------------------------------------------------------
     def outcome(self, state: State[Any], return_type: ReturnType) -> Any:
@@ -880,10 +920,16 @@ _watcher_lock = threading.Lock()
 
 
 def _after_fork_in_child() -> None:
-    # A forked child has none of its parent's runs open, and no watcher thread.
-    global _watcher
+    # A forked child has none of its parent's runs open, and no watcher thread. The runs open at fork are the parent's:
+    # the copies of them on the forking thread's stack are marked, so that they end here without a trace
+    # (_Run._leave_in_fork), whether the child leaves their bodies by sys.exit(), an exception or a return.
+    # The lock is new too: another thread may have held it at fork (a task run starting), and it would stay held here.
+    global _watcher, _watcher_lock
+    for run in _open_runs.values():
+        run.forked = True
     _open_runs.clear()
     _watcher = None
+    _watcher_lock = threading.Lock()
 
 
 if hasattr(os, "register_at_fork"):

@@ -193,6 +193,15 @@ class OTelRunLogHandler(LoggingHandler):
         return attributes, context, event_name
 
 
+def _in_child_process() -> bool:
+    """True in a process started by ``multiprocessing`` (a Pool worker), whatever its start method."""
+    module = sys.modules.get("multiprocessing")
+    try:
+        return module is not None and module.parent_process() is not None
+    except Exception:
+        return False
+
+
 class ConsoleHandler(logging.StreamHandler):  # type: ignore[type-arg]
     """Run logs on stderr (the formatter is built on the first record, so idle setups import nothing).
 
@@ -215,6 +224,9 @@ class ConsoleHandler(logging.StreamHandler):  # type: ignore[type-arg]
         self._pending_bytes = 0
         self._wake = threading.Condition(threading.Lock())
         self._flusher: threading.Thread | None = None
+        # In a child process (a Pool worker, os.fork) each line is written at once: the child may end by os._exit
+        # or Pool.terminate(), with no exit hook to write what is pending.
+        self._immediate = _in_child_process()
 
     def _at_fork_reinit(self) -> None:
         # logging calls this in a forked child. The flusher thread is gone and may have held _wake at the fork; the
@@ -224,6 +236,7 @@ class ConsoleHandler(logging.StreamHandler):  # type: ignore[type-arg]
         self._flusher = None
         self._pending = []
         self._pending_bytes = 0
+        self._immediate = True
 
     def emit(self, record: logging.LogRecord) -> None:
         """Format the record and queue its line (written at once for warnings and worse)."""
@@ -235,7 +248,7 @@ class ConsoleHandler(logging.StreamHandler):  # type: ignore[type-arg]
         with self._wake:
             self._pending.append(line)
             self._pending_bytes += len(line)
-            if record.levelno >= logging.WARNING or self._pending_bytes >= self.FLUSH_BYTES:
+            if record.levelno >= logging.WARNING or self._pending_bytes >= self.FLUSH_BYTES or self._immediate:
                 self._write_pending()
                 return
             if self._flusher is None or not self._flusher.is_alive():

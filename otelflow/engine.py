@@ -291,12 +291,14 @@ class _Run:
                     self._fail(outcome)
                 elif delay > 0:
                     yield (_SLEEP, delay)
-            if self.cache is not None:
-                self.cache.finish(self.final, run)
+            committed = True
             if (self.kind == "task" and obj.on_commit_hooks and self.txn is None and self.final is not None
                     and self.final.type is StateType.COMPLETED and (self.cache is None or not self.cache.hit)):
-                # Prefect commits every task run's own transaction: its on_commit hooks run with no enclosing one too.
-                _commit_alone(obj, self.cache.key if self.cache is not None else None)
+                # Prefect commits every task run's own transaction: its on_commit hooks run with no enclosing one
+                # too, before its record is written (a hook that fails rolls it back: nothing is cached).
+                committed = _commit_alone(obj, self.cache.key if self.cache is not None else None)
+            if self.cache is not None:
+                self.cache.finish(self.final if committed else None, run)
             if self.kind == "flow" and run.persist_result:
                 persist_flow_result(obj, self.final, self.span, _run_logger())
             if self.runner_open:
@@ -817,9 +819,10 @@ def _limited_tags(tags: list[str]) -> list[str]:
 _limited_tags_fn: Callable[[list[str]], list[str]] | None = None
 
 
-def _commit_alone(task: Any, key: str | None) -> None:
+def _commit_alone(task: Any, key: str | None) -> bool:
     """A task run's commit outside any transaction: its ``on_commit`` hooks with a transaction of its own (its cache
-    key, if any), as Prefect does; a failing hook rolls it back (its ``on_rollback`` hooks run). Never raises."""
+    key, if any), as Prefect does; a failing hook rolls it back (its ``on_rollback`` hooks run) and returns False.
+    Never raises."""
     from otelflow.transactions import Transaction
 
     logger = _run_logger()
@@ -831,7 +834,8 @@ def _commit_alone(task: Any, key: str | None) -> None:
             logger.error("An error was encountered while committing transaction %r", key, exc_info=True)
             for undo in reversed(task.on_rollback_hooks):
                 txn._run_hook(undo, "rollback", raise_errors=False)
-            return
+            return False
+    return True
 
 
 def _failure_type(outcome: Any) -> str:

@@ -470,6 +470,24 @@ def test_on_commit_hooks_run_for_each_fresh_run_even_outside_a_transaction(captu
     assert "An error was encountered while committing transaction None" in bodies
 
 
+def test_a_commit_hook_that_fails_outside_a_transaction_caches_nothing(captured: CapturedTelemetry) -> None:
+    """As in Prefect, a task run's own commit runs its on_commit hooks before writing its record: a hook that fails
+    rolls the commit back, and the next run with the same inputs runs again instead of replaying it."""
+    calls: list[int] = []
+
+    @task(cache_policy=INPUTS, on_commit=[lambda txn: 1 / 0])
+    def once(x: int) -> int:
+        calls.append(x)
+        return x
+
+    @flow
+    def pipeline() -> list[str]:
+        return [once(3, return_state=True).name, once(3, return_state=True).name]
+
+    assert pipeline() == ["Completed", "Completed"]
+    assert calls == [3, 3]
+
+
 def test_a_key_cached_in_one_result_storage_is_not_a_hit_in_another(tmp_path: Path) -> None:
     @task(cache_policy=INPUTS, result_storage=str(tmp_path / "a"))
     def in_a(x: int) -> str:

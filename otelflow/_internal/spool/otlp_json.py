@@ -316,6 +316,14 @@ def _hex_id(value: Any, length: int) -> str:
     raise ValueError(f"not a {length}-hex id: {str(value)[:40]!r}")
 
 
+def _objects(container: Any, field: str) -> list[dict[str, Any]]:
+    """``container[field]``: a list of JSON objects (missing or null is empty); raises TypeError otherwise."""
+    values = container.get(field) or []
+    if type(values) is not list or any(type(value) is not dict for value in values):
+        raise TypeError(f"{field} is not a list of objects")
+    return values
+
+
 def iter_items(line: bytes | str, signal: str) -> Iterator[tuple[Any, Any, Any]]:
     """``(resource block, scope block, item)`` for each item of one line; raises one of :data:`BAD_LINE`.
 
@@ -325,24 +333,9 @@ def iter_items(line: bytes | str, signal: str) -> Iterator[tuple[Any, Any, Any]]
     request = json.loads(line)
     if type(request) is not dict:
         raise TypeError("a line is not a JSON object")
-    blocks = request.get(outer, [])
-    if type(blocks) is not list:
-        raise TypeError(f"{outer} is not a list")
-    for block in blocks:
-        if type(block) is not dict:
-            raise TypeError(f"an item of {outer} is not an object")
-        scopes = block.get(inner) or []
-        if type(scopes) is not list:
-            raise TypeError(f"{inner} is not a list")
-        for scope_block in scopes:
-            if type(scope_block) is not dict:
-                raise TypeError(f"an item of {inner} is not an object")
-            items = scope_block.get(leaf) or []
-            if type(items) is not list:
-                raise TypeError(f"{leaf} is not a list")
-            for item in items:
-                if type(item) is not dict:
-                    raise TypeError(f"a {leaf} item is not an object")
+    for block in _objects(request, outer):
+        for scope_block in _objects(block, inner):
+            for item in _objects(scope_block, leaf):
                 yield block, scope_block, item
 
 

@@ -1,11 +1,12 @@
 """The outage buffer: export batches the collector could not take, kept on disk until it can.
 
-Batches are written as OTLP/JSON lines (the spool format, :mod:`otelflow._internal.spool.writer`) to this process's
-own files under ``$OTELFLOW_HOME/buffer``, held under an exclusive ``flock`` while the process lives. The
-export worker re-sends them oldest first (:meth:`OutageBuffer.peek` / :meth:`OutageBuffer.commit`) when the
-collector answers again; progress goes to the same ``.shipped`` sidecars :mod:`otelflow._internal.export.ship`
-uses, so what this process leaves behind is re-sent by the next process that exports over OTLP (or by
-``otelflow spool ship``), from where this one stopped.
+Batches are written as OTLP/JSON lines (the spool format: :mod:`otelflow._internal.spool.otlp_json`, written
+whole or not at all by :mod:`otelflow._internal.spool.writer`) to this process's own files under
+``$OTELFLOW_HOME/buffer``, held under an exclusive ``flock`` while the process lives. The export worker re-sends
+them oldest first (:meth:`OutageBuffer.peek` / :meth:`OutageBuffer.commit`) when the collector answers again;
+progress goes to the same ``.shipped`` sidecars :mod:`otelflow._internal.export.ship` uses, so what this process
+leaves behind is re-sent by the next process that exports over OTLP (or by ``otelflow spool ship``), from where
+this one stopped.
 
 The buffer is bounded (``OTELFLOW_BUFFER_MAX_BYTES``): beyond it the oldest lines are dropped and counted.
 Re-sending joins consecutive lines into one request (up to a batch's items and ``resend_bytes``): an outage of

@@ -1,22 +1,22 @@
 """Shipping OTLP/JSON lines (the spool and outage-buffer format) to a collector.
 
-Each line is one OTLP/JSON export request written by :func:`otelflow._internal.spool.writer.encode_spans` /
-:func:`~otelflow._internal.spool.writer.encode_logs`. :func:`decode_spans` / :func:`decode_logs` turn a line back
-into the SDK objects the OTLP exporters take (``ReadableSpan``, ``ReadableLogRecord``), so that
-``encode(decode(line)) == line``; :func:`ship_directory` sends a folder of such files through an exporter,
-oldest first, line by line.
+Each line is one OTLP/JSON export request (the codec: :mod:`otelflow._internal.spool.otlp_json`, which turns a
+line back into the SDK objects the OTLP exporters take, so that ``encode(decode(line)) == line``).
+:func:`ship_directory` sends a folder of such files through an exporter (or the OTLP stage), oldest first,
+line by line.
 
 Progress is durable: after each line is delivered, the byte offset of the next one is written (atomically)
 to a ``<file>.shipped`` sidecar, so a ship that is interrupted resumes where it stopped and a crash between
 a delivery and its bookkeeping resends at most that one line. A file another process holds an exclusive
-``flock`` on (a live process's outage buffer, or another ship) is skipped. Malformed lines and a partial
-last line (a crashed writer) are skipped and counted, never sent.
+``flock`` on (a live process's outage buffer, or another ship) is skipped. A partial last line (a crashed
+writer) is never read; a line that does not decode is never sent, counted, and keeps its file from deletion
+(it is renamed ``.damaged``). Recording progress on a full disk stops the ship with a clean error.
 
 Example (what ``otelflow spool ship --endpoint URL`` does)::
 
-    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from otelflow._internal.export.otlp import OtlpSender
     result = ship_directory(Path("~/.otelflow/spool").expanduser(), "traces",
-                            OTLPSpanExporter(endpoint="http://collector:4318/v1/traces"))
+                            OtlpSender("traces", "http", endpoint="http://collector:4318/v1/traces"))
     print(result.items_sent, result.failed)
 """
 

@@ -104,12 +104,13 @@ def exporter(signal: str, kind: str) -> tuple[Any, Any, str, dict[str, Any]]:
         buffer_dir = settings.buffer_dir
         options["buffer"] = OutageBuffer(buffer_dir, signal, encode, max_bytes=settings.buffer_max_bytes)
 
-        def on_unhealthy(cause: str) -> None:
-            print(
-                f"otelflow: {signal}: the collector is not taking telemetry ({cause}); keeping it on disk in "
-                f"{buffer_dir} and re-sending it when the collector is back.",
-                file=sys.stderr,
-            )
+        def on_unhealthy(cause: str, disk_refusal: str | None) -> None:
+            if disk_refusal is None:
+                then = f"keeping it on disk in {buffer_dir} and re-sending it when the collector is back."
+            else:
+                then = (f"the outage buffer cannot keep it either ({disk_refusal}): what neither takes is "
+                        "dropped, counted.")
+            print(f"otelflow: {signal}: the collector is not taking telemetry ({cause}); {then}", file=sys.stderr)
 
         options["on_unhealthy"] = on_unhealthy
         options["reachable"] = reachability_check(signal, chosen)

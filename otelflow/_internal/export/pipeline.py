@@ -95,8 +95,8 @@ class BatchProcessor(Generic[T]):
     ``export`` returns True on success, False (or raises, :class:`ExportError` to give the cause) on failure.
     ``buffer`` (an :class:`~otelflow._internal.export.outage.OutageBuffer`) chooses the outage route (a sender
     thread, the on-disk buffer, probes and back-off from ``retry_initial_seconds`` to ``retry_max_seconds``,
-    ``on_unhealthy(cause)`` said once, ``reachable()`` a quick check before a probe); without it the direct
-    route is used. ``split(batch) -> [batch, ...]`` keeps requests under the receiver's size limit.
+    ``on_unhealthy(cause, disk_refusal)`` said once, ``reachable()`` a quick check before a probe); without it
+    the direct route is used. ``split(batch) -> [batch, ...]`` keeps requests under the receiver's size limit.
     """
 
     def __init__(
@@ -113,7 +113,7 @@ class BatchProcessor(Generic[T]):
         split: Callable[[list[T]], list[list[T]]] | None = None,
         retry_initial_seconds: float = 1.0,
         retry_max_seconds: float = 5.0,
-        on_unhealthy: Callable[[str], None] | None = None,
+        on_unhealthy: Callable[[str, str | None], None] | None = None,
         reachable: Callable[[], str | None] | None = None,
     ) -> None:
         from otelflow._internal.export.routes import DirectRoute, OutageRoute

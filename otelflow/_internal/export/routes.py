@@ -201,7 +201,7 @@ class OutageRoute(Generic[T]):
         *,
         retry_initial: float,
         retry_max: float,
-        on_unhealthy: Callable[[str], None] | None,
+        on_unhealthy: Callable[[str, str | None], None] | None,
         reachable: Callable[[], str | None] | None,
     ) -> None:
         self.host = host
@@ -440,6 +440,7 @@ class OutageRoute(Generic[T]):
             self.link = Link.DOWN
             self._next_probe = time.monotonic() + self._backoff
             self._backoff = min(self._retry_max, self._backoff * 2)
+        refused = None
         if not job.from_buffer:
             with host.cond:
                 self._inflight = job  # parked at the head of the buffer, where it belongs
@@ -452,7 +453,7 @@ class OutageRoute(Generic[T]):
         if not self._reported_down and self._on_unhealthy is not None:
             self._reported_down = True
             with contextlib.suppress(Exception):
-                self._on_unhealthy(error)
+                self._on_unhealthy(error, refused)
 
     # --- the disk -------------------------------------------------------------------------------------------
     def _park_inflight(self) -> str | None:

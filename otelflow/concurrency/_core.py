@@ -172,6 +172,28 @@ def acquire_steps(
     return held
 
 
+def wait_sync(steps: Generator[float, None, Held | None]) -> Held | None:
+    """Drive :func:`acquire_steps` on this thread: sleep each wait it asks for; return what it holds."""
+    try:
+        while True:
+            time.sleep(next(steps))
+    except StopIteration as done:
+        result: Held | None = done.value
+        return result
+
+
+async def wait_async(steps: Generator[float, None, Held | None]) -> Held | None:
+    """Drive :func:`acquire_steps` on the event loop: ``await`` each wait it asks for; return what it holds."""
+    import asyncio
+
+    try:
+        while True:
+            await asyncio.sleep(next(steps))
+    except StopIteration as done:
+        result: Held | None = done.value
+        return result
+
+
 def release(held: Held | None) -> bool:
     """Stop renewing and give the slots back; False when the lease had been lost meanwhile."""
     if held is None:

@@ -15,19 +15,18 @@ Waiting sleeps with ``asyncio.sleep`` (the loop stays free); each attempt is one
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncGenerator, Generator
+from collections.abc import AsyncGenerator
 from contextlib import asynccontextmanager
 from typing import Any
 
 from otelflow.concurrency._core import (
     AcquireConcurrencySlotTimeoutError,
     ConcurrencySlotAcquisitionError,
-    Held,
     acquire_steps,
     holder_id,
     normalize_names,
     release,
+    wait_async,
 )
 from otelflow.stores import Store
 
@@ -37,15 +36,6 @@ __all__ = [
     "concurrency",
     "rate_limit",
 ]
-
-
-async def _run(steps: Generator[float, None, Held | None]) -> Held | None:
-    try:
-        while True:
-            await asyncio.sleep(next(steps))
-    except StopIteration as done:
-        result: Held | None = done.value
-        return result
 
 
 @asynccontextmanager
@@ -66,7 +56,7 @@ async def concurrency(
     if not wanted:
         yield
         return
-    held = await _run(acquire_steps(wanted, occupy, mode="concurrency", timeout_seconds=timeout_seconds,
+    held = await wait_async(acquire_steps(wanted, occupy, mode="concurrency", timeout_seconds=timeout_seconds,
                                     max_retries=max_retries, lease_seconds=lease_duration, strict=strict,
                                     holder=holder_id(holder), store=store))
     kept = True
@@ -91,5 +81,5 @@ async def rate_limit(
     wanted = normalize_names(names)
     if not wanted:
         return
-    await _run(acquire_steps(wanted, occupy, mode="rate_limit", timeout_seconds=timeout_seconds, max_retries=None,
+    await wait_async(acquire_steps(wanted, occupy, mode="rate_limit", timeout_seconds=timeout_seconds, max_retries=None,
                              lease_seconds=1.0, strict=strict, holder=holder_id(None), store=store))

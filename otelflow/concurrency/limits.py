@@ -22,12 +22,12 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Generator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from otelflow.concurrency._core import GCL_NAMESPACE, acquire_steps, release
+from otelflow.concurrency._core import GCL_NAMESPACE, Held, acquire_steps, release, wait_async, wait_sync
 from otelflow.stores import Store, get_store
 
 __all__ = [
@@ -327,6 +327,13 @@ def limited_tags(tags: list[str] | tuple[str, ...] | set[str] | frozenset[str],
     return _tag_names(tags, get_store(store)) if tags else []
 
 
+def _tag_steps(names: list[str], holder: str, lease_duration: float, timeout_seconds: float | None,
+               store: Store) -> Generator[float, None, Held | None]:
+    """One slot on each limited tag of a task run (a missing limit is no error: it was removed meanwhile)."""
+    return acquire_steps(names, 1, mode="concurrency", timeout_seconds=timeout_seconds, max_retries=None,
+                         lease_seconds=lease_duration, strict=False, holder=holder, store=store, log_missing=False)
+
+
 @contextmanager
 def acquire_tag_slots(tags: list[str] | tuple[str, ...] | set[str] | frozenset[str], holder: str, *,
                       lease_duration: float = 300, timeout_seconds: float | None = None,
@@ -341,14 +348,7 @@ def acquire_tag_slots(tags: list[str] | tuple[str, ...] | set[str] | frozenset[s
     if not names:
         yield
         return
-    steps = acquire_steps(names, 1, mode="concurrency", timeout_seconds=timeout_seconds, max_retries=None,
-                          lease_seconds=lease_duration, strict=False, holder=holder, store=resolved,
-                          log_missing=False)
-    try:
-        while True:
-            time.sleep(next(steps))
-    except StopIteration as done:
-        held = done.value
+    held = wait_sync(_tag_steps(names, holder, lease_duration, timeout_seconds, resolved))
     try:
         yield
     finally:
@@ -360,21 +360,12 @@ async def aacquire_tag_slots(tags: list[str] | tuple[str, ...] | set[str] | froz
                              lease_duration: float = 300, timeout_seconds: float | None = None,
                              store: Store | str | None = None) -> AsyncIterator[None]:
     """``async with`` form of :func:`acquire_tag_slots`."""
-    import asyncio
-
     resolved = get_store(store)
     names = _tag_names(tags, resolved)
     if not names:
         yield
         return
-    steps = acquire_steps(names, 1, mode="concurrency", timeout_seconds=timeout_seconds, max_retries=None,
-                          lease_seconds=lease_duration, strict=False, holder=holder, store=resolved,
-                          log_missing=False)
-    try:
-        while True:
-            await asyncio.sleep(next(steps))
-    except StopIteration as done:
-        held = done.value
+    held = await wait_async(_tag_steps(names, holder, lease_duration, timeout_seconds, resolved))
     try:
         yield
     finally:

@@ -15,31 +15,21 @@ Create the limits first: ``otelflow gcl create database --limit 3`` (or :mod:`ot
 
 from __future__ import annotations
 
-import time
 from collections.abc import Generator
 from contextlib import contextmanager
 from typing import Any
 
 from otelflow.concurrency._core import (
     ConcurrencySlotAcquisitionError,
-    Held,
     acquire_steps,
     holder_id,
     normalize_names,
     release,
+    wait_sync,
 )
 from otelflow.stores import Store
 
 __all__ = ["concurrency", "rate_limit"]
-
-
-def _run(steps: Generator[float, None, Held | None]) -> Held | None:
-    try:
-        while True:
-            time.sleep(next(steps))
-    except StopIteration as done:
-        result: Held | None = done.value
-        return result
 
 
 @contextmanager
@@ -82,7 +72,7 @@ def concurrency(
     if not wanted:
         yield
         return
-    held = _run(acquire_steps(wanted, occupy, mode="concurrency", timeout_seconds=timeout_seconds,
+    held = wait_sync(acquire_steps(wanted, occupy, mode="concurrency", timeout_seconds=timeout_seconds,
                               max_retries=max_retries, lease_seconds=lease_duration, strict=strict,
                               holder=holder_id(holder), store=store))
     kept = True
@@ -110,6 +100,6 @@ def rate_limit(
     wanted = normalize_names(names)
     if not wanted:
         return
-    _run(acquire_steps(wanted, occupy, mode="rate_limit", timeout_seconds=timeout_seconds, max_retries=None,
+    wait_sync(acquire_steps(wanted, occupy, mode="rate_limit", timeout_seconds=timeout_seconds, max_retries=None,
                        lease_seconds=1.0, strict=strict, holder=holder_id(None), store=store,
                        log_missing=True))

@@ -512,7 +512,12 @@ def test_the_otlp_stage_names_the_real_cause_from_the_transport(protocol: str) -
 
 
 def test_the_reachability_check_connects_to_the_endpoint(monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    from otelflow._internal.export.build import reachability_check as _reachability_check
+    from collections.abc import Callable
+
+    from otelflow._internal.export.otlp import OtlpSender
+
+    def _reachability_check(signal: str, protocol: str) -> Callable[[], str | None] | None:
+        return OtlpSender(signal, "grpc" if protocol == "grpc" else "http").reachability_check()
 
     for name in ("HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY", "GRPC_PROXY", "https_proxy", "http_proxy", "all_proxy",
                  "grpc_proxy"):

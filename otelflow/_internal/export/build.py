@@ -12,10 +12,10 @@ import contextlib
 import os
 import sys
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["Reshipper", "batch", "exporter", "log_processor", "protocol", "reachability_check", "span_processor"]
+__all__ = ["Reshipper", "batch", "exporter", "log_processor", "protocol", "span_processor"]
 
 
 def _env(name: str) -> str:
@@ -113,50 +113,9 @@ def exporter(signal: str, kind: str) -> tuple[Any, Any, str, dict[str, Any]]:
             print(f"otelflow: {signal}: the collector is not taking telemetry ({cause}); {then}", file=sys.stderr)
 
         options["on_unhealthy"] = on_unhealthy
-        options["reachable"] = reachability_check(signal, chosen)
+        options["reachable"] = sender.reachability_check()
         description += f" (outage buffer {buffer_dir})"
     return export, sender.shutdown, description, options
-
-
-_PROXY_VARIABLES = ("https_proxy", "http_proxy", "all_proxy", "grpc_proxy")
-
-
-def reachability_check(signal: str, protocol: str) -> Callable[[], str | None] | None:
-    """A TCP connect to the collector's host and port: None when it answers, else why not.
-
-    Made before the first export and before each probe while the collector looks down. None (no check) where a
-    TCP connect to the endpoint would not tell: a proxy in between, or a Unix socket.
-    """
-    import socket
-    import urllib.parse
-
-    if any(_env(name) or _env(name.upper()) for name in _PROXY_VARIABLES):
-        return None
-    grpc = protocol == "grpc"
-    endpoint = (_env(f"OTEL_EXPORTER_OTLP_{signal.upper()}_ENDPOINT") or _env("OTEL_EXPORTER_OTLP_ENDPOINT")
-                or ("http://localhost:4317" if grpc else "http://localhost:4318"))
-    try:
-        parts = urllib.parse.urlsplit(endpoint if "://" in endpoint else f"http://{endpoint}")
-        host, port = parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)
-    except ValueError:
-        return None
-    if parts.scheme not in ("http", "https") or not host:
-        return None
-
-    def check() -> str | None:
-        try:
-            socket.create_connection((host, port), timeout=1.0).close()
-        except ConnectionRefusedError:
-            return "connection refused"
-        except TimeoutError:
-            return "collector did not answer in time"
-        except socket.gaierror:
-            return "collector unavailable (name or service not known)"
-        except OSError as exc:
-            return f"collector unavailable ({exc.strerror or exc})"
-        return None
-
-    return check
 
 
 class Reshipper:

@@ -19,7 +19,7 @@ import os
 import threading
 import urllib.parse
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from otelflow._internal.export.pipeline import ExportError
@@ -27,6 +27,7 @@ from otelflow._internal.export.pipeline import ExportError
 __all__ = ["OtlpSender", "cause_of"]
 
 _PATHS = {"traces": "/v1/traces", "logs": "/v1/logs"}
+_PROXY_VARIABLES = ("https_proxy", "http_proxy", "all_proxy", "grpc_proxy")
 
 
 def _env(signal: str, name: str) -> str:
@@ -117,6 +118,34 @@ class OtlpSender:
         if self.grpc:
             return generic or "http://localhost:4317"
         return (generic or "http://localhost:4318").rstrip("/") + _PATHS[self.signal]
+
+    def reachability_check(self) -> Callable[[], str | None] | None:
+        """A TCP connect to the collector's host and port: None when it answers, else why not (:func:`cause_of`).
+
+        The pipeline makes it before the first export and before each probe while the collector is down. None (no
+        check) where a TCP connect to the endpoint would not tell: a proxy in between, or a Unix socket.
+        """
+        import socket
+
+        if any(os.environ.get(name, "").strip() or os.environ.get(name.upper(), "").strip()
+               for name in _PROXY_VARIABLES):
+            return None
+        try:
+            parts = urllib.parse.urlsplit(self.endpoint if "://" in self.endpoint else f"http://{self.endpoint}")
+            host, port = parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)
+        except ValueError:
+            return None
+        if parts.scheme not in ("http", "https") or not host:
+            return None
+
+        def check() -> str | None:
+            try:
+                socket.create_connection((host, port), timeout=1.0).close()
+            except OSError as exc:
+                return cause_of(exc)
+            return None
+
+        return check
 
     def export(self, batch: Sequence[Any]) -> bool:
         """Send one request; True when the collector accepted it."""

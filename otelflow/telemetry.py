@@ -313,12 +313,12 @@ def _ship_what_children_left(state: _State, deadline: float) -> None:
 
     A child writes each item to the buffer as it is made; one that ends before its sender sent them leaves them
     there, in files no process holds any more. The parent sends them now, within the exit's time budget (the rest
-    waits for the next process, or ``otelflow spool ship``). Not in a child: its parent does it.
+    waits for the next process, or ``otelflow spool ship``). Not in a child (a process whose pipeline writes
+    through, forked or started by ``multiprocessing``): its parent does it.
     """
-    import multiprocessing
     import time
 
-    if not state.reship or any(p.write_through for p in state.processors) or multiprocessing.parent_process():
+    if not state.reship or any(p.write_through for p in state.processors):
         return
     from otelflow.settings import get_settings
 

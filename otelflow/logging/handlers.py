@@ -193,15 +193,6 @@ class OTelRunLogHandler(LoggingHandler):
         return attributes, context, event_name
 
 
-def _in_child_process() -> bool:
-    """True in a process started by ``multiprocessing`` (a Pool worker), whatever its start method."""
-    module = sys.modules.get("multiprocessing")
-    try:
-        return module is not None and module.parent_process() is not None
-    except Exception:
-        return False
-
-
 class ConsoleHandler(logging.StreamHandler):  # type: ignore[type-arg]
     """Run logs on stderr (the formatter is built on the first record, so idle setups import nothing).
 
@@ -226,7 +217,9 @@ class ConsoleHandler(logging.StreamHandler):  # type: ignore[type-arg]
         self._flusher: threading.Thread | None = None
         # In a child process (a Pool worker, os.fork) each line is written at once: the child may end by os._exit
         # or Pool.terminate(), with no exit hook to write what is pending.
-        self._immediate = _in_child_process()
+        from otelflow._internal.export.pipeline import in_multiprocessing_child
+
+        self._immediate = in_multiprocessing_child()
 
     def _at_fork_reinit(self) -> None:
         # logging calls this in a forked child. The flusher thread is gone and may have held _wake at the fork; the

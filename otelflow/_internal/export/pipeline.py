@@ -37,7 +37,7 @@ from opentelemetry.context import _SUPPRESS_INSTRUMENTATION_KEY, attach, detach,
 if TYPE_CHECKING:
     from otelflow._internal.export.routes import Route
 
-__all__ = ["BatchProcessor", "ExportError", "Phase", "ProcessorStats"]
+__all__ = ["BatchProcessor", "ExportError", "Phase", "ProcessorStats", "in_multiprocessing_child"]
 
 T = TypeVar("T")
 
@@ -78,7 +78,7 @@ class ProcessorStats:
     drop_cause: str | None = None  # the first cause of a drop
 
 
-def _is_multiprocessing_child() -> bool:
+def in_multiprocessing_child() -> bool:
     """True in a process started by ``multiprocessing`` (a Pool worker, a Process), whatever its start method."""
     module = sys.modules.get("multiprocessing")
     if module is None:
@@ -155,7 +155,7 @@ class BatchProcessor(Generic[T]):
             old_route.after_fork()  # the parent's batches on disk stay the parent's
         # A child process may end by os._exit, Pool.terminate's SIGTERM or SIGKILL, with no exit hook: each item
         # goes to disk as it is produced (see emit).
-        self.write_through = forked or _is_multiprocessing_child()
+        self.write_through = forked or in_multiprocessing_child()
         self.stats = ProcessorStats(self.signal)
         self.queue: collections.deque[T] = collections.deque()
         self.front: collections.deque[list[T]] = collections.deque()  # halves of a too-large batch, first

@@ -27,6 +27,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
+from otelflow._internal.export.pipeline import Phase
+
 if TYPE_CHECKING:
     from otelflow._internal.export.pipeline import BatchProcessor
 
@@ -263,8 +265,6 @@ class OutageRoute(Generic[T]):
                 host.cond.notify_all()
 
     def _sender_done(self) -> bool:
-        from otelflow._internal.export.pipeline import Phase
-
         return self.host.phase is not Phase.RUNNING and not self.host.worker_alive
 
     def _unreachable(self) -> str | None:
@@ -302,8 +302,6 @@ class OutageRoute(Generic[T]):
         return timeout
 
     def wait_busy(self) -> None:
-        from otelflow._internal.export.pipeline import Phase
-
         host = self.host
         inflight = self._inflight
         if host.phase is not Phase.RUNNING:

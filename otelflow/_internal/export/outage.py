@@ -170,7 +170,7 @@ class OutageBuffer:
 
     @_locked
     def commit(self) -> int:
-        """The batches last peeked were delivered: forget them (durably). Returns their item count on disk.
+        """The batches last peeked were delivered: forget them (on disk too). Returns their item count on disk.
 
         Lines among them dropped meanwhile to stay in bounds are gone already (``inflight_dropped``).
         """
@@ -185,7 +185,7 @@ class OutageBuffer:
             last = line
             self._peeked -= 1
         if last is not None:
-            self._advance(last)  # one durable progress write per file, not per line (each is an fsync)
+            self._advance(last)  # one progress write per file, not per line
         self._peeked = self.inflight_dropped = 0
         return delivered
 

@@ -5,9 +5,11 @@ line back into the SDK objects the OTLP exporters take, so that ``encode(decode(
 :func:`ship_directory` sends a folder of such files through an exporter (or the OTLP stage), oldest first,
 line by line.
 
-Progress is durable: after each line is delivered, the byte offset of the next one is written (atomically)
-to a ``<file>.shipped`` sidecar, so a ship that is interrupted resumes where it stopped and a crash between
-a delivery and its bookkeeping resends at most that one line. A file another process holds an exclusive
+Progress is recorded at once: after each line is delivered, the byte offset of the next one is written
+(atomically: a temp file renamed) to a ``<file>.shipped`` sidecar, so a ship that is interrupted resumes where it
+stopped. No fsync: a process killed after the write has it on disk all the same, and the write is quick, which
+keeps the window between a delivery and its record (where a kill means that line is sent again) small; a machine
+crash can lose the latest record, and then lines are sent again, never lost. A file another process holds an exclusive
 ``flock`` on (a live process's outage buffer, or another ship) is skipped. A partial last line (a crashed
 writer) is never read; a line that does not decode is never sent, counted, and keeps its file from deletion
 (it is renamed ``.damaged``). Recording progress on a full disk stops the ship with a clean error.
@@ -74,7 +76,7 @@ def _read_sidecar(path: Path) -> tuple[int, int]:
 
 
 def write_progress(path: Path, offset: int, skipped: int = 0) -> None:
-    """Record durably that ``path`` is shipped up to byte ``offset`` (write to a temp file, then rename).
+    """Record that ``path`` is shipped up to byte ``offset`` (write to a temp file, then rename; see the module).
 
     ``skipped``: lines of the file found unreadable so far (a file that had some is kept, see
     :func:`ship_directory`). Raises OSError (a full or read-only disk) with nothing left behind.
@@ -87,7 +89,6 @@ def write_progress(path: Path, offset: int, skipped: int = 0) -> None:
             data = (f"{offset} {skipped}" if skipped else str(offset)).encode("ascii")
             if os.write(fd, data) != len(data):
                 raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-            os.fsync(fd)
         finally:
             os.close(fd)
         os.replace(temp, target)

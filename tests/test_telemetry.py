@@ -540,3 +540,39 @@ def test_the_reachability_check_connects_to_the_endpoint(monkeypatch) -> None:  
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", f"http://127.0.0.1:{_closed_port()}")
     monkeypatch.setenv("HTTPS_PROXY", "http://proxy.invalid:3128")
     assert _reachability_check("traces", "http/protobuf") is None  # the proxy, not the collector, would answer
+
+
+def test_what_a_collector_says_in_a_failure_reaches_stderr_as_text() -> None:
+    """A reason phrase is the server's text: its escape sequences are shown, never sent to the terminal."""
+    import http.server
+    import threading
+
+    from opentelemetry.sdk.trace import TracerProvider
+
+    from otelflow._internal.export.otlp import OtlpSender
+    from otelflow._internal.export.pipeline import ExportError
+
+    class Hostile(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            self.send_response(503, "Busy\x1b]0;pwned\x07\x1b[2J")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Hostile)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        with TracerProvider().get_tracer("t").start_as_current_span("s") as span:
+            pass
+        sender = OtlpSender("traces", "http", endpoint=f"http://127.0.0.1:{server.server_port}/v1/traces", timeout=5)
+        with pytest.raises(ExportError) as failed:
+            sender.export([span])
+        sender.shutdown()
+    finally:
+        server.shutdown()
+    assert "\x1b" not in failed.value.cause and "\x07" not in failed.value.cause
+    assert failed.value.cause.startswith("collector answered HTTP 503 Busy\\x1b]0;pwned\\x07")

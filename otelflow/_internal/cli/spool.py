@@ -9,6 +9,7 @@ import click
 
 from otelflow._internal.cli.runs import home_option, spool_dir
 from otelflow._internal.cli.support import fail as _fail
+from otelflow._internal.cli.support import shown
 
 __all__ = ["spool_group"]
 
@@ -37,7 +38,7 @@ def spool_prune(home: str | None, days: float, dry_run: bool) -> None:
     doomed = [p for p in sorted(folder.glob("*.jsonl")) if p.stat().st_mtime < cutoff] if folder.is_dir() else []
     freed = sum(p.stat().st_size for p in doomed)
     for path in doomed:
-        click.echo(f"{'would delete' if dry_run else 'deleted'} {path.name}")
+        click.echo(f"{'would delete' if dry_run else 'deleted'} {shown(path.name)}")
         if not dry_run:
             path.unlink(missing_ok=True)
             # its `spool ship` progress file goes with it
@@ -123,7 +124,8 @@ def spool_ship(home: str | None, endpoint: str, protocol: str, header_values: tu
     spans, records = sent("spool", "traces"), sent("spool", "logs")
     skipped = sum(r.lines_skipped for r in totals.values())
     busy = sum(r.files_locked for r in totals.values())
-    click.echo(f"shipped {spans} span(s) and {records} log record(s) from {folder} to {endpoint} ({protocol}).")
+    click.echo(f"shipped {spans} span(s) and {records} log record(s) from {folder} to {shown(endpoint)} "
+               f"({shown(protocol)}).")
     buffered = sent("buffer", "traces") + sent("buffer", "logs")
     if buffered:
         click.echo(f"shipped {buffered} item(s) from the outage buffer {buffer}.")
@@ -131,9 +133,9 @@ def spool_ship(home: str | None, endpoint: str, protocol: str, header_values: tu
     if skipped:
         click.echo(f"otelflow: warning: skipped {skipped} unreadable line(s) (not sent).", err=True)
     if damaged:
-        names = ", ".join(str(path) for path in damaged)
+        names = ", ".join(shown(path) for path in damaged)
         click.echo(f"otelflow: warning: kept {len(damaged)} file(s) holding them, for inspection: {names}", err=True)
     if busy:
         click.echo(f"{busy} file(s) in use by another process (or another ship) were left for later.")
     if failed:
-        _fail(f"Stopped: {failed}. Nothing was lost: run `otelflow spool ship` again to resume from there.")
+        _fail(f"Stopped: {shown(failed)}. Nothing was lost: run `otelflow spool ship` again to resume from there.")

@@ -59,6 +59,15 @@ def _chain(exc: BaseException) -> list[BaseException]:
     return seen
 
 
+def _safe(text: str) -> str:
+    """What a server or an exception says, as text for stderr: its control characters escaped (it is untrusted)."""
+    if text.isprintable():
+        return text
+    from otelflow._internal.cli.support import terminal_safe  # the failure path only: click is not imported otherwise
+
+    return terminal_safe(text)
+
+
 def cause_of(exc: BaseException) -> str:
     """A short cause for a transport exception: "connection refused", "collector did not answer in time"..."""
     chain = _chain(exc)
@@ -75,7 +84,7 @@ def cause_of(exc: BaseException) -> str:
     for item in chain:
         if isinstance(item, OSError) and item.strerror:
             return f"collector unavailable ({item.strerror})"
-    return f"{type(exc).__name__}: {str(exc)[:200]}"
+    return f"{type(exc).__name__}: {_safe(str(exc)[:200])}"
 
 
 class OtlpSender:
@@ -184,7 +193,7 @@ class OtlpSender:
         status = response.status_code
         if status == 413:
             raise ExportError("message too large", too_large=True)
-        raise ExportError(f"collector answered HTTP {status} {response.reason or ''}".rstrip())
+        raise ExportError(f"collector answered HTTP {status} {_safe(str(response.reason or ''))[:200]}".rstrip())
 
     # --- gRPC ---------------------------------------------------------------------------------------------------
     def _grpc_call(self) -> Any:
@@ -244,7 +253,7 @@ class OtlpSender:
                 refused = "refused" in details.lower()
                 raise ExportError("connection refused" if refused else "collector unavailable") from None
             name = code.name if code is not None else "UNKNOWN"
-            raise ExportError(f"collector answered gRPC {name}: {details[:200]}") from None
+            raise ExportError(f"collector answered gRPC {name}: {_safe(details[:200])}") from None
         return True
 
     def shutdown(self) -> None:

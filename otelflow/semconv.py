@@ -6,6 +6,8 @@ are checked against the names defined here (and against telemetry captured from 
 
 from __future__ import annotations
 
+import re
+import unicodedata
 from typing import Final
 
 __all__ = [
@@ -127,7 +129,7 @@ TASK_CACHED: Final = _k("task.cached")  # True when the run returned a cached or
 # Span links from a task run to the runs that produced its inputs (Prefect: prefect.input.name / .type).
 INPUT_NAME: Final = _k("input.name")
 INPUT_TYPE: Final = _k("input.type")
-# An early zero-duration record of a running run's span (a child of it), superseded by the real span.
+# An early (1 µs) record of a running run's span (a child of it), superseded by the real span.
 SPAN_PENDING: Final = _k("span.pending")
 PENDING_PARENT_SPAN_ID: Final = _k("pending.parent_span_id")
 
@@ -269,12 +271,162 @@ METRIC_RUNS: Final = _k("runs")
 METRIC_RUNS_UNIT: Final = "{run}"
 
 
-def loki_name(attribute_key: str) -> str:
-    """The name Loki's native OTLP ingestion gives an attribute (structured metadata / label).
+# --- names in the backends ---------------------------------------------------------------------------
+# Both backends name things with github.com/prometheus/otlptranslator v1.0.0 (tag commit 57de713e8b6c): Loki 3.7.x
+# requires it (go.mod of every v3.7.0..v3.7.6 tag and of the release-3.7.x branch at 2e1f7f28df98), and so does the
+# Collector's `prometheus` exporter of contrib v0.158.0 (exporter/prometheusexporter/go.mod, tag commit
+# 821a9d9c2c16). Label names and metric names follow different rules there, hence two helpers.
+_ASCII_ALNUM: Final = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
+_ASCII_DIGITS: Final = frozenset("0123456789")
+_METRIC_NAME_CHARS: Final = _ASCII_ALNUM | {":"}
+# Go's unicode.IsSpace, which strings.TrimSpace trims: Latin-1 \t \n \v \f \r space NEL NBSP, and above Latin-1
+# the White_Space characters (those of categories Zs, Zl and Zp). Python's str.strip() also trims U+001C..U+001F.
+_GO_LATIN1_SPACE: Final = frozenset("\t\n\v\f\r \x85\xa0")
+_UNIT_SUFFIXES: Final = {  # otlptranslator metric_namer.go unitMap; "1" is dimensionless: no suffix
+    "d": "days",
+    "h": "hours",
+    "min": "minutes",
+    "s": "seconds",
+    "ms": "milliseconds",
+    "us": "microseconds",
+    "ns": "nanoseconds",
+    "By": "bytes",
+    "KiBy": "kibibytes",
+    "MiBy": "mebibytes",
+    "GiBy": "gibibytes",
+    "TiBy": "tibibytes",
+    "KBy": "kilobytes",
+    "MBy": "megabytes",
+    "GBy": "gigabytes",
+    "TBy": "terabytes",
+    "m": "meters",
+    "V": "volts",
+    "A": "amperes",
+    "J": "joules",
+    "W": "watts",
+    "g": "grams",
+    "Cel": "celsius",
+    "Hz": "hertz",
+    "1": "",
+    "%": "percent",
+}
+_PER_UNIT_SUFFIXES: Final = {  # otlptranslator metric_namer.go perUnitMap (the unit after "/")
+    "s": "second",
+    "m": "minute",
+    "h": "hour",
+    "d": "day",
+    "w": "week",
+    "mo": "month",
+    "y": "year",
+}
 
-    Loki replaces every character that is not ``[a-zA-Z0-9_]`` with ``_``.
+
+def _one_underscore_per_run(text: str, keep: frozenset[str]) -> str:
+    """``text`` with each run of characters not in ``keep`` (``_`` included) replaced by a single ``_``."""
+    out: list[str] = []
+    for char in text:
+        if char in keep:
+            out.append(char)
+        elif not out or out[-1] != "_":
+            out.append("_")
+    return "".join(out)
+
+
+def loki_name(attribute_key: str) -> str:
+    """The name Loki's native OTLP ingestion gives an attribute (index label or structured metadata).
+
+    Loki 3.7.x (``pkg/loghttp/push/otlp.go``, ``attributeToLabels``; the distributor applies the same function
+    again to every structured metadata name) calls ``otlptranslator.LabelNamer{}.Build`` -- the zero value: no
+    UTF-8 names, no ``key`` prefix for a leading ``_``, runs of ``_`` collapsed -- of
+    github.com/prometheus/otlptranslator v1.0.0 (``label_namer.go``, ``strconv.go`` ``sanitizeLabelName``).
+    No Loki setting changes it: ``limits_config.otlp_config`` only chooses index label, structured metadata or
+    drop. The rules:
+
+    - every run of characters other than the ASCII letters and digits -- ``_`` itself included, and any
+      non-ASCII letter or digit (``é``, ``字``, ``²``) -- becomes one ``_``: ``label.name__with&&special##chars``
+      -> ``label_name_with_special_chars``, ``otelflow.parameter.a__b`` -> ``otelflow_parameter_a_b``. A leading
+      or trailing run stays as one ``_`` (``trailing_underscores___`` -> ``trailing_underscores_``);
+    - a key of at least 4 characters that starts and ends with ``__`` is "reserved": its inside is cleaned as
+      above and the ``__`` kept on both sides (``__reserved__label__name__`` -> ``__reserved_label_name__``);
+      ``__name`` is not reserved and becomes ``_name``;
+    - a name that then starts with a digit gets ``key_`` in front (``123label`` -> ``key_123label``); one
+      that starts with ``_`` keeps it (``_label`` -> ``_label``);
+    - an empty key, or one whose name would be underscores only (``__``, ``ようこそ``, ``..``), is an error,
+      and Loki answers the whole push request with 400: this function raises :class:`ValueError` for it.
+
+    Map-valued attributes are flattened by Loki first: ``parent_child`` (the parent's name, ``_``, the child
+    key), then named by these rules.
     """
-    return "".join(c if (c.isascii() and (c.isalnum() or c == "_")) else "_" for c in attribute_key)
+    if not attribute_key:
+        raise ValueError("Loki rejects an empty attribute name (otlptranslator: label name is empty)")
+    if len(attribute_key) >= 4 and attribute_key.startswith("__") and attribute_key.endswith("__"):
+        name = "__" + _one_underscore_per_run(attribute_key[2:-2], _ASCII_ALNUM) + "__"
+    else:
+        name = _one_underscore_per_run(attribute_key, _ASCII_ALNUM)
+    if name[0] in _ASCII_DIGITS:
+        name = "key_" + name
+    if not name.strip("_"):
+        raise ValueError(f"Loki rejects attribute {attribute_key!r}: its name would be {name!r}, underscores only")
+    return name
+
+
+def _go_trim_space(text: str) -> str:
+    def space(char: str) -> bool:
+        return char in _GO_LATIN1_SPACE or (char > "\xff" and unicodedata.category(char) in ("Zs", "Zl", "Zp"))
+
+    start, end = 0, len(text)
+    while start < end and space(text[start]):
+        start += 1
+    while end > start and space(text[end - 1]):
+        end -= 1
+    return text[start:end]
+
+
+def _unit_tokens(unit: str) -> tuple[str, str]:
+    """The main and the "per" unit suffix of an OTel unit (``By/s`` -> ``bytes``, ``per_second``), cleaned."""
+    main_unit, slash, per_unit = unit.partition("/")
+    main = _go_trim_space(main_unit)
+    main = "" if not main or "{" in main or "}" in main else _UNIT_SUFFIXES.get(main, main)
+    per = ""
+    if slash and per_unit:
+        per_unit = _go_trim_space(per_unit)
+        if per_unit and "{" not in per_unit and "}" not in per_unit:
+            per = _PER_UNIT_SUFFIXES.get(per_unit, per_unit)
+        if per:
+            per = "per_" + per
+
+    def clean(suffix: str) -> str:  # invalid characters to "_", runs of "_" to one, then no leading "_"
+        return _one_underscore_per_run(suffix, _METRIC_NAME_CHARS).removeprefix("_")
+
+    return clean(main), clean(per)
+
+
+def _prometheus_metric_name(metric_name: str, unit: str, *, counter: bool) -> str:
+    """otlptranslator v1.0.0 ``MetricNamer{WithMetricSuffixes: true}.Build`` without a namespace, UTF-8 off.
+
+    ``metric_namer.go`` ``normalizeName`` and ``unit_namer.go`` ``buildUnitSuffixes`` / ``cleanUpUnit``.
+    """
+    tokens = [t for t in re.split(r"[^a-zA-Z0-9:]", metric_name) if t]
+    main, per = _unit_tokens(unit)
+    if main in tokens:
+        main = ""
+    if per == "per_":
+        per = ""
+    else:
+        per = per.removesuffix("_")
+        if per in tokens:
+            per = ""
+    if per:
+        main = main.removesuffix("_")
+    tokens += [suffix for suffix in (main, per) if suffix]
+    if counter:
+        tokens = [t for t in tokens if t != "total"] + ["total"]
+    name = "_".join(tokens)
+    if not name.strip("_"):
+        raise ValueError(f"the Prometheus exporter cannot name metric {metric_name!r} (the name would be empty)")
+    if name[0] in _ASCII_DIGITS:
+        name = "_" + name
+    return name
 
 
 def prometheus_name(metric_name: str, unit: str, *, counter: bool = False) -> str:
@@ -282,13 +434,26 @@ def prometheus_name(metric_name: str, unit: str, *, counter: bool = False) -> st
 
     ``otelflow.run.duration`` (unit ``s``, histogram) -> ``otelflow_run_duration_seconds``
     (series ``_bucket``/``_sum``/``_count``); ``otelflow.runs`` (counter) -> ``otelflow_runs_total``.
-    Units in braces (``{run}``) are annotations and add no suffix.
+
+    The exporter (opentelemetry-collector-contrib v0.158.0, exporter/prometheusexporter/collector.go, with
+    ``translation_strategy: UnderscoreEscapingWithSuffixes`` and no ``namespace``) names metrics with
+    ``otlptranslator.MetricNamer{WithMetricSuffixes: true}`` of github.com/prometheus/otlptranslator v1.0.0
+    (``metric_namer.go`` ``normalizeName``, ``unit_namer.go``), whose rules are not the label rules of
+    :func:`loki_name`:
+
+    - the name is split on every character other than ASCII letters, digits and ``:`` (``_`` included) and
+      the non-empty pieces joined with ``_``: runs collapse, leading and trailing ones vanish, and colons stay
+      (``metric@@##$$name`` -> ``metric_name``; ``a:b`` -> ``a:b``, where a label would be ``a_b``);
+    - the unit adds a suffix unless the name already has it as a piece: ``s`` -> ``seconds``, ``By`` -> ``bytes``,
+      ``ms``, ``h``, ``%`` -> ``percent``...; ``X/Y`` adds ``X``'s and ``per_Y`` (``By/s`` ->
+      ``bytes_per_second``); ``1`` and units in braces (``{run}``, ``By/{req}``) add nothing; an unknown unit
+      is itself the suffix, cleaned like the name (``unit@with#special/chars`` ->
+      ``unit_with_special_per_chars``);
+    - ``counter=True`` (a monotonic sum) moves any ``total`` piece to the end, or adds ``_total``;
+    - a name that starts with a digit gets ``_`` in front (``123metric`` -> ``_123metric``; a label: ``key_``);
+    - a name with nothing left is an error: :class:`ValueError`.
+
+    ``counter=False`` is any other kind but a gauge: histograms, summaries, non-monotonic sums. (A gauge of
+    unit ``1`` would also get ``_ratio``; otelflow defines no gauge.)
     """
-    base = loki_name(metric_name)
-    units = {"s": "seconds", "ms": "milliseconds", "By": "bytes", "1": "ratio"}
-    suffix = "" if unit.startswith("{") else units.get(unit, unit)
-    if suffix and not base.endswith(f"_{suffix}"):
-        base = f"{base}_{suffix}"
-    if counter:
-        base = f"{base}_total"
-    return base
+    return _prometheus_metric_name(metric_name, unit, counter=counter)

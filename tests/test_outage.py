@@ -326,3 +326,46 @@ def test_a_dead_collector_never_makes_the_flow_wait_and_exit_is_bounded(tmp_path
     assert "connection refused" in proc.stderr  # the cause is reported at exit, once per signal
     # The exit bound is a deadline the user sets, so only a clock can check it (3 s, plus interpreter start).
     assert total - float(json.loads(flow_line)["flow_s"]) < 3 + 4, total
+
+
+FLUSH_AFTER_BURST = textwrap.dedent(
+    """
+    import json, sys
+    from otelflow import flow, task, telemetry
+
+    @task
+    def step(i: int) -> int:
+        return i
+
+    @flow
+    def burst(n: int) -> int:
+        return sum(step(i) for i in range(n))
+
+    burst(int(sys.argv[1]))
+    flushed = telemetry.flush(timeout_seconds=120)
+    print(json.dumps({"flushed": flushed, "stats": telemetry.stats()}), flush=True)
+    """
+)
+
+
+def test_a_burst_spilled_to_disk_while_the_collector_is_up_goes_out_with_the_flush(tmp_path):  # type: ignore[no-untyped-def]
+    """A flow faster than its exporter spills batches to disk (queue half full); flush() sends them, not just stores.
+
+    Issue 24's 20,000-task flow through the real Collector: flush() returned with 13,324 spans on disk and the
+    collector up, so Jaeger had a third of the trace until some later process re-sent the rest.
+    """
+    with OTLPReceiver() as receiver:
+        proc = subprocess.run(
+            [PYTHON, "-c", FLUSH_AFTER_BURST, "3000"],
+            env=flow_env(tmp_path, receiver.endpoint, OTEL_BSP_MAX_QUEUE_SIZE="256",
+                         OTEL_BSP_MAX_EXPORT_BATCH_SIZE="32", OTEL_BLRP_MAX_QUEUE_SIZE="256",
+                         OTEL_BLRP_MAX_EXPORT_BATCH_SIZE="32"),
+            capture_output=True, text=True, timeout=300, cwd=REPO_ROOT,
+        )
+        assert proc.returncode == 0, proc.stderr
+        report = json.loads(proc.stdout.strip().splitlines()[-1])
+        traces = next(s for s in report["stats"] if s["signal"] == "traces")
+        assert traces["buffered"] > 0, traces  # the burst did spill: the case under test happened
+        assert report["flushed"] is True, traces
+        assert traces["on_disk"] == 0 and traces["exported"] == traces["queued"] == 3002, traces
+        assert unique(receiver.spans(include_pending=True), "span_id") == 3002

@@ -300,8 +300,9 @@ class BatchProcessor(Generic[T]):
     def force_flush(self, timeout_seconds: float = 30.0) -> bool:
         """Export everything queued so far; True if it was all delivered within the timeout.
 
-        With an outage buffer, items the collector could not take are written to disk and the flush returns
-        False once they are there (not after the timeout).
+        With an outage buffer, items the collector could not take (it is down) are written to disk and the flush
+        returns False once they are there (not after the timeout). Items a burst spilled to disk while the
+        collector is up are sent before the flush returns.
         """
         if self._pid != os.getpid():
             return True

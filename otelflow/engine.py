@@ -958,13 +958,19 @@ def _watch_pending() -> None:
         time.sleep(max(0.05, wait))
 
 
+# How long a pending record lasts. Not zero: Jaeger flags a span whose end is not after its start
+# ("Negative duration detected", a @jaeger@warnings tag on the span; internal/jptrace/sanitizer of
+# Jaeger v1.75.0 / v2.12.0).
+PENDING_RECORD_NS = 1_000
+
+
 def _emit_pending(span: trace.Span, name: str, attrs: dict[str, Any], start_ns: int) -> None:
-    """Export an early, zero-duration record of a run's span, so a long or killed run is visible while it runs.
+    """Export an early, 1 µs record of a run's span, so a long or killed run is visible while it runs.
 
     As Logfire does: a child of the real span (its own span id, same name and run attributes, marked
-    ``otelflow.span.pending``), starting and ending when the run started. The real span, exported when the
-    run ends, supersedes it: ``otelflow show`` hides a pending record whose parent span exists, and the
-    Collector keeps pending records out of the run metrics.
+    ``otelflow.span.pending``), starting when the run started. The real span, exported when the run ends,
+    supersedes it: ``otelflow show`` hides a pending record whose parent span exists, and the Collector
+    keeps pending records out of the run metrics.
     """
     if not span.is_recording():
         return
@@ -976,7 +982,7 @@ def _emit_pending(span: trace.Span, name: str, attrs: dict[str, Any], start_ns: 
     pending = telemetry.get_tracer().start_span(
         name, context=trace.set_span_in_context(span), attributes=pending_attrs, start_time=start_ns
     )
-    pending.end(end_time=start_ns)
+    pending.end(end_time=start_ns + PENDING_RECORD_NS)
 
 
 def _print_as_log() -> Any:

@@ -14,7 +14,7 @@ Rules, in order:
    - no endpoint: the embedded default, OTLP-JSON lines in ``$OTELFLOW_HOME/spool`` (read by
      ``otelflow show`` and by the Collector's ``otlpjsonfile`` receiver).
 
-otelflow emits no metrics itself: run metrics are derived from the spans in the Collector (``spanmetrics``).
+otelflow emits no metrics itself: run metrics are derived from the spans in the Collector (``span_metrics``).
 
 Exporters are imported only when chosen. Export never blocks a run for long (see
 :mod:`otelflow._internal.export.pipeline`), requests are split under the receiver's size limit, and the flush at

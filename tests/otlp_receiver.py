@@ -245,7 +245,7 @@ class _OTLPStore:
         return [s for s in self._all_spans() if include_pending or not s.attributes.get("otelflow.span.pending")]
 
     def pending_spans(self) -> list[ReceivedSpan]:
-        """The early zero-duration records of runs that had started (``otelflow.span.pending``)."""
+        """The early (1 µs) records of runs that had started (``otelflow.span.pending``)."""
         return [s for s in self._all_spans() if s.attributes.get("otelflow.span.pending")]
 
     def _all_spans(self) -> list[ReceivedSpan]:
@@ -384,7 +384,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         store = self.server.store
         body = self._read_body()  # always drain the body, or keep-alive breaks
-        signal = _HTTP_SIGNALS.get(self.path.split("?", 1)[0])
+        path = self.path.split("?", 1)[0]
+        prefix = self.server.path_prefix
+        signal = _HTTP_SIGNALS.get(path[len(prefix) :]) if path.startswith(prefix) else None
         if signal is None:
             self._reply(404)
             return
@@ -415,13 +417,18 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 class _Server(http.server.ThreadingHTTPServer):
     daemon_threads = True
     store: _OTLPStore
+    path_prefix: str
 
 
 class OTLPReceiver(_OTLPStore):
-    """OTLP/HTTP receiver on ``127.0.0.1:<free port>``; ``endpoint`` is the base URL (no ``/v1/...``)."""
+    """OTLP/HTTP receiver on ``127.0.0.1:<free port>``; ``endpoint`` is the base URL (no ``/v1/...``).
 
-    def __init__(self) -> None:
+    ``path_prefix`` serves the signals under a prefix, as Loki does (``/otlp`` -> ``/otlp/v1/logs``).
+    """
+
+    def __init__(self, path_prefix: str = "") -> None:
         super().__init__()
+        self.path_prefix = path_prefix.rstrip("/")
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -430,12 +437,13 @@ class OTLPReceiver(_OTLPStore):
         """``http://127.0.0.1:PORT``: exporters append ``/v1/traces`` etc. when given it via env vars."""
         if self._server is None:
             raise RuntimeError("OTLPReceiver is not started")
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
+        return f"http://127.0.0.1:{self._server.server_address[1]}{self.path_prefix}"
 
     def start(self, port: int = 0) -> OTLPReceiver:
         """Bind (``port`` 0: a free one; a given port: a collector coming back where it was) and serve."""
         server = _Server(("127.0.0.1", port), _Handler)
         server.store = self
+        server.path_prefix = self.path_prefix
         self._server = server
         self._thread = threading.Thread(target=server.serve_forever, name="otlp-http-receiver", daemon=True)
         self._thread.start()

@@ -20,6 +20,7 @@ from conftest import PYTHON, subprocess_env
 
 from otelflow import semconv as sc
 from otelflow._internal.spool.reader import decode_attributes, read_spool
+from otelflow.engine import PENDING_RECORD_NS
 
 SCRIPT = textwrap.dedent('''
     import signal, sys, threading
@@ -133,7 +134,7 @@ def test_sigkill_leaves_the_pending_record_of_the_running_flow(tmp_path: Path) -
     proc.communicate(timeout=30)
     assert pending, "the flow's pending record never reached the spool"
     (record,) = pending
-    assert record["startTimeUnixNano"] == record["endTimeUnixNano"]
+    assert int(record["endTimeUnixNano"]) - int(record["startTimeUnixNano"]) == PENDING_RECORD_NS  # 1 µs
     assert record["attrs"][sc.RUN_TYPE] == "flow" and record["attrs"][sc.FLOW_NAME] == "long-job"
     assert sc.PENDING_PARENT_SPAN_ID not in record["attrs"]  # a root run: no parent to name
     real = [s for s in _spans(spool) if s["name"] == "flow long-job" and not s["attrs"].get(sc.SPAN_PENDING)]

@@ -41,7 +41,7 @@ from otelflow._internal.spool.reader import (
 
 __all__ = ["PENDING_ATTR", "PENDING_PARENT_ATTR", "RunIndex", "RunRow", "index_path_for"]
 
-# Written by the engine on an early zero-duration record of a run's span (see DESIGN: pending spans).
+# Written by the engine on an early 1 µs record of a run's span (see DESIGN: pending spans).
 PENDING_ATTR = semconv.SPAN_PENDING
 PENDING_PARENT_ATTR = semconv.PENDING_PARENT_SPAN_ID
 

@@ -366,6 +366,6 @@ def test_a_burst_spilled_to_disk_while_the_collector_is_up_goes_out_with_the_flu
         report = json.loads(proc.stdout.strip().splitlines()[-1])
         traces = next(s for s in report["stats"] if s["signal"] == "traces")
         assert traces["buffered"] > 0, traces  # the burst did spill: the case under test happened
-        assert report["flushed"] is True, traces
+        assert report["flushed"] is True, json.dumps(report["stats"]) + proc.stderr[-2000:]
         assert traces["on_disk"] == 0 and traces["exported"] == traces["queued"] == 3002, traces
         assert unique(receiver.spans(include_pending=True), "span_id") == 3002

@@ -317,15 +317,19 @@ class OutageRoute(Generic[T]):
             host.cond.wait(0.05)
 
     def busy_locked(self) -> bool:
-        """Items still on their way, for flush: queued, in flight, or spilled to disk while the collector is up.
+        """Items still on their way, for flush: queued, in flight, or spilled to disk while the collector is not down.
 
         Disk counts as settled only while the collector is down. Batches a burst spilled to disk because the
         sender was slower than the producer (the queue half full) go out with the flush when the collector takes
         them: a 20,000-task flow's flush otherwise returned with two thirds of its spans still on disk.
         """
+        if self.host.pending:
+            return True
         inflight = self._inflight
-        live = inflight is not None and not inflight.from_buffer
-        return bool(self.host.pending or live or (self.link is Link.UP and not self.buffer.empty))
+        if self.link is Link.DOWN:
+            return inflight is not None and not inflight.from_buffer
+        # up, or not known yet (the first request still on its way): the disk is a waiting room, not a home
+        return inflight is not None or not self.buffer.empty
 
     def settled_locked(self) -> bool:
         return bool(self.buffer.empty) and self.link is not Link.DOWN

@@ -408,6 +408,18 @@ class Prometheus:
         """Stop it."""
         return self.process.stop()
 
+    def exemplars(self, expr: str, start: float, end: float) -> list[dict[str, Any]]:
+        """Exemplars of the series ``expr`` selects between ``start`` and ``end`` (/api/v1/query_exemplars)."""
+        params = {"query": expr, "start": f"{start:.3f}", "end": f"{end:.3f}"}
+        doc = get_json(f"{self.url}/api/v1/query_exemplars?{urllib.parse.urlencode(params)}")
+        assert doc.get("status") == "success", doc
+        return list(doc["data"])
+
+    def scraped_once(self) -> bool:
+        """True once Prometheus has scraped its target successfully (``up`` is 1)."""
+        up = self.query("up")
+        return bool(up) and up[0]["value"][1] == "1"
+
     def query(self, expr: str, *, at: float | None = None) -> list[dict[str, Any]]:
         """An instant PromQL query: the result vector (fails on a query error)."""
         params = {"query": expr}

@@ -415,6 +415,11 @@ def metric_names(promql: str) -> set[str]:
     return {n for n in names if n.lower() not in _PROMQL_KEYWORDS}
 
 
+def _target_problems(uids: Mapping[str, str], where: str, target: Any, kind: str) -> list[str]:
+    """A link's datasourceUid must name a provisioned datasource of ``kind``."""
+    return [] if uids.get(target) == kind else [f"{where} {target!r} is not a provisioned {kind} uid"]
+
+
 def datasource_problems(doc: dict[str, Any]) -> list[str]:
     problems = []
     uids = datasource_uids(doc)
@@ -425,9 +430,9 @@ def datasource_problems(doc: dict[str, Any]) -> list[str]:
         jd = d.get("jsonData") or {}
         t2l = jd.get("tracesToLogsV2")
         if t2l is not None:
-            target = t2l.get("datasourceUid")
-            if uids.get(target) != "loki":
-                problems.append(f"{name}: tracesToLogsV2.datasourceUid {target!r} is not a provisioned loki uid")
+            problems += _target_problems(
+                uids, f"{name}: tracesToLogsV2.datasourceUid", t2l.get("datasourceUid"), "loki"
+            )
             # Grafana builds its own query only with a line filter on the log body (|= "<trace id>"), which
             # holds just the message for OTLP logs: a custom query selecting the trace_id structured
             # metadata is needed, and with it filterByTraceID / filterBySpanID do nothing.
@@ -443,9 +448,9 @@ def datasource_problems(doc: dict[str, Any]) -> list[str]:
                 problems += [f"{name} tracesToLogsV2: {p}" for p in logql_problems(query)]
         t2m = jd.get("tracesToMetrics")
         if t2m is not None:
-            target = t2m.get("datasourceUid")
-            if uids.get(target) != "prometheus":
-                problems.append(f"{name}: tracesToMetrics.datasourceUid {target!r} is not a provisioned prometheus uid")
+            problems += _target_problems(
+                uids, f"{name}: tracesToMetrics.datasourceUid", t2m.get("datasourceUid"), "prometheus"
+            )
             if not t2m.get("queries"):
                 problems.append(f"{name}: tracesToMetrics has no queries")
             for q in t2m.get("queries") or []:
@@ -461,14 +466,11 @@ def datasource_problems(doc: dict[str, Any]) -> list[str]:
                     f"{name}: exemplar destination reads label {dest.get('name')!r}, "
                     f"the exporter writes the trace id as {EXEMPLAR_TRACE_ID_LABEL!r}"
                 )
-            if uids.get(dest.get("datasourceUid")) != "jaeger":
-                problems.append(
-                    f"{name}: exemplar datasourceUid {dest.get('datasourceUid')!r} is not a provisioned jaeger uid"
-                )
+            problems += _target_problems(uids, f"{name}: exemplar datasourceUid", dest.get("datasourceUid"), "jaeger")
         for field in jd.get("derivedFields") or []:
-            target = field.get("datasourceUid")
-            if uids.get(target) != "jaeger":
-                problems.append(f"{name}: derived field datasourceUid {target!r} is not a provisioned jaeger uid")
+            problems += _target_problems(
+                uids, f"{name}: derived field datasourceUid", field.get("datasourceUid"), "jaeger"
+            )
             if field.get("matcherType") != "label":
                 problems.append(f"{name}: derived field must read structured metadata (matcherType: label)")
             if field.get("matcherRegex") not in ALLOWED_LOKI_METADATA:

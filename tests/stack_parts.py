@@ -56,13 +56,19 @@ T = TypeVar("T")
 # --- building ------------------------------------------------------------------------------------------
 
 
-def _build_module() -> ModuleType:
+@cache
+def _toolchain() -> tuple[ModuleType, str, str]:
+    """tools/stack/build.py as a module, the ``go`` command and its version: looked up once per session."""
     spec = importlib.util.spec_from_file_location("_otelflow_stack_build", ROOT / "tools" / "stack" / "build.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)
-    return module
+    try:
+        go = module.go_executable()
+    except SystemExit as failure:
+        pytest.fail(f"the stack cannot be built: {failure}", pytrace=False)
+    return module, go, module.go_version(go)
 
 
 @cache
@@ -71,11 +77,10 @@ def binary(name: str) -> Path:
 
     A failed build fails the calling test with the end of the build log.
     """
-    build = _build_module()
+    build, go, go_version = _toolchain()
     (part,) = [p for p in build.PARTS if p.name == name]
     try:
-        go = build.go_executable()
-        path: Path = build.ensure(part, go, build.go_version(go))
+        path: Path = build.ensure(part, go, go_version)
     except SystemExit as failure:
         pytest.fail(f"{name} did not build: {failure}", pytrace=False)
     return path

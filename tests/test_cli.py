@@ -14,12 +14,12 @@ import sqlite3
 import subprocess
 import textwrap
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import PYTHON, REPO_ROOT, subprocess_env
+from stack_parts import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -345,17 +345,6 @@ RUNNING = textwrap.dedent(
 )
 
 
-def wait_until(condition: Callable[[], Any], timeout: float = 60, what: str = "condition") -> Any:
-    """Poll ``condition`` until it returns something truthy (no blind sleeps)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def start_slow_flow(home: Path, go: Path) -> subprocess.Popen[str]:
     """The RUNNING flow in a subprocess (home as OTELFLOW_HOME), waiting in its task until ``go`` exists."""
     script = home / "slow.py"
@@ -395,7 +384,9 @@ def test_a_running_flow_shows_as_running_and_logs_follow_it_to_the_end(tmp_path:
     flow_proc = start_slow_flow(tmp_path, go)
     follower: subprocess.Popen[str] | None = None
     try:
-        running = wait_until(lambda: [r for r in runs_json(tmp_path) if r["flow"] == "slow"], what="a pending run")
+        running = wait_until(
+            lambda: [r for r in runs_json(tmp_path) if r["flow"] == "slow"], 60, "a pending run", every=0.05
+        )
         assert running[0]["state"] == "Running" and running[0]["running"] is True
         shown = cli(tmp_path, "show", running[0]["flow_run_name"]).stdout.splitlines()
         assert shown[1].startswith(f"flow slow  {running[0]['flow_run_name']}  Running…")
@@ -427,7 +418,9 @@ def test_logs_follow_ends_when_the_followed_run_is_killed(tmp_path: Path) -> Non
     flow_proc = start_slow_flow(tmp_path, tmp_path / "never")
     follower: subprocess.Popen[str] | None = None
     try:
-        wait_until(lambda: [r for r in runs_json(tmp_path) if r["state"] == "Running"], what="a pending run")
+        wait_until(
+            lambda: [r for r in runs_json(tmp_path) if r["state"] == "Running"], 60, "a pending run", every=0.05
+        )
         follower, _ = follow_until(tmp_path, "waiting for go")  # the follower has seen the run alive
         flow_proc.kill()
         flow_proc.wait(timeout=60)

@@ -10,7 +10,6 @@ Figures from issue 11 these tests pin down:
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import textwrap
 import time
@@ -18,6 +17,7 @@ from pathlib import Path
 
 from conftest import PYTHON, REPO_ROOT, subprocess_env
 from otlp_receiver import OTLPGrpcReceiver, OTLPReceiver
+from stack_parts import free_port
 
 FLOW = textwrap.dedent(
     """
@@ -43,12 +43,6 @@ FLOW = textwrap.dedent(
         print(json.dumps(telemetry.stats()), flush=True)
     """
 )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def flow_env(home: Path, endpoint: str, **extra: str) -> dict[str, str]:

@@ -8,6 +8,7 @@ the images of the same releases.
 from __future__ import annotations
 
 import re
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -62,8 +63,6 @@ def _components(doc: dict[str, Any]) -> dict[str, set[str]]:
 
 def _built_components() -> dict[str, set[str]]:
     """Component types the built Collector has (its ``components`` command)."""
-    import subprocess
-
     out = subprocess.run(
         [str(binary("otelcol")), "components"], capture_output=True, text=True, timeout=60, check=True
     ).stdout

@@ -7,6 +7,11 @@ the Collector of ``docker-compose.yml`` (Jaeger, Loki, Prometheus, Grafana).
 
 from __future__ import annotations
 
+import os
+import shutil
+import sys
+from pathlib import Path
+
 from otelflow import flow, get_run_logger, tags, task
 from otelflow.context import TaskRunContext
 from otelflow.utilities.annotations import allow_failure, unmapped
@@ -61,10 +66,32 @@ def etl(n: int = 5, rate: float = 1.1) -> int:
     return loaded
 
 
+def _command(name: str) -> str:
+    """How to run the ``name`` console script from this shell: its bare name if that is the one on PATH (an
+    activated virtualenv), else its path next to this Python (``.venv/bin/otelflow``)."""
+    here = Path(sys.executable).parent / name
+    found = shutil.which(name)
+    if found is not None and Path(found).resolve() == here.resolve():
+        return name
+    try:
+        return str(here.relative_to(Path.cwd()))
+    except ValueError:
+        return str(here)
+
+
 if __name__ == "__main__":
-    etl()
+    state = etl(return_state=True)
     from otelflow import telemetry
 
     telemetry.flush()
-    print(f"telemetry: {telemetry.describe()}")
-    print("see the trace with: otelflow show")
+    where = telemetry.describe()
+    run_id = state.state_details.flow_run_id
+    print(f"telemetry: {where}")
+    if "spool" in where:
+        cli = _command("otelflow")
+        print(f"see the trace with: {cli} show {run_id}   (or: {cli} show --flow etl)")
+    elif "otlp" in where:
+        service = os.environ.get("OTEL_SERVICE_NAME") or "otelflow"
+        print(f"the trace went to the OTLP collector: in Jaeger, search service {service} for the tag "
+              f"otelflow.flow_run.id={run_id}; its logs in Loki: "
+              f"{{service_name=\"{service}\"}} | otelflow_flow_run_id=\"{run_id}\"")

@@ -16,19 +16,21 @@ index, the SDK for ``ship``) are imported inside the commands: ``otelflow --help
 
 from __future__ import annotations
 
+import difflib
 import json
 import sys
-import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import click
 
 from otelflow._internal.cli import runs as _shared
 from otelflow._internal.cli.support import fail as _fail
+from otelflow._internal.terminal import terminal_safe as shown_text
 
 if TYPE_CHECKING:
-    from otelflow._internal.spool.reader import LogRecord
+    from otelflow._internal.spool.index import RunIndex, RunRow
 
 __all__ = ["main"]
 
@@ -90,9 +92,9 @@ def main() -> None:
 def runs(home: str | None, flow: str | None, states: tuple[str, ...], since: str | None, limit: int,
          as_json: bool) -> None:
     """List flow runs recorded in the local spool, newest first; subflows sit under their parent run."""
-    wanted = [s.strip() for value in states for s in value.split(",") if s.strip()]
     since_ns = _shared.parse_since(since) if since else None
     with _shared.index(home) as index:
+        wanted = _states_option(states, lambda: {r.state for r in index.runs()}, "--state")
         rows = index.runs(flow=flow, states=wanted, since=since_ns, limit=limit)
         now = _shared.now()
         if not rows:
@@ -129,39 +131,89 @@ def runs(home: str | None, flow: str | None, states: tuple[str, ...], since: str
               help="Only runs in this state (failed, notready, running...) and the runs they sit in; repeat or "
                    "comma-separate.")
 @click.option("--task", "task", metavar="NAME", help="Only runs of this task (task name or task run name).")
+@click.option("--flow", "flow", metavar="NAME", help="The latest run of this flow (instead of IDENT).")
 def show(home: str | None, ident: str | None, as_json: bool, traceback: bool, depth: int | None,
-         expand: bool, states: tuple[str, ...], task: str | None) -> None:
+         expand: bool, states: tuple[str, ...], task: str | None, flow: str | None) -> None:
     """Show a flow run as a waterfall: its runs as a tree with start offsets, durations and logs.
 
-    IDENT is a flow run id (or prefix), a flow run name, a trace id (or prefix) or `latest` (the default).
-    A subflow's id shows that subflow only. Mapped runs of a task are summarised on one line unless --expand.
+    IDENT is a flow run id (or prefix), a flow run name, a trace id (or prefix) or `latest` (the default);
+    `--flow NAME` picks the latest run of that flow. A subflow's id shows that subflow only. Mapped runs of a
+    task are summarised on one line unless --expand.
     """
     with _shared.index(home) as index:
-        row = _shared.pick(index, ident)
+        row = _latest_of_flow(index, flow, ident) if flow is not None else _shared.pick(index, ident)
         _, shown, count = _shared.load(index, row)
         now = _shared.now()
         if not shown:
-            _fail(f"The spans of flow run {row.run_name!r} (trace {row.trace_id}) are no longer in the spool.")
+            _fail(f"The spans of flow run {shown_text(row.run_name)!r} (trace {shown_text(row.trace_id)}) are no "
+                  "longer in the spool.")
         keep = None
-        wanted = {v.strip().lower() for value in states for v in value.split(",") if v.strip()}
+        wanted = {v.lower() for v in _states_option(
+            states, lambda: {n.state for top in shown for n in top.walk()}, "--state")}
         if wanted or task is not None:
             from otelflow._internal.cli.tracetree import matching
 
             keep = matching(shown, wanted, task)
             if not keep:
-                _fail(f"No run in flow run {row.run_name!r} matches these filters.")
+                _fail(f"No run in flow run {shown_text(row.run_name)!r} matches these filters.")
         if as_json:
             from otelflow._internal.cli.tracetree import node_json
 
-            spans = [node_json(n, now) for top in shown for n in top.walk() if keep is None or id(n) in keep]
-            click.echo(json.dumps({"trace_id": row.trace_id, "flow_run_id": row.run_id,
-                                   "flow_run_name": row.run_name, "spans": spans}, default=str))
+            # One JSON document, written a span at a time: a 100k-run trace is never one string in memory.
+            head = json.dumps({"trace_id": row.trace_id, "flow_run_id": row.run_id, "flow_run_name": row.run_name})
+            out = sys.stdout
+            out.write(head[:-1] + ', "spans": [')
+            first = True
+            for top in shown:
+                for n in top.walk():
+                    if keep is None or id(n) in keep:
+                        out.write(("" if first else ", ") + json.dumps(node_json(n, now), default=str))
+                        first = False
+            out.write("]}\n")
+            out.flush()
             return
         from otelflow._internal.cli.render import make_console, render_trace
 
         service = str(shown[0].span.resource.get("service.name", "?"))
         render_trace(make_console(), shown, trace_id=row.trace_id, service=service, span_count=count, now=now,
                      expand=expand, traceback=traceback, depth=depth, keep=keep)
+
+
+def _latest_of_flow(index: RunIndex, flow: str, ident: str | None) -> RunRow:
+    """The newest flow run of ``flow`` (a subflow run too, when the flow only ever ran as a subflow)."""
+    if ident is not None and ident.strip().lower() != "latest":
+        raise click.UsageError("Give a run (IDENT) or --flow NAME, not both.")
+    rows = index.runs(flow=flow, limit=1)
+    if not rows:
+        names = sorted({r.flow_name for r in index.runs(limit=500)})
+        near = difflib.get_close_matches(flow, names, n=3)
+        hint = f" Did you mean {', '.join(repr(shown_text(n)) for n in near)}?" if near else ""
+        _fail(f"No run of flow {shown_text(flow)!r} in {index.spool}.{hint} `otelflow runs` lists what is there.")
+    return rows[0]
+
+
+# Prefect's state names (and otelflow's NotReady, Cached): what --state accepts, with any name the spool holds.
+KNOWN_STATES = ("Scheduled", "Late", "AwaitingRetry", "AwaitingConcurrencySlot", "Pending", "NotReady", "Running",
+                "Retrying", "Paused", "Suspended", "Completed", "Cached", "Failed", "TimedOut", "Crashed",
+                "Cancelling", "Cancelled", "RolledBack")
+
+
+def _states_option(values: tuple[str, ...], present: Callable[[], Iterable[str]], option: str) -> list[str]:
+    """The state names of a repeated/comma-separated option, checked: a misspelt name (``faild``) is an error
+    that names the valid ones, not an empty result. Case-insensitive; custom state names found in the spool
+    (``Completed(name="Skipped")``) are valid too."""
+    wanted = [v.strip() for value in values for v in value.split(",") if v.strip()]
+    valid = {name.lower(): name for name in KNOWN_STATES}
+    if any(name.lower() not in valid for name in wanted):
+        valid.update((name.lower(), name) for name in present() if name)  # custom names: only asked when needed
+    for name in wanted:
+        if name.lower() not in valid:
+            near = difflib.get_close_matches(name.lower(), list(valid), n=1)
+            hint = f" Did you mean {valid[near[0]]!r}?" if near else ""
+            raise click.BadParameter(
+                f"{shown_text(name)!r} is not a state.{hint} Use one of: "
+                f"{', '.join(sorted({n.lower() for n in valid.values()}))}.", param_hint=option)
+    return wanted
 
 
 # --- logs ---------------------------------------------------------------------------------------------
@@ -172,72 +224,29 @@ def show(home: str | None, ident: str | None, as_json: bool, traceback: bool, de
 @click.argument("ident", required=False, metavar="[RUN_ID|RUN_NAME|TRACE_ID|latest]")
 @click.option("--level", "level_name", metavar="LEVEL", help="Only records at this level or above (warning...).")
 @click.option("--task", "task", metavar="NAME", help="Only records of this task (task name or task run name).")
-@click.option("--follow", "-f", is_flag=True, help="Keep printing new records until the flow run ends (Ctrl-C stops).")
+@click.option("--follow", "-f", is_flag=True,
+              help="Keep printing new records until the flow run ends (Ctrl-C stops); exit with its outcome.")
+@click.option("--exit-status", is_flag=True, help="Exit with the run's outcome (as --follow does; 3: not ended).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per record (JSON lines).")
-@click.option("--interval", type=click.FloatRange(min=0.05), default=0.5, hidden=True)
+@click.option("--interval", type=click.FloatRange(min=0.05), default=0.1, hidden=True)
 def logs(home: str | None, ident: str | None, level_name: str | None, task: str | None, follow: bool,
-         as_json: bool, interval: float) -> None:
-    """Print a flow run's logs (its tasks' and subflows' too) in time order.
+         exit_status: bool, as_json: bool, interval: float) -> None:
+    """Print a flow run's logs (its tasks' and subflows' too) in time order, as they are read.
 
-    IDENT is a flow run id (or prefix), a flow run name, a trace id (or prefix) or `latest` (the default).
+    IDENT is a flow run id (or prefix), a flow run name, a trace id (or prefix) or `latest` (the default). With
+    --follow, `latest` is the newest flow run still running; with none running, the next one to start.
+
+    \b
+    Exit status with --follow or --exit-status: the run's outcome.
+      0  it ended Completed
+      1  it ended Failed, Crashed, TimedOut, Cancelled (or NotReady); also: no run matches IDENT
+      3  it has not ended (--exit-status without --follow)
+      130  Ctrl-C
     """
-    from otelflow import semconv
+    from otelflow._internal.cli.logs import show_logs
 
-    threshold = _shared.level(level_name)
-    with _shared.index(home) as index:
-        row = _shared.pick(index, ident)
-        roots, shown, _ = _shared.load(index, row, with_logs=False)
-        whole_trace = shown is roots
-        span_ids = {n.span.span_id for top in shown for n in top.walk()}
-        console: Any = None
-        if not as_json:
-            from otelflow._internal.cli.render import log_line, make_console, print_lines
-
-            console = make_console()
-
-        def wanted(log: LogRecord) -> bool:
-            if not whole_trace and log.span_id not in span_ids and (
-                    log.attributes.get(semconv.FLOW_RUN_ID) != row.run_id):
-                return False
-            if threshold and _shared.severity(log) < threshold:
-                return False
-            if task is not None:
-                names = {log.attributes.get(semconv.TASK_NAME), log.attributes.get(semconv.TASK_RUN_NAME)}
-                if task not in names:
-                    return False
-            return True
-
-        def emit(records: list[LogRecord]) -> None:
-            chosen = [log for log in sorted(records, key=lambda r: r.time) if wanted(log)]
-            if as_json:
-                from otelflow._internal.cli.tracetree import log_json
-
-                sys.stdout.write("".join(json.dumps(log_json(log), default=str) + "\n" for log in chosen))
-            else:
-                print_lines(console, [log_line(log, who=_shared.who(log)) for log in chosen])
-            sys.stdout.flush()
-
-        seen: set[tuple[str, int]] = set()
-        emit(index.read_logs(row.trace_id, after=seen))
-        if not follow or not row.running:
-            return  # nothing more will come for a run that has ended
-        running = True
-        grace = 0
-        try:
-            # Logs and spans are exported by separate batch processors: after the run's span lands, read
-            # a few more times so records flushed just after it are printed too.
-            while running or grace < 3:
-                time.sleep(interval)
-                index.refresh()
-                _shared.warn_skipped(index)
-                emit(index.read_logs(row.trace_id, after=seen))
-                if running:
-                    running = not any(r.span_id == row.span_id and not r.running
-                                      for r in index.trace_runs(row.trace_id))
-                else:
-                    grace += 1
-        except KeyboardInterrupt:
-            return
+    sys.exit(show_logs(home, ident, level_name=level_name, task=task, follow=follow, as_json=as_json,
+                       interval=interval, exit_status=exit_status))
 
 
 # --- spool --------------------------------------------------------------------------------------------

@@ -34,17 +34,18 @@ import time
 import traceback
 import uuid
 from collections.abc import AsyncGenerator, Callable, Generator, Iterable
-from typing import TYPE_CHECKING, Any, Literal, cast
+from typing import TYPE_CHECKING, Any, Final, Literal, cast
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import Link, Status, StatusCode
 
 from otelflow import semconv, telemetry
-from otelflow._internal.export.limits import get_limits, truncate_stacktrace, truncate_text
+from otelflow._internal.export.limits import get_limits
 from otelflow._internal.runs.caching import MISS as _MISS
 from otelflow._internal.runs.caching import CacheRun, persist_flow_result
 from otelflow._internal.runs.params import add_parameter_types, parameter_attributes
+from otelflow._internal.runs.redact import exported_message, exported_stacktrace
 from otelflow.context import (
     _FLOW_RUN_VAR,
     _TAGS_VAR,
@@ -161,6 +162,8 @@ _CALL_STEP: Step = (_CALL, None)
 
 _NOTSET: Any = object()
 _SCALARS = frozenset({str, int, float, bool, type(None), bytes})
+# ``extra`` of a line for the console only, not exported (Prefect's ``send_to_api=False``).
+_CONSOLE_ONLY: Final = {"send_to_api": False}
 _NO_TAGS: frozenset[str] = frozenset()
 
 _CRASH_MESSAGES: tuple[tuple[type[BaseException], str], ...] = (
@@ -353,7 +356,7 @@ class _Run:
                 logger.error("An error was encountered while running hook %r", name, exc_info=True)
                 event[semconv.HOOK_OUTCOME] = "failed"
                 event[semconv.EXCEPTION_TYPE] = type(exc).__qualname__
-                event[semconv.EXCEPTION_MESSAGE] = truncate_text(_safe_str(exc), get_limits().exception_message)
+                event[semconv.EXCEPTION_MESSAGE] = exported_message(_safe_str(exc), get_limits().exception_message)
             else:
                 logger.info("Hook %r finished running successfully", name)
                 event[semconv.HOOK_OUTCOME] = "completed"
@@ -557,7 +560,15 @@ class _Run:
 
     def _log_beginning(self) -> None:
         what = "subflow" if self.run.parent_flow_run_id is not None else "flow"
-        _run_logger().info("Beginning %s run %r for flow %r", what, self.run.name, self.obj.name)
+        logger = _run_logger()
+        logger.info("Beginning %s run %r for flow %r", what, self.run.name, self.obj.name)
+        # What a user searches Jaeger and Loki with; for the console only (Prefect's "View at" line is too).
+        trace_id = self.span.get_span_context().trace_id
+        if trace_id:
+            logger.info("Flow run id %s, trace id %032x", self.run.id, trace_id, extra=_CONSOLE_ONLY)
+            jaeger = get_settings().jaeger_url
+            if jaeger:
+                logger.info("View at %s/trace/%032x", jaeger.rstrip("/"), trace_id, extra=_CONSOLE_ONLY)
 
     def _close_task_runner(self) -> None:
         if self.runner_open:
@@ -631,8 +642,9 @@ class _Run:
             exc_type, message = _describe_outcome(outcome)
             self.span.add_event(semconv.EVENT_RETRY, {
                 semconv.RUN_ATTEMPT: run.run_count + 1,
+                semconv.RUN_RETRIES: int(obj.retries or 0),
                 semconv.EXCEPTION_TYPE: exc_type,
-                semconv.EXCEPTION_MESSAGE: truncate_text(message, get_limits().exception_message),
+                semconv.EXCEPTION_MESSAGE: exported_message(message, get_limits().exception_message),
                 semconv.EVENT_ATTR_DELAY: delay,
             })
         return delay
@@ -856,7 +868,9 @@ def _describe_outcome(outcome: Any) -> tuple[str, str]:
 
 
 def _record_failure(span: trace.Span, final: State[Any]) -> None:
-    """ERROR status, ``error.type``, one exception event and a state event, every text bounded in size."""
+    """ERROR status, ``error.type``, one exception event and a state event, every text bounded in size and
+    redacted (the state keeps its message as it is: only the exported copy is masked). The stack trace starts at
+    the user's code: otelflow's own leading frames are dropped."""
     limits = get_limits()
     exc = final.data if isinstance(final.data, BaseException) else None
     if exc is not None:
@@ -868,17 +882,17 @@ def _record_failure(span: trace.Span, final: State[Any]) -> None:
         message = _safe_str(exc)
         span.add_event("exception", {
             semconv.EXCEPTION_TYPE: type(exc).__qualname__,
-            semconv.EXCEPTION_MESSAGE: truncate_text(message, limits.exception_message),
-            semconv.EXCEPTION_STACKTRACE: truncate_stacktrace(stack, limits.stacktrace),
+            semconv.EXCEPTION_MESSAGE: exported_message(message, limits.exception_message),
+            semconv.EXCEPTION_STACKTRACE: exported_stacktrace(stack, limits.stacktrace),
         })
     elif not final.is_pending():
         span.set_attribute(semconv.ERROR_TYPE, final.name)
     if final.is_pending():
         # NotReady: the run never started; it is not an error of its own, the upstream's is.
-        span.add_event(final.name, {semconv.EXCEPTION_MESSAGE: truncate_text(final.message or "",
-                                                                           limits.exception_message)})
+        span.add_event(final.name, {semconv.EXCEPTION_MESSAGE: exported_message(final.message or "",
+                                                                              limits.exception_message)})
         return
-    span.set_status(Status(StatusCode.ERROR, truncate_text(final.message or final.name, limits.exception_message)))
+    span.set_status(Status(StatusCode.ERROR, exported_message(final.message or final.name, limits.exception_message)))
     span.add_event(final.name)
 
 
@@ -964,7 +978,27 @@ def _watch_pending() -> None:
 PENDING_RECORD_NS = 1_000
 
 
-def _emit_pending(span: trace.Span, name: str, attrs: dict[str, Any], start_ns: int) -> None:
+def mark_waiting(span: trace.Span, state: str | None, message: str | None = None) -> None:
+    """Export a new pending record of the open run whose span is ``span``, saying what it does now: ``Paused``
+    (with ``message``: what it waits for) while it waits to be resumed or for input, ``None`` once it runs again.
+
+    The record starts when the run started and ends now: of a run's pending records, the one ending last tells
+    its current state (``otelflow runs``/``show`` show a paused run as Paused, not Running).
+    """
+    run = next((r for r in list(_open_runs.values()) if r.span is span), None)
+    if run is None:
+        return
+    attrs = dict(run.attrs)
+    if state is not None:
+        attrs[semconv.RUN_STATE] = state
+        if message:
+            attrs[semconv.RUN_STATE_MESSAGE] = message
+    end = max(time.time_ns(), run.start_ns + PENDING_RECORD_NS)
+    _emit_pending(run.span, run.obj.span_name, attrs, run.start_ns, end)
+
+
+def _emit_pending(span: trace.Span, name: str, attrs: dict[str, Any], start_ns: int, end_ns: int | None = None
+                  ) -> None:
     """Export an early, 1 µs record of a run's span, so a long or killed run is visible while it runs.
 
     As Logfire does: a child of the real span (its own span id, same name and run attributes, marked
@@ -982,7 +1016,7 @@ def _emit_pending(span: trace.Span, name: str, attrs: dict[str, Any], start_ns: 
     pending = telemetry.get_tracer().start_span(
         name, context=trace.set_span_in_context(span), attributes=pending_attrs, start_time=start_ns
     )
-    pending.end(end_time=start_ns + PENDING_RECORD_NS)
+    pending.end(end_time=end_ns if end_ns is not None else start_ns + PENDING_RECORD_NS)
 
 
 def _print_as_log() -> Any:

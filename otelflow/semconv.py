@@ -76,7 +76,9 @@ __all__ = [
     "RUN_INPUT_SENDER",
     "RUN_INPUT_VALUE",
     "RUN_NAME",
+    "RUN_RETRIES",
     "RUN_STATE",
+    "RUN_STATE_MESSAGE",
     "RUN_TYPE",
     "SPAN_PENDING",
     "STORE_BACKEND",
@@ -114,7 +116,11 @@ RUN_TYPE: Final = _k("run.type")  # "flow" | "task"
 RUN_ID: Final = _k("run.id")
 RUN_NAME: Final = _k("run.name")
 RUN_ATTEMPT: Final = _k("run.attempt")  # 1-based
-RUN_STATE: Final = _k("run.state")  # final state name
+RUN_STATE: Final = _k("run.state")  # final state name (a pending record's: "Paused" while it waits)
+# On a pending record of a paused run: what it waits for ("Waiting for input 'approve'...").
+RUN_STATE_MESSAGE: Final = _k("run.state_message")
+# On a Retrying event: how many retries the run may make (Prefect's "Retry 1/3" denominator).
+RUN_RETRIES: Final = _k("run.retries")
 FLOW_NAME: Final = _k("flow.name")
 FLOW_RUN_ID: Final = _k("flow_run.id")
 FLOW_RUN_NAME: Final = _k("flow_run.name")

@@ -41,7 +41,14 @@ class Settings(BaseSettings):
     redact_patterns: tuple[str, ...] = Field(
         default=("password", "passwd", "secret", "token", "api_key", "apikey", "credential", "private_key",
                  "auth", "access_key"),
-        description="Parameter names containing any of these (case-insensitive) are exported as '[REDACTED]'.",
+        description="Secret names: a parameter name, log `extra` key or field name containing any of these "
+        "(case-insensitive) is exported as '[REDACTED]', and `name=value` / `name: value` pairs in exported text "
+        "are masked (docs/redaction.md). A JSON list; it replaces the defaults.",
+    )
+    jaeger_url: str | None = Field(
+        default=None,
+        description="Base URL of the Jaeger UI (http://localhost:16686): each flow run prints a link to its trace "
+        "on the console when it starts, as Prefect prints its UI's 'View at' link.",
     )
     shutdown_timeout_seconds: float = Field(
         default=5.0, ge=0, description="Upper bound on the telemetry flush when the process exits."

@@ -245,6 +245,18 @@ def _decode_result(entry: dict[str, Any], task: Task[..., Any], logger: logging.
     return data
 
 
+def _exported_message(exc: BaseException, *, with_type: bool = False) -> str:
+    """``exc``'s message as exported on a span (status, events): secrets masked, bounded in size."""
+    from otelflow._internal.export.limits import get_limits
+    from otelflow._internal.runs.redact import exported_message
+
+    try:
+        text = str(exc)
+    except Exception:  # a broken __str__ must not break the transaction's record
+        text = "<unprintable>"
+    return exported_message(f"{type(exc).__name__}: {text}" if with_type else text, get_limits().exception_message)
+
+
 def _hook_name(hook: Callable[..., Any]) -> str:
     # Prefect's rule (get_hook_name): the function's name, a partial's function's name, else the class name.
     name = getattr(hook, "__name__", None)
@@ -787,7 +799,7 @@ class Transaction(_PlainContext):
                 semconv.TRANSACTION_HOOK_NAME: name,
                 semconv.TRANSACTION_HOOK_KIND: kind,
                 semconv.EXCEPTION_TYPE: type(exc).__name__,
-                semconv.EXCEPTION_MESSAGE: str(exc),
+                semconv.EXCEPTION_MESSAGE: _exported_message(exc),
             })
             if raise_errors:
                 raise
@@ -824,7 +836,7 @@ class Transaction(_PlainContext):
 
     def _fail_span(self, exc: BaseException) -> None:
         if self._span.is_recording():
-            self._span.set_status(trace.Status(trace.StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
+            self._span.set_status(trace.Status(trace.StatusCode.ERROR, _exported_message(exc, with_type=True)))
             self._span.set_attribute(semconv.ERROR_TYPE, type(exc).__name__)
 
     def _end_span(self, outcome: str) -> None:

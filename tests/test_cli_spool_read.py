@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from opentelemetry.sdk.trace import TracerProvider
@@ -68,3 +69,31 @@ def test_encoder_lines_decode_exactly() -> None:
     assert flow.attributes == attrs and flow.parent_id is None and task.parent_id == flow.span_id
     assert flow.events[0][0] == "Retrying" and flow.events[0][2] == {"otelflow.run.attempt": 2}
     assert flow.start == spans[1].start_time and flow.end == spans[1].end_time
+
+
+@pytest.mark.parametrize("bad", ["0x" + "a" * 30, "+" + "a" * 31, "aaaa_" * 6 + "aa", " " + "a" * 31,
+                                 "a" * 31 + "\n"])
+def test_ids_are_hex_digits_only(bad: str) -> None:
+    """Was: a trace id was checked with int(value, 16), which takes "0x...", "+...", "1_0", blanks and other scripts'
+    digits: such a span was read, under an id no other record could name."""
+    line = json.dumps({"resourceSpans": [{"scopeSpans": [{"spans": [
+        {"traceId": bad, "spanId": "b" * 16, "startTimeUnixNano": "1", "endTimeUnixNano": "2"}]}]}]})
+    skipped = Skipped()
+    assert parse_span_line(line, skipped, "traces-x.jsonl:0") == [] and skipped.count == 1
+
+
+def test_a_log_record_reports_damage_in_its_attributes_when_they_are_decoded() -> None:
+    """A record's attributes are decoded when first used: damage found then is counted where the record was read,
+    once, and the record keeps its other attributes."""
+    record = {"timeUnixNano": "5", "body": {"stringValue": "hi"}, "attributes": [
+        {"key": "good", "value": {"intValue": "7"}}, {"key": "bad", "value": {"intValue": "\u00b2"}},
+        {"key": "deep", "value": {"kvlistValue": {"values": [{"key": "x", "value": {"intValue": "9" * 50}}]}}}]}
+    line = json.dumps({"resourceLogs": [{"scopeLogs": [{"logRecords": [{"timeUnixNano": "1"}, record]}]}]})
+    skipped = Skipped()
+    first, second = parse_log_line(line, skipped, "logs-x.jsonl:40")
+    assert skipped.count == 0 and first.attributes == {}
+    assert second.attributes == {"good": 7} and second.damaged
+    assert skipped.count == 1 and skipped.first_location() == ("logs-x.jsonl", 40)
+    assert second.attributes == {"good": 7} and skipped.count == 1  # decoded once, counted once
+    parse_log_line(line, skipped, "logs-x.jsonl:40")[1].decode()  # the same record read again: the same one
+    assert skipped.count == 1

@@ -76,7 +76,7 @@ def screen(raw: str) -> list[str]:
     return _SGR.sub("", raw).splitlines()
 
 
-@pytest.mark.parametrize("columns", [120, 80])
+@pytest.mark.parametrize("columns", [140, 120])
 def test_show_on_a_terminal_has_colours_bars_and_fits_the_width(home: Path, columns: int) -> None:
     run = failing_run(home)
     raw = on_tty(home, "show", run["flow_run_id"], columns=columns)
@@ -96,6 +96,18 @@ def test_show_on_a_terminal_has_colours_bars_and_fits_the_width(home: Path, colu
     assert lines[1].count("█") == max(line.count("█") for line in runs)
 
 
+def test_at_80_columns_the_bar_goes_before_state_and_duration(home: Path) -> None:
+    """State and duration are what a user looks for: at 80 columns the bar gives way, they stay whole."""
+    run = failing_run(home)
+    lines = screen(on_tty(home, "show", run["flow_run_id"], columns=80))
+    runs = [line for line in lines if line.lstrip("│├└─ ").startswith(("flow ", "task "))]
+    assert len(runs) >= 5 and not any("█" in line for line in lines)
+    assert all(len(line) <= 80 for line in runs)
+    assert re.search(r"  Failed  \d+(\.\d+)?(µs|ms|s)  ", lines[1]), lines[1]
+    (square,) = [line for line in runs if "task square" in line]
+    assert re.search(r"Completed 5, Failed 1  p50 \S+  max \S+", square), square
+
+
 def test_narrow_terminal_drops_the_bars_and_cuts_run_lines(home: Path) -> None:
     run = failing_run(home)
     lines = screen(on_tty(home, "show", run["flow_run_id"], columns=50))
@@ -105,7 +117,7 @@ def test_narrow_terminal_drops_the_bars_and_cuts_run_lines(home: Path) -> None:
 
 def test_no_color_is_honoured_on_a_terminal(home: Path) -> None:
     run = failing_run(home)
-    raw = on_tty(home, "show", run["flow_run_id"], NO_COLOR="1")
+    raw = on_tty(home, "show", run["flow_run_id"], columns=140, NO_COLOR="1")
     assert not _COLOUR.search(raw)
     assert "█" in raw  # still a terminal: bars stay, only colour goes
 

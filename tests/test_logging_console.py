@@ -279,3 +279,27 @@ def test_a_child_forked_while_the_console_flusher_held_its_lock_can_log() -> Non
                 os._exit(4)
     _, status = os.waitpid(pid, 0)
     assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, status
+
+
+def test_each_flow_run_prints_its_ids_and_jaeger_link_on_the_console_only(captured, settings_env, capsys):  # type: ignore[no-untyped-def]
+    """What a user searches Jaeger and Loki with is on the console when a run starts; it is not a run log record
+    (Prefect's "View at" line is console-only too: ``send_to_api=False``)."""
+    settings_env(LOGGING_TO_CONSOLE="true", LOG_RUN_EVENTS="true", JAEGER_URL="http://jaeger.local:16686/")
+    console_flow()
+    err = capsys.readouterr().err
+    (flow_span,) = captured.flow_spans()
+    trace_id = format(flow_span.context.trace_id, "032x")
+    run_id = attrs(flow_span)[sc.RUN_ID]
+    assert f"Flow run id {run_id}, trace id {trace_id}" in err
+    assert f"View at http://jaeger.local:16686/trace/{trace_id}" in err
+    assert "send_to_api" not in err
+    bodies = [str(item.log_record.body) for item in captured.logs]
+    assert any(b.startswith("Beginning flow run") for b in bodies)
+    assert not any("trace id" in b or "View at" in b for b in bodies)
+
+
+def test_without_a_jaeger_url_there_is_no_link(captured, settings_env, capsys):  # type: ignore[no-untyped-def]
+    settings_env(LOGGING_TO_CONSOLE="true", LOG_RUN_EVENTS="true")
+    console_flow()
+    err = capsys.readouterr().err
+    assert "Flow run id " in err and "View at" not in err

@@ -31,10 +31,15 @@ def _parse_json(text: str) -> Any:
             f"not valid JSON ({exc}). Quote it for the shell, e.g. '{{\"decision\": \"approved\"}}'.",
             param_hint="VALUE",
         ) from None
+    except RecursionError:  # json's decoder recurses once per level: 10,000 nested lists exhaust the stack
+        raise click.BadParameter("JSON nested too deeply to read (arrays or objects hundreds of levels within each "
+                                 "other).", param_hint="VALUE") from None
 
 
 def _fail(exc: Exception) -> click.ClickException:
-    return click.ClickException(str(exc))
+    from otelflow._internal.terminal import terminal_safe
+
+    return click.ClickException(terminal_safe(str(exc)))  # it may quote a stored key or sender
 
 
 @click.group("input")
@@ -70,6 +75,7 @@ def send(flow_run_id: str, value: str, key_prefix: str | None, key: str | None, 
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per input.")
 def list_inputs(flow_run_id: str, key_prefix: str, as_json: bool) -> None:
     """List the inputs of flow run FLOW_RUN_ID, oldest first."""
+    from otelflow._internal.terminal import terminal_safe
     from otelflow.input import filter_flow_run_input
     from otelflow.stores import StoreError
 
@@ -90,7 +96,8 @@ def list_inputs(flow_run_id: str, key_prefix: str, as_json: bool) -> None:
         if len(text) > _VALUE_WIDTH:
             text = text[: _VALUE_WIDTH - 3] + "..."
         created = record.created.strftime("%Y-%m-%d %H:%M:%S")
-        click.echo(f"{created}  {record.key}  {record.sender or '-'}  {text}")
+        # keys and senders come from whoever sent the input: printed as text, never as terminal controls
+        click.echo(terminal_safe(f"{created}  {record.key}  {record.sender or '-'}  {text}"))
 
 
 @input_group.command("resume")

@@ -405,6 +405,9 @@ class _Paused:
         self.paused = True
         self._ctx.flow_run.state = Paused(message=self._message)
         self._ctx.span.add_event(semconv.EVENT_PAUSED, self._attributes)
+        from otelflow.engine import mark_waiting
+
+        mark_waiting(self._ctx.span, "Paused", self._waiting_for(self._ctx.flow_run.id))
 
     def resume(self) -> None:
         if not self.paused or self._ctx is None or self._ctx.flow_run is None:
@@ -414,6 +417,17 @@ class _Paused:
         self.paused = False
         self._ctx.flow_run.state = Running()
         self._ctx.span.add_event(semconv.EVENT_RESUMED, self._attributes)
+        from otelflow.engine import mark_waiting
+
+        mark_waiting(self._ctx.span, None)
+
+    def _waiting_for(self, flow_run_id: uuid.UUID) -> str:
+        """What the run waits for, and the command that ends the wait (shown by ``otelflow runs``/``show``)."""
+        prefix = self._attributes.get(semconv.RUN_INPUT_KEY_PREFIX)
+        if isinstance(prefix, str):
+            return (f"waiting for input with key prefix {prefix!r} "
+                    f"(otelflow input send {flow_run_id} --key-prefix {prefix} VALUE)")
+        return f"waiting to be resumed (otelflow input resume {flow_run_id})"
 
     def span(self) -> trace.Span:
         ctx = self._ctx or FlowRunContext.get()
@@ -434,15 +448,11 @@ def _received_event(span: trace.Span, record: FlowRunInput) -> None:
 
 
 def _value_text(value: Any, patterns: tuple[str, ...], max_length: int) -> str:
-    def redact(v: Any, depth: int = 0) -> Any:
-        if isinstance(v, dict) and depth < 5:
-            return {k: "[REDACTED]" if isinstance(k, str) and any(p in k.lower() for p in patterns)
-                    else redact(x, depth + 1) for k, x in v.items()}
-        if isinstance(v, list) and depth < 5:
-            return [redact(x, depth + 1) for x in v]
-        return v
+    # The parameters' rules (otelflow._internal.runs.redact): secret-named keys at any depth, header pairs,
+    # URL/DSN passwords and key=value secrets in strings.
+    from otelflow._internal.runs.redact import exportable
 
-    text = json.dumps(redact(value), separators=(",", ":"))
+    text = json.dumps(exportable(value, patterns), separators=(",", ":"), default=str)
     return text if len(text) <= max_length else text[: max_length - 3] + "..."
 
 

@@ -19,7 +19,8 @@ from otelflow.logging.handlers import truncate_message
 __all__ = ["build_formatter", "record_to_event"]
 
 # LogRecord's own attributes: anything else on a record came in through ``extra``.
-_RECORD_KEYS: Final = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime", RUN_KEY}
+# ``send_to_api`` (Prefect's console-only marker) is a routing flag, not data.
+_RECORD_KEYS: Final = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime", RUN_KEY, "send_to_api"}
 
 
 def record_to_event(
@@ -87,12 +88,12 @@ class ConsoleFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         """One console line (plus the traceback, if any) for ``record``."""
         run: RunInfo | None = record.__dict__.get(RUN_KEY) or current_run_info()
-        who = run.display if run is not None else record.name
-        message = truncate_message(record.getMessage(), self._max)
+        who = _text(run.display if run is not None else record.name)
+        message = _text(truncate_message(record.getMessage(), self._max))
         level = record.levelname.lower()
         own = run.extra if run is not None else {}
         extras = [
-            f" {key}={value}"
+            _text(f" {key}={value}")
             for key, value in record.__dict__.items()
             if key not in _RECORD_KEYS and key[0] != "_" and key not in own and not key.startswith("otelflow.")
             and key not in ("trace_id", "span_id")
@@ -104,10 +105,20 @@ class ConsoleFormatter(logging.Formatter):
         else:
             line = f"{stamp} [{level:<9}] [{who}] {message}{''.join(extras)}"
         if record.exc_info:
-            line = f"{line}\n{self.formatException(record.exc_info)}"
+            line = f"{line}\n{_text(self.formatException(record.exc_info))}"
         if record.stack_info:
-            line = f"{line}\n{self.formatStack(record.stack_info)}"
+            line = f"{line}\n{_text(self.formatStack(record.stack_info))}"
         return line
+
+
+def _text(text: str) -> str:
+    """Untrusted text for the console: its line breaks kept, every other control character (``ESC``, ``BEL``,
+    a lone ``CR``, bidi overrides) shown as an escape, so a message cannot drive the terminal."""
+    if text.isprintable():
+        return text
+    from otelflow._internal.terminal import terminal_lines
+
+    return "\n".join(terminal_lines(text))
 
 
 def build_formatter(fmt: str, colors: bool, max_message_length: int) -> logging.Formatter:

@@ -13,6 +13,13 @@
 It never exports OTel's own logs (``opentelemetry.*`` loggers) or anything logged while OTel suppresses
 instrumentation (otelflow's export threads), and the bridge's re-entrancy guard stays in force, so an
 exporter that logs cannot loop back into itself.
+
+What it exports is redacted (``docs/redaction.md``, :mod:`otelflow._internal.runs.redact`): the body and every
+string attribute pass through the text rules (URL/DSN passwords, secret-named ``key=value`` pairs, bearer
+tokens), attributes with a secret-looking name are ``[REDACTED]`` at any depth, and ``exception.stacktrace``
+loses otelflow's own leading frames. An attribute name Loki would reject (one with no ASCII letter or digit,
+``".."``, ``"ようこそ"``) is exported as ``extra.<name>``. Only the exported record changes: the stdlib record,
+and so the console, are left as they are.
 """
 
 from __future__ import annotations
@@ -30,7 +37,8 @@ from opentelemetry.instrumentation.log_utils import std_to_otel
 from opentelemetry.instrumentation.logging.handler import LoggingHandler
 
 from otelflow import telemetry
-from otelflow._internal.export.limits import Limits, get_limits, truncate_stacktrace, truncate_text, truncate_value
+from otelflow._internal.export.limits import get_limits, truncate_text, truncate_value
+from otelflow._internal.runs import redact as _redact
 from otelflow.logging._runinfo import PREFECT_RECORD_FIELDS, RUN_KEY, RunInfo, current_run_info
 
 __all__ = ["ConsoleHandler", "OTelRunLogHandler", "clean_attribute", "truncate_message"]
@@ -51,35 +59,85 @@ def truncate_message(message: str, limit: int) -> str:
 
 
 def clean_attribute(value: Any, depth: int = 0) -> Any:
-    """An OTel attribute value for ``value``: plain values and (nested) lists/dicts kept, the rest ``str()``.
+    """An OTel attribute value for ``value``: plain values and (nested) lists/dicts kept, the rest ``str()``;
+    secrets redacted (``OTELFLOW_REDACT_PATTERNS``).
 
     The SDK would also stringify unknown types, but with a warning per record; a log call with
-    ``extra={"path": Path(...)}`` should export the path, not spam stderr.
+    ``extra={"path": Path(...)}`` should export the path, not spam stderr. Strings pass through the text rules
+    (URL/DSN passwords, ``key=value`` secrets); in mappings, the value of a secret-looking key is ``[REDACTED]``,
+    as is that of a ``(name, value)`` pair with a secret-looking name and a named tuple's secret-looking field.
     """
-    if type(value) in _PLAIN_TYPES:
+    return _clean(value, _redact.redactor(), depth)
+
+
+def _clean(value: Any, rules: _redact.Redactor, depth: int) -> Any:
+    kind = type(value)
+    if kind is str:
+        return rules.text(value)
+    if kind in _PLAIN_TYPES:
         return value
     if depth < _MAX_DEPTH:
         if isinstance(value, list | tuple):
-            return tuple(clean_attribute(v, depth + 1) for v in value)
+            if rules.is_secret_pair(value):
+                return (_clean(value[0], rules, depth + 1), _redact.REDACTED)
+            fields = _redact.fields_of(value) if isinstance(value, tuple) else None  # a named tuple
+            if fields is not None:
+                return tuple(_redact.REDACTED if rules.is_secret(name) else _clean(item, rules, depth + 1)
+                             for name, item in fields)
+            return tuple(_clean(v, rules, depth + 1) for v in value)
         if isinstance(value, Mapping):
-            return {str(k): clean_attribute(v, depth + 1) for k, v in value.items()}
-    if isinstance(value, str | int | float | bytes):  # subclasses: enums, numpy floats, ...
+            out: dict[str, Any] = {}
+            for key, item in value.items():
+                name = str(key)
+                out[name] = _redact.REDACTED if rules.is_secret(name) else _clean(item, rules, depth + 1)
+            return out
+    if isinstance(value, str):
+        return rules.text(value)
+    if isinstance(value, int | float | bytes):  # subclasses: enums, numpy floats, ...
         return value
+    if kind.__name__ in _SECRET_TYPES:
+        return _redact.REDACTED
+    fields = _redact.fields_of(value)  # a dataclass, pydantic model or attrs instance
+    if fields is not None and any(rules.is_secret(name) for name, _ in fields):
+        # Its str() shows the secret field: the same shape, from the fields.
+        shown = ", ".join(f"{name}={_redact.REDACTED if rules.is_secret(name) else _clean(item, rules, depth + 1)!r}"
+                          for name, item in fields)
+        return f"{kind.__name__}({shown})"
     try:
-        return str(value)
+        return rules.text(str(value))
     except Exception:
-        return f"<unprintable {type(value).__name__}>"
+        return f"<unprintable {kind.__name__}>"
 
 
-_EXCEPTION_LIMITS: Final = {"exception.message": "exception_message", "exception.stacktrace": "stacktrace"}
+_SECRET_TYPES: Final = frozenset({"SecretStr", "SecretBytes", "Secret"})
+_RUN_FIELDS: Final = frozenset(PREFECT_RECORD_FIELDS)
+_EXCEPTION_MESSAGE: Final = "exception.message"
+_EXCEPTION_STACKTRACE: Final = "exception.stacktrace"
+# Redacted past the cut of a long body too, so a secret that straddles the cut is masked whole.
+_BODY_SLACK: Final = 4096
+_LOKI_PREFIX: Final = "extra."
 
 
-def _truncate_attribute(key: str, value: str, limits: Limits) -> str:
-    if key == "exception.stacktrace":
-        return truncate_stacktrace(value, limits.stacktrace)
-    if key == "exception.message":
-        return truncate_text(value, limits.exception_message)
-    return truncate_text(value, limits.attribute_value)
+def _exported_body(message: str, limit: int, rules: _redact.Redactor) -> str:
+    """The record's message as exported: redacted, cut to ``limit`` (as :func:`truncate_message` cuts)."""
+    if len(message) <= limit:
+        return rules.text(message)
+    return f"{rules.text(message[: limit + _BODY_SLACK])[:limit]}...[truncated {len(message) - limit} chars]"
+
+
+def _loki_rejects(key: str) -> bool:
+    """True if Loki would refuse ``key`` (it names it with underscores only: no ASCII letter or digit in it).
+
+    Equivalent to :func:`otelflow.semconv.loki_name` raising, without building the name.
+    """
+    return not any(c.isascii() and c.isalnum() for c in key)
+
+
+def _loki_safe_key(key: str, taken: Mapping[str, Any]) -> str:
+    name = _LOKI_PREFIX + key  # ".." -> "extra...", which Loki names "extra_"
+    while name in taken:
+        name = _LOKI_PREFIX + name
+    return name
 
 
 class OTelRunLogHandler(LoggingHandler):
@@ -110,6 +168,8 @@ class OTelRunLogHandler(LoggingHandler):
         """Translate the record and emit it through the current logger provider."""
         if record.name.startswith("opentelemetry") or _EXPORTED in record.__dict__:
             return  # OTel's own logs; or a record already exported by a handler on a child logger
+        if record.__dict__.get("send_to_api") is False:
+            return  # for the console only (Prefect's marker: its API log handler skips such records too)
         provider = telemetry.get_logger_provider()
         if provider is None or get_value(_SUPPRESS_INSTRUMENTATION_KEY):
             return
@@ -146,37 +206,58 @@ class OTelRunLogHandler(LoggingHandler):
             # A run logger's record with nothing of its own (no `extra` of the call, nothing a filter or record
             # factory added; no exception): its attributes are the run's, made once per run.
             attributes, context, event_name = dict(run.log_attributes), run.context, None
+            rules = _redact.redactor()
         else:
-            attributes, context, event_name = self._attributes_of(record)
+            attributes, context, event_name, rules = self._attributes_of(record)
         return LogRecord(
             timestamp=int(record.created * 1e9),
             observed_timestamp=time_ns(),
             context=context,
             severity_text=_SEVERITY_TEXT.get(record.levelname, record.levelname),
             severity_number=std_to_otel(record.levelno),
-            body=truncate_message(record.getMessage(), self.max_message_length),
+            body=_exported_body(record.getMessage(), self.max_message_length, rules),
             attributes=attributes,
             event_name=event_name,
         )
 
-    def _attributes_of(self, record: logging.LogRecord) -> tuple[dict[str, Any], Context, str | None]:
-        """Any record's attributes (bounded in size), the context it correlates with, and its event name."""
+    def _attributes_of(
+        self, record: logging.LogRecord,
+    ) -> tuple[dict[str, Any], Context, str | None, _redact.Redactor]:
+        """Any record's attributes (bounded in size, redacted, named so Loki takes them), the context it
+        correlates with, its event name, and the redaction rules in force."""
         attributes, event_name = self._get_attributes(record)
         run = cast("RunInfo | None", attributes.pop(RUN_KEY, None))
         for key in PREFECT_RECORD_FIELDS:  # Prefect's fields without a value (deployment_name): no OTel attribute
             if attributes.get(key, "") is None:
                 del attributes[key]
         limits = get_limits()
+        rules = _redact.redactor()
+        rejected: list[str] | None = None
         for key, value in attributes.items():
+            if key in _RUN_FIELDS:  # the run's ids and names, set by otelflow: cut, not redacted
+                if isinstance(value, str) and len(value) > limits.attribute_value:
+                    attributes[key] = truncate_text(value, limits.attribute_value)
+                continue
             kind = type(value)
-            if isinstance(value, str):
-                # One huge `extra` value or exception text must not poison the export batch: cut it, visibly.
-                if len(value) > limits.attribute_value or (
-                    key in _EXCEPTION_LIMITS and len(value) > getattr(limits, _EXCEPTION_LIMITS[key])
-                ):
-                    attributes[key] = _truncate_attribute(key, value, limits)
+            if key == _EXCEPTION_STACKTRACE and isinstance(value, str):
+                attributes[key] = _redact.exported_stacktrace(value, limits.stacktrace)
+            elif key == _EXCEPTION_MESSAGE and isinstance(value, str):
+                attributes[key] = _redact.exported_message(value, limits.exception_message)
+            elif rules.is_secret(key):
+                attributes[key] = _redact.REDACTED
+            elif isinstance(value, str):
+                # One huge `extra` value must not poison the export batch: cut it, visibly.
+                attributes[key] = (rules.text(value) if len(value) <= limits.attribute_value
+                                   else _redact.exported_message(value, limits.attribute_value))
             elif kind not in _PLAIN_TYPES:
-                attributes[key] = truncate_value(clean_attribute(value), limits.attribute_value)
+                attributes[key] = truncate_value(_clean(value, rules, 0), limits.attribute_value)
+            first = key[:1]
+            if not ("a" <= first <= "z" or "A" <= first <= "Z") and _loki_rejects(key):
+                rejected = [key] if rejected is None else [*rejected, key]
+        if rejected is not None:
+            for key in rejected:
+                value = attributes.pop(key)
+                attributes[_loki_safe_key(key, attributes)] = value
         if run is not None:
             # Bound when the run logger was created: right even from a helper thread with no current span.
             context = run.context
@@ -190,7 +271,7 @@ class OTelRunLogHandler(LoggingHandler):
                 del attributes["trace_id"]
                 attributes.pop("span_id", None)
             attributes.update(run.attributes)
-        return attributes, context, event_name
+        return attributes, context, event_name, rules
 
 
 class ConsoleHandler(logging.StreamHandler):  # type: ignore[type-arg]

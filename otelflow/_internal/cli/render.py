@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as _dt
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import IO, Final
 
 from rich.console import Console
@@ -16,16 +17,17 @@ from rich.table import Table
 from rich.text import Text
 
 from otelflow import semconv
-from otelflow._internal.cli.support import terminal_safe
 from otelflow._internal.cli.tracetree import Group, Node, group_children
 from otelflow._internal.spool.index import RunRow
 from otelflow._internal.spool.reader import LogRecord
+from otelflow._internal.terminal import terminal_lines, terminal_safe
 
 __all__ = [
     "CACHED_MARK",
     "STATE_STYLES",
     "format_duration",
     "log_line",
+    "log_plain",
     "make_console",
     "print_lines",
     "render_runs",
@@ -104,17 +106,18 @@ def render_runs(console: Console, rows: Sequence[tuple[RunRow, int, str | None]]
     if wide:
         columns.append(("TRACE ID", [], "left"))
     for run, level, orphan_of in rows:
-        name = Text("  " * max(0, level - 1) + ("└ " if level else "")) + Text(run.run_name)
+        name = Text("  " * max(0, level - 1) + ("└ " if level else "")) + Text(terminal_safe(run.run_name))
         if orphan_of:
-            name.append(f" (in {orphan_of})", style="dim")
-        duration = format_duration((now if run.running else run.end) - run.start)
+            name.append(f" (in {terminal_safe(orphan_of)})", style="dim")
+        duration = format_duration(max(0, (now if run.running else run.end) - run.start))
+        run_id = terminal_safe(run.run_id)
         cells = [
-            Text(_local(run.start, "%Y-%m-%d %H:%M:%S" if wide else "%m-%d %H:%M:%S")), Text(run.flow_name), name,
-            _state(run.state), Text(duration + ("…" if run.running else "")), _tasks(run, wide),
-            Text(run.run_id if wide else run.run_id[:8]),
+            Text(_local(run.start, "%Y-%m-%d %H:%M:%S" if wide else "%m-%d %H:%M:%S")),
+            Text(terminal_safe(run.flow_name)), name, _state(terminal_safe(run.state)),
+            Text(duration + ("…" if run.running else "")), _tasks(run, wide), Text(run_id if wide else run_id[:8]),
         ]
         if wide:
-            cells.append(Text(run.trace_id))
+            cells.append(Text(terminal_safe(run.trace_id)))
         for (_, column, _), cell in zip(columns, cells, strict=True):
             column.append(cell)
     widths: dict[str, int] = {}  # on a terminal: the width of each column shown (flow names at most 30)
@@ -157,31 +160,81 @@ def _tasks(run: RunRow, wide: bool) -> Text:
 # --- logs ---------------------------------------------------------------------------------------------
 
 
-def log_line(log: LogRecord, *, prefix: str = "", who: str | None = None, traceback: bool = False) -> Text:
-    """``12:00:01.234 INFO    message  key=value`` (with the exception under it)."""
-    severity = log.severity_text or (str(log.severity_number) if log.severity_number else "")
-    text = Text(prefix)
-    text.append(_local(log.time, "%H:%M:%S.%f")[:-3], style="dim")
-    text.append(" ")
-    text.append(f"{severity:7}", style=_LEVEL_STYLES.get(severity.upper(), ""))
-    text.append(" ")
+_HEADER_WIDTH: Final = 21  # "12:00:01.234 INFO    ": where a log message starts, after the line's prefix
+
+
+def _extras(attrs: dict[str, object]) -> str:
+    return " ".join(terminal_safe(f"{k}={v}") for k, v in attrs.items()
+                    if not k.startswith(_HIDDEN_LOG_PREFIXES) and k not in _HIDDEN_LOG_KEYS)
+
+
+def log_plain(log: LogRecord, who: str | None = None) -> str:
+    """``log_line(log, who=who).plain``, without building styled text: piped ``otelflow logs`` of a million
+    records writes them at the speed of string formatting."""
+    severity = terminal_safe(log.severity_text or (str(log.severity_number) if log.severity_number else ""))
+    lines = terminal_lines(log.body.rstrip("\n"))
     if who:
-        text.append(who, style="cyan")
-        text.append(" | ", style="dim")
-    # continuation lines of a multi-line message stay under the message, inside the tree
-    text.append(log.body.rstrip("\n").replace("\n", "\n" + prefix + " " * 21))
-    extras = " ".join(f"{k}={v}" for k, v in log.attributes.items()
-                      if not k.startswith(_HIDDEN_LOG_PREFIXES) and k not in _HIDDEN_LOG_KEYS)
+        lines[0] = f"{terminal_safe(who)} | {lines[0]}"
+    attrs = log.attributes
+    extras = _extras(attrs)
     if extras:
-        text.append("  " + extras, style="dim")
-    exc_type = log.attributes.get(semconv.EXCEPTION_TYPE)
+        lines[-1] = f"{lines[-1]}  {extras}"
+    text = f"{_local(log.time, '%H:%M:%S.%f')[:-3]} {severity:7} " + ("\n" + " " * _HEADER_WIDTH).join(lines)
+    exc_type = attrs.get(semconv.EXCEPTION_TYPE)
     if exc_type:
-        stack = log.attributes.get(semconv.EXCEPTION_STACKTRACE)
-        if traceback and isinstance(stack, str) and stack:
-            for line in stack.rstrip().splitlines():
-                text.append(f"\n{prefix}    {line}", style="red")
+        message = str(attrs.get(semconv.EXCEPTION_MESSAGE, "") or "")
+        for line in terminal_lines(f"{exc_type}: {message}" if message else str(exc_type)):
+            text += "\n    " + line
+    return text
+
+
+def _log_parts(log: LogRecord, who: str | None, traceback: bool, seen_exception: tuple[str, str] | None
+               ) -> tuple[Text, list[Text], list[Text]]:
+    """(time and level, message lines, exception lines) of a record, every piece of data escaped.
+
+    ``seen_exception``: (type, message) of an exception whose stack trace was printed just above (the run's own
+    failure): a record of the same exception says so in one line instead of printing the stack again.
+    """
+    severity = terminal_safe(log.severity_text or (str(log.severity_number) if log.severity_number else ""))
+    header = Text()
+    header.append(_local(log.time, "%H:%M:%S.%f")[:-3], style="dim")
+    header.append(" ")
+    header.append(f"{severity:7}", style=_LEVEL_STYLES.get(severity.upper(), ""))
+    header.append(" ")
+    lines = [Text(line) for line in terminal_lines(log.body.rstrip("\n"))]
+    if who:
+        lines[0] = Text(terminal_safe(who), style="cyan") + Text(" | ", style="dim") + lines[0]
+    attrs = log.attributes
+    extras = _extras(attrs)
+    if extras:
+        lines[-1].append("  " + extras, style="dim")
+    exception: list[Text] = []
+    exc_type = attrs.get(semconv.EXCEPTION_TYPE)
+    if exc_type:
+        message = str(attrs.get(semconv.EXCEPTION_MESSAGE, "") or "")
+        stack = attrs.get(semconv.EXCEPTION_STACKTRACE)
+        if seen_exception is not None and seen_exception == (str(exc_type), message):
+            exception = [Text(terminal_safe(f"{exc_type}: {message}" if message else str(exc_type))
+                              + "  (stack trace above)", style="red")]
+        elif traceback and isinstance(stack, str) and stack:
+            exception = [Text(line, style="red") for line in terminal_lines(stack.rstrip())]
         else:
-            text.append(f"\n{prefix}    {exc_type}: {log.attributes.get(semconv.EXCEPTION_MESSAGE, '')}", style="red")
+            exception = [Text(line, style="red") for line in terminal_lines(
+                f"{exc_type}: {message}" if message else str(exc_type))]
+    return header, lines, exception
+
+
+def log_line(log: LogRecord, *, prefix: str = "", who: str | None = None, traceback: bool = False) -> Text:
+    """``12:00:01.234 INFO    message  key=value`` (with the exception under it), every piece of data escaped:
+    a record's text is shown, never interpreted by the terminal."""
+    header, lines, exception = _log_parts(log, who, traceback, None)
+    text = Text(prefix) + header + lines[0]
+    for line in lines[1:]:  # continuation lines of a multi-line message stay under the message, inside the tree
+        text.append("\n" + prefix + " " * _HEADER_WIDTH)
+        text.append_text(line)
+    for line in exception:
+        text.append(f"\n{prefix}    ")
+        text.append_text(line)
     return text
 
 
@@ -190,80 +243,186 @@ def _who(log: LogRecord) -> str:
     return str(attrs.get(semconv.TASK_RUN_NAME) or attrs.get(semconv.FLOW_RUN_NAME) or "?")
 
 
+def _severity(log: LogRecord) -> int:
+    if log.severity_number:
+        return log.severity_number
+    return {"WARN": 13, "WARNING": 13, "ERROR": 17, "CRITICAL": 21, "FATAL": 21}.get(log.severity_text.upper(), 9)
+
+
 # --- the trace waterfall ------------------------------------------------------------------------------
 
 
+@dataclass(slots=True)
+class _RunLine:
+    """One run's line before layout: the tree and names (cut when narrow), what a user looks for (state and
+    duration, never cut while there is room), the rest (tags...: dropped first), and its time span."""
+
+    head: Text
+    status: Text
+    extra: Text
+    start: int
+    end: int
+    style: str
+
+
+@dataclass(slots=True)
+class _Hanging:
+    """A detail or log line whose continuation, when a terminal wraps it, goes under ``indent``."""
+
+    text: Text
+    indent: str
+
+
+_MIN_HEAD: Final = 8  # names are cut to no less than this many columns after the tree
+
+
 class _Waterfall:
-    """Lays out one line per run: tree + label on the left, start offset and a duration bar on the right."""
+    """Lays out one line per run: tree, names, state and duration on the left; start offset and a duration bar
+    on the right (on a terminal wide enough: the bar is what gives way first, then tags, then names)."""
 
     def __init__(self, console: Console, t0: int, t1: int, now: int, *, expand: bool, traceback: bool,
                  depth: int | None, keep: set[int] | None) -> None:
         self.console = console
         self.tty = console.is_terminal
+        self.width = console.width if self.tty else 0
         self.t0, self.now = t0, now
         self.total = max(1, t1 - t0)
         self.expand, self.traceback, self.depth, self.keep = expand, traceback, depth, keep
-        width = console.width if self.tty else 0
-        self.bar = max(10, min(40, width // 4)) if self.tty and width >= 70 else 0
-        self.left = (width - self.bar - 12) if self.bar else width
         self.hidden_tracebacks = False
-        self.out: list[Text] = []
+        self.out: list[Text | _RunLine | _Hanging] = []
+        self.root_service = ""
 
     def emit(self, text: Text) -> None:
         self.out.append(text)
 
-    def run_line(self, prefix: str, label: Text, start: int, end: int, style: str) -> None:
-        line = Text(prefix) + label
-        offset = _offset(start - self.t0)
-        if not self.bar:
-            line.append("  " + offset, style="dim")
-            if self.tty:
-                line.truncate(self.left, overflow="ellipsis")
-            self.emit(line)
-            return
-        line.truncate(self.left, overflow="ellipsis", pad=True)
-        line.append(f" {offset:>10} ", style="dim")
-        begin = int((start - self.t0) / self.total * self.bar)
-        length = max(1, round((end - start) / self.total * self.bar))
-        begin = min(begin, self.bar - 1)
-        length = min(length, self.bar - begin)
-        line.append(" " * begin)
-        line.append("█" * length, style=style or "white")
-        self.emit(line)
+    def run_line(self, head: Text, status: Text, extra: Text, start: int, end: int, style: str) -> None:
+        self.out.append(_RunLine(head, status, extra, start, end, style))
 
+    # --- layout ---
+    def lines(self) -> list[Text]:
+        """The laid-out lines: piped, whole; on a terminal, fitted to its width."""
+        if not self.tty:
+            return [self._plain(item) if isinstance(item, _RunLine) else
+                    item.text if isinstance(item, _Hanging) else item for item in self.out]
+        runs = [item for item in self.out if isinstance(item, _RunLine)]
+        need = max((r.head.cell_len + r.status.cell_len for r in runs), default=0)
+        bar = min(40, self.width // 4)
+        room = self.width - need - 12
+        if room < bar:
+            bar = room if room >= 10 else 0
+        out: list[Text] = []
+        for item in self.out:
+            if isinstance(item, _RunLine):
+                out.append(self._fitted(item, bar))
+            elif isinstance(item, _Hanging):
+                out.extend(self._wrapped(item))
+            else:
+                out.append(item)
+        return out
+
+    def _plain(self, run: _RunLine) -> Text:
+        line = run.head + run.status + run.extra
+        line.append("  " + _offset(run.start - self.t0), style="dim")
+        return line
+
+    def _label(self, run: _RunLine, width: int) -> Text:
+        """head + status (+ extra if it fits) in ``width`` cells: extra goes first, then the names are cut."""
+        if run.head.cell_len + run.status.cell_len + run.extra.cell_len <= width:
+            return run.head + run.status + run.extra
+        head = run.head.copy()
+        room = width - run.status.cell_len
+        if head.cell_len > room:
+            head.truncate(max(room, min(head.cell_len, _tree_width(head) + _MIN_HEAD)), overflow="ellipsis")
+        label = head + run.status
+        if label.cell_len < width and run.extra.cell_len:
+            extra = run.extra.copy()
+            extra.truncate(width - label.cell_len, overflow="ellipsis")
+            label.append_text(extra)
+        label.truncate(width, overflow="ellipsis")
+        return label
+
+    def _fitted(self, run: _RunLine, bar: int) -> Text:
+        offset = _offset(run.start - self.t0)
+        if not bar:
+            label = self._label(run, self.width)
+            if label.cell_len + 2 + len(offset) <= self.width:
+                label.append("  " + offset, style="dim")
+            return label
+        left = self.width - bar - 12
+        line = self._label(run, left)
+        line.pad_right(left - line.cell_len)
+        line.append(f" {offset:>10} ", style="dim")
+        begin = min(max(0, int((run.start - self.t0) / self.total * bar)), bar - 1)
+        length = min(max(1, round((max(run.end, run.start) - run.start) / self.total * bar)), bar - begin)
+        line.append(" " * begin)
+        line.append("█" * length, style=run.style or "white")
+        return line
+
+    def _wrapped(self, item: _Hanging) -> list[Text]:
+        """A detail or log line on a terminal: a line too long is wrapped under where its text starts (inside
+        the tree), not at column 0."""
+        text, indent = item.text, item.indent
+        if text.cell_len <= self.width or len(indent) > self.width - 20:
+            return [text]
+        cut = len(indent)  # a detail line starts with its indent; a log line with its prefix, time and level
+        pieces = list(text[cut:].wrap(self.console, self.width - cut, overflow="fold")) or [Text()]
+        return [text[:cut] + pieces[0]] + [Text(indent) + piece for piece in pieces[1:]]
+
+    def indented(self, indent: str, text: Text) -> None:
+        """Emit ``indent`` + ``text``; on a terminal, wrapped under ``indent``."""
+        self.out.append(_Hanging(Text(indent) + text, indent))
+
+    # --- content ---
     def detail(self, prefix: str, text: str | Text, style: str = "") -> None:
-        line = Text(prefix + "  ")
-        line.append(text if isinstance(text, Text) else Text(text, style=style))
-        self.emit(line)
+        self.indented(prefix + "  ", text if isinstance(text, Text) else Text(terminal_safe(text), style=style))
+
+    def log(self, log: LogRecord, prefix: str, who: str | None, seen: tuple[str, str] | None) -> None:
+        header, lines, exception = _log_parts(log, who, self.traceback, seen)
+        self.out.append(_Hanging(Text(prefix) + header + lines[0], prefix + " " * _HEADER_WIDTH))
+        for line in lines[1:]:
+            self.indented(prefix + " " * _HEADER_WIDTH, line)
+        for line in exception:
+            self.indented(prefix + "    ", line)
 
     def node(self, node: Node, prefix: str, branch: str, child_prefix: str, level: int) -> None:
-        label = Text()
-        label.append(node.span.name, style="bold")
+        head = Text(prefix + branch)
+        head.append(terminal_safe(node.span.name), style="bold")
         if node.run_name:
-            label.append(f"  {node.run_name}")
+            head.append(f"  {terminal_safe(node.run_name)}")
         if node.map_index is not None:
-            label.append(f"  [map {node.map_index}]", style="dim")
+            head.append(f"  [map {node.map_index}]", style="dim")
+        head.append("  ")
         state = node.state
+        status = Text()
         if state:
-            label.append("  ")
-            label.append(_state(state, "…" if node.running else ""))
+            status.append_text(_state(state, "…" if node.running else ""))
+            status.append("  ")
         if node.cached:
-            label.append(f"  {CACHED_MARK}", style=STATE_STYLES["Cached"])
-        label.append(f"  {format_duration(node.duration_ns(self.now))}")
+            status.append(f"{CACHED_MARK}  ", style=STATE_STYLES["Cached"])
+        status.append(format_duration(node.duration_ns(self.now)))
+        extra = Text()
         if node.attempts > 1:
-            label.append(f"  attempts={node.attempts}", style="yellow")
+            extra.append(f"  attempts={node.attempts}", style="yellow")
         if node.tags:
-            label.append("  tags=" + ",".join(node.tags), style="dim")
+            extra.append("  tags=" + terminal_safe(",".join(node.tags)), style="dim")
+        service = str(node.span.resource.get("service.name", "") or "")
+        if service and service != self.root_service:
+            extra.append(f"  service={terminal_safe(service)}", style="dim")
         if node.parent is None and node.span.parent_id and level == 0:
-            label.append("  (parent span in another process)", style="dim")
+            extra.append("  (parent span in another process)", style="dim")
         end = self.now if node.running else node.span.end
-        self.run_line(prefix + branch, label, node.span.start, end, STATE_STYLES.get(state, ""))
-        self.explain(node, child_prefix)
+        self.run_line(head, status, extra, node.span.start, end, STATE_STYLES.get(state, ""))
+        self.parameters(node, child_prefix)
+        seen = self.explain(node, child_prefix)
         self.artifacts(node, child_prefix)
         for log in node.logs:
             # A record of a run with no span yet (still running) sits under its flow run, named.
             who = None if log.span_id == node.span.span_id else _who(log)
-            self.emit(log_line(log, prefix=child_prefix + "  ", who=who, traceback=self.traceback))
+            self.log(log, child_prefix + "  ", who, seen)
+        omitted = node.logs_omitted
+        if omitted:
+            ident = node.attrs.get(semconv.FLOW_RUN_ID) or ""
+            self.detail(child_prefix, f"(… {omitted} more log line(s): otelflow logs {ident})", "dim")
         if self.depth is not None and level >= self.depth:
             hidden = sum(1 for n in node.walk()[1:] if self.keep is None or id(n) in self.keep)
             if hidden:
@@ -280,6 +439,17 @@ class _Waterfall:
             else:
                 self.node(item, child_prefix, branch_, below, level + 1)
 
+    def parameters(self, node: Node, prefix: str) -> None:
+        """A flow run's parameters: their types by default, their (redacted) values when recorded."""
+        if node.attrs.get(semconv.RUN_TYPE) != semconv.RUN_TYPE_FLOW:
+            return
+        cut = len(semconv.PARAMETER_PREFIX)
+        params = [f"{k[cut:]}={v}" for k, v in node.attrs.items() if k.startswith(semconv.PARAMETER_PREFIX)]
+        if params:
+            text = Text("parameters  ", style="dim")
+            text.append(terminal_safe("  ".join(params)))
+            self.detail(prefix, text)
+
     def artifacts(self, node: Node, prefix: str) -> None:
         """One line per artifact the run made: type and key (the id when it has none); the spool is untrusted."""
         for artifact in node.artifacts:
@@ -290,14 +460,23 @@ class _Waterfall:
             text.append(terminal_safe(str(key)) if key else f"id={terminal_safe(str(artifact['id']))}", style="cyan")
             self.detail(prefix, text)
 
-    def explain(self, node: Node, prefix: str) -> None:
-        """Why a run failed or did not run, and its retries."""
+    def explain(self, node: Node, prefix: str) -> tuple[str, str] | None:
+        """Why a run failed, waits or did not run, and its retries; returns the (type, message) of the exception
+        whose stack trace was printed (so the run's log record of it does not print it again)."""
         for name, _, ev in node.span.events:
             if name == semconv.EVENT_RETRY:
+                attempt = ev.get(semconv.RUN_ATTEMPT)
+                number = attempt - 1 if isinstance(attempt, int) and attempt > 1 else "?"
+                total = ev.get(semconv.RUN_RETRIES)
                 text = Text("retry", style="yellow")
-                text.append(f" attempt {ev.get(semconv.RUN_ATTEMPT)} after {ev.get(semconv.EXCEPTION_TYPE)}: "
-                            f"{ev.get(semconv.EXCEPTION_MESSAGE)}")
+                text.append(terminal_safe(f" {number}{f'/{total}' if isinstance(total, int) else ''} after "
+                                          f"{ev.get(semconv.EXCEPTION_TYPE)}: {ev.get(semconv.EXCEPTION_MESSAGE)}"))
                 self.detail(prefix, text)
+        if node.running:
+            waiting = node.attrs.get(semconv.RUN_STATE_MESSAGE)
+            if node.state == "Paused":
+                self.detail(prefix, f"paused: {waiting or 'waiting to be resumed'}", "yellow")
+            return None
         if node.state == "NotReady":
             if not node.upstream:
                 why = "not run: an upstream run did not complete (not recorded which)"
@@ -306,61 +485,77 @@ class _Waterfall:
             else:
                 why = f"not run: upstream failed: {', '.join(node.upstream)}"
             self.detail(prefix, why, "magenta")
-            return
+            return None
         exc = node.exception
         if exc is not None:
-            self.detail(prefix, f"error: {exc['type']}: {exc['message']}", "red")
+            message = exc["message"] or (node.span.status_message if node.span.status_code == 2 else "")
+            self.detail(prefix, f"error: {exc['type']}: {message}" if message else f"error: {exc['type']}", "red")
             if exc["stacktrace"]:
                 if self.traceback:
-                    for line in exc["stacktrace"].rstrip().splitlines():
-                        self.detail(prefix + "  ", line, "red")
-                else:
-                    self.hidden_tracebacks = True
+                    for line in terminal_lines(exc["stacktrace"].rstrip()):
+                        self.detail(prefix + "  ", Text(line, style="red"))
+                    return exc["type"], exc["message"]
+                self.hidden_tracebacks = True
         elif node.span.status_code == 2 and node.span.status_message:
             self.detail(prefix, f"error: {node.span.status_message}", "red")
+        return None
 
     def group(self, group: Group, prefix: str, branch: str, below: str) -> None:
         members = group.members
         indexes = sorted(i for i in (m.map_index for m in members) if i is not None)
-        label = Text()
-        label.append(group.name, style="bold")
-        label.append(f"  {len(members)} mapped runs")
+        head = Text(prefix + branch)
+        head.append(terminal_safe(group.name), style="bold")
+        head.append(f"  {len(members)} mapped runs")
         if indexes:
-            label.append(f"  [map {indexes[0]}..{indexes[-1]}]", style="dim")
-        label.append("  ")
+            head.append(f"  [map {indexes[0]}..{indexes[-1]}]", style="dim")
+        head.append("  ")
+        status = Text()
         for i, (state, n) in enumerate(sorted(group.states().items(), key=lambda kv: -kv[1])):
             if i:
-                label.append(", ")
-            label.append(_state(state or "?", f" {n}"))
+                status.append(", ")
+            status.append_text(_state(terminal_safe(state or "?"), f" {n}"))
         p50, top = group.durations(self.now)
-        label.append(f"  p50 {format_duration(p50)}  max {format_duration(top)}")
+        status.append(f"  p50 {format_duration(p50)}  max {format_duration(top)}")
+        extra = Text()
         retried = sum(1 for m in members if m.attempts > 1)
         if retried:
-            label.append(f"  retried={retried}", style="yellow")
+            extra.append(f"  retried={retried}", style="yellow")
         tags = sorted({t for m in members for t in m.tags})
         if tags:
-            label.append("  tags=" + ",".join(tags), style="dim")
+            extra.append("  tags=" + terminal_safe(",".join(tags)), style="dim")
         start = min(m.span.start for m in members)
         end = max(self.now if m.running else m.span.end for m in members)
         worst = next((s for s in ("Crashed", "Failed", "TimedOut", "NotReady", "Running") if s in group.states()),
                      "Completed")
-        self.run_line(prefix + branch, label, start, end, STATE_STYLES.get(worst, ""))
+        self.run_line(head, status, extra, start, end, STATE_STYLES.get(worst, ""))
         bad = [m for m in members if m.failed]
+        shown_logs = 0
         for member in bad[:5]:
-            self.detail(below, Text(f"{member.run_name} [map {member.map_index}] ", style="bold") + _state(
-                member.state))
-            self.explain(member, below + "  ")
+            self.detail(below, Text(f"{terminal_safe(member.run_name)} [map {member.map_index}] ", style="bold")
+                        + _state(terminal_safe(member.state)))
+            seen = self.explain(member, below + "  ")
+            # what went wrong is not hidden behind the fold: a failed member's warnings and errors are shown
+            for log in member.logs:
+                if _severity(log) >= 13:
+                    self.log(log, below + "    ", None, seen)
+                    shown_logs += 1
         if len(bad) > 5:
             self.detail(below, f"… {len(bad) - 5} more not completed", "dim")
-        logs = sum(len(m.logs) for m in members)
+        logs = sum(m.log_count for m in members) - shown_logs
         below_runs = sum(len(m.walk()) - 1 for m in members)
         hidden = []
         if logs:
-            hidden.append(f"{logs} log line(s)")
+            hidden.append(f"{logs} {'more ' if shown_logs else ''}log line(s)")
         if below_runs:
             hidden.append(f"{below_runs} nested run(s)")
         if hidden:
             self.detail(below, f"({' and '.join(hidden)} hidden; --expand shows every mapped run)", "dim")
+
+
+def _tree_width(head: Text) -> int:
+    """Cells of the tree drawing at the start of a run line (never cut)."""
+    plain = head.plain
+    return len(plain) - len(plain.lstrip(" │├└─"))
 
 
 def render_trace(
@@ -378,14 +573,22 @@ def render_trace(
 ) -> None:
     """Print a waterfall of ``shown`` (trace roots, or one subflow) with logs under each run.
 
-    With ``keep`` (``id()`` of nodes, see ``tracetree.matching``), only those runs are drawn.
+    With ``keep`` (``id()`` of nodes, see ``tracetree.matching``), only those runs are drawn. ``service`` is the
+    service of the first run; a trace whose runs come from several services names them all in its header, and
+    marks each run of another service.
     """
-    t0 = min(n.span.start for n in shown)
-    t1 = max(max(now if d.running else d.span.end for d in n.walk()) for n in shown)
+    nodes = [n for top in shown for n in top.walk()]
+    t0 = min(n.span.start for n in nodes)
+    t1 = max(max(n.span.start, now if n.running else n.span.end) for n in nodes)
     fall = _Waterfall(console, t0, t1, now, expand=expand, traceback=traceback, depth=depth, keep=keep)
+    services = list(dict.fromkeys(s for s in (str(n.span.resource.get("service.name", "") or "") for n in nodes)
+                                  if s)) or [service]
+    fall.root_service = services[0]
     header = Text()
-    header.append(f"trace {trace_id}", style="bold")
-    header.append(f"  service={service}  spans={span_count}  started {_local(t0, '%Y-%m-%d %H:%M:%S')}")
+    header.append(f"trace {terminal_safe(trace_id)}", style="bold")
+    named = f"service={terminal_safe(services[0])}" if len(services) == 1 else (
+        "services=" + terminal_safe(", ".join(services)))
+    header.append(f"  {named}  spans={span_count}  started {_local(t0, '%Y-%m-%d %H:%M:%S')}")
     if fall.tty:
         header.truncate(console.width, overflow="ellipsis")
     fall.emit(header)
@@ -394,7 +597,7 @@ def render_trace(
             fall.node(root, "", "", "", 0)
     if fall.hidden_tracebacks:
         fall.emit(Text("(stack traces stored: --traceback shows them)", style="dim"))
-    print_lines(console, fall.out)
+    print_lines(console, fall.lines())
 
 
 def print_lines(console: Console, lines: Sequence[Text]) -> None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import datetime as _dt
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,7 +19,7 @@ from otelflow._internal.cli.support import fail as _fail
 if TYPE_CHECKING:
     from otelflow._internal.cli.tracetree import Node
     from otelflow._internal.spool.index import RunIndex, RunRow
-    from otelflow._internal.spool.reader import LogRecord
+    from otelflow._internal.spool.reader import LogRecord, Skipped
 
 LEVELS = {"trace": 1, "debug": 5, "info": 9, "warn": 13, "warning": 13, "error": 17, "critical": 21, "fatal": 21}
 _SINCE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$", re.IGNORECASE)
@@ -54,14 +54,35 @@ def index(home: str | None) -> Iterator[RunIndex]:
 
 
 def warn_skipped(index: RunIndex) -> None:
+    """Say (on stderr) how many malformed or damaged spool records were met, and where the first one is."""
     skipped = index.skipped
     if skipped.count:
         click.echo(
-            f"otelflow: warning: skipped {skipped.count} malformed spool record(s) (first at {skipped.first}); "
-            "the rest of the spool was read.",
+            f"otelflow: warning: skipped {skipped.count} malformed spool record(s) (first at "
+            f"{_place(index.spool, skipped)}); the rest of the spool was read.",
             err=True,
         )
-        skipped.count, skipped.first = 0, None
+        skipped.reset()
+
+
+def _place(spool: Path, skipped: Skipped) -> str:
+    """``file line N`` of the first record skipped (its line number counted now: only the first one's)."""
+    where = skipped.first_location()
+    if where is None:
+        return str(skipped.first)
+    name, offset = where
+    try:
+        with open(spool / name, "rb") as handle:
+            newlines, left = 0, offset
+            while left > 0:
+                chunk = handle.read(min(left, 1 << 20))
+                if not chunk:
+                    break
+                newlines += chunk.count(b"\n")
+                left -= len(chunk)
+    except OSError:
+        return f"{name} byte {offset}"
+    return f"{name} line {newlines + 1}"
 
 
 def now() -> int:
@@ -175,15 +196,29 @@ def pick(index: RunIndex, ident: str | None) -> RunRow:
 
 
 def load(index: RunIndex, row: RunRow, with_logs: bool = True) -> tuple[list[Node], list[Node], int]:
-    """(trace roots, the runs to show, span count): the whole trace for a root run, the subtree for a subflow."""
-    from otelflow._internal.cli.tracetree import build_tree, subtree
+    """(trace roots, the runs to show, span count): the whole trace for a root run, the subtree for a subflow.
 
-    spans = index.read_spans(row.trace_id)
-    logs = index.read_logs(row.trace_id) if with_logs else []
-    roots = build_tree(spans, logs, index.writer_gone_at)
-    node = subtree(roots, row.span_id)
-    shown = roots if node is None or row.parent_id is None else [node]
-    return roots, shown, sum(len(n.walk()) for n in shown)
+    A run's log records are read when first asked for (``Node.logs``), with the runs sharing their spool lines:
+    a folded map's records are never read, only counted. Each run keeps some of them (the first ones and the
+    warnings: ``tracetree.SHOW_LOG_CAP``) and counts the others (``Node.logs_omitted``): a run logging a million
+    lines is shown in bounded memory.
+    """
+    from otelflow._internal.cli.tracetree import SHOW_LOG_CAP, LazyLogs, build_tree, subtree
+    from otelflow._internal.spool.index import LogStream, no_gc
+
+    trace_id = row.trace_id
+
+    def read(lines: Collection[int]) -> Iterator[LogRecord]:
+        return LogStream(index, trace_id).read(lines)
+
+    with no_gc():
+        spans = index.read_spans(trace_id)
+        lazy = LazyLogs(index.log_lines(trace_id), read) if with_logs else LazyLogs([], read)
+        roots = build_tree(spans, index.iter_logs(trace_id), index.writer_gone_at, cap=SHOW_LOG_CAP, lazy=lazy)
+        del spans
+    node = subtree(roots, row.span_id) if row.parent_id is not None else None
+    shown = roots if node is None else [node]
+    return roots, shown, sum(n.size() for n in shown)
 
 
 def level(value: str | None) -> int:
@@ -196,6 +231,7 @@ def level(value: str | None) -> int:
 
 
 def severity(log: LogRecord) -> int:
+    """A record's severity number (from its level name when the number is missing)."""
     return log.severity_number or LEVELS.get(log.severity_text.lower(), 0)
 
 

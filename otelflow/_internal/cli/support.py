@@ -8,7 +8,6 @@ Everything a store holds is untrusted: it is printed with control and format cha
 from __future__ import annotations
 
 import sys
-import unicodedata
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -17,30 +16,12 @@ from typing import TYPE_CHECKING, NoReturn
 
 import click
 
+from otelflow._internal.terminal import terminal_safe
+
 if TYPE_CHECKING:
     from otelflow.stores import Store
 
 __all__ = ["StoreTarget", "fail", "shown", "store_errors", "target_of", "terminal_safe"]
-
-_UNSAFE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
-
-
-def _escape(char: str) -> str:
-    code = ord(char)
-    if code < 0x100:
-        return f"\\x{code:02x}"
-    if code < 0x10000:
-        return f"\\u{code:04x}"
-    return f"\\U{code:08x}"
-
-
-def terminal_safe(text: str) -> str:
-    """``text`` with every control, format (bidi overrides, zero-width), separator and lone-surrogate character
-    written as a Python-style escape (``\\x1b``, ``\\u202e``): nothing in it can move the cursor, recolour the
-    terminal, set its title or break the line. Printable text, non-ASCII letters included, is kept."""
-    if text.isprintable():
-        return text
-    return "".join(_escape(c) if unicodedata.category(c) in _UNSAFE_CATEGORIES else c for c in text)
 
 
 def shown(text: object) -> str:

@@ -63,7 +63,7 @@ def _safe(text: str) -> str:
     """What a server or an exception says, as text for stderr: its control characters escaped (it is untrusted)."""
     if text.isprintable():
         return text
-    from otelflow._internal.cli.support import terminal_safe  # the failure path only: click is not imported otherwise
+    from otelflow._internal.terminal import terminal_safe
 
     return terminal_safe(text)
 

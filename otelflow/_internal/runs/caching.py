@@ -527,13 +527,14 @@ def _trace_id(span: Any) -> str | None:
 
 
 def _persist_failed_event(span: Any, exc: BaseException) -> None:
-    from otelflow._internal.export.limits import get_limits, truncate_text
+    from otelflow._internal.export.limits import get_limits
+    from otelflow._internal.runs.redact import exported_message
 
     if span.is_recording():
         span.set_attribute(semconv.RESULT_PERSISTED, False)
         span.add_event(semconv.EVENT_RESULT_PERSIST_FAILED, {
             semconv.EXCEPTION_TYPE: type(exc).__qualname__,
-            semconv.EXCEPTION_MESSAGE: truncate_text(str(exc), get_limits().exception_message),
+            semconv.EXCEPTION_MESSAGE: exported_message(str(exc), get_limits().exception_message),
         })
 
 

@@ -173,7 +173,7 @@ def _value_text(value: Any, max_length: int, patterns: tuple[str, ...] = ()) -> 
     if isinstance(value, bool | int | float):
         return value if not isinstance(value, float) or value == value else repr(value)
     if isinstance(value, str):
-        text = redact.redact_text(value[: max_length * 4])
+        text = redact.redact_text(value[: max_length * 4], patterns)
     else:
         # Walked, not repr()-ed: a dataclass's repr shows its password, a big container was printed whole.
         # Bounded work: containers are truncated, never skipped.
@@ -209,8 +209,9 @@ def parameter_attributes(
     By default the value's type name only (never the value). With ``record_values`` the value itself,
     truncated to ``max_length`` characters and redacted (:mod:`otelflow._internal.runs.redact`): a parameter whose
     name matches ``patterns`` or whose value is a pydantic ``SecretStr`` & co. is exported as ``[REDACTED]``;
-    inside containers, dataclasses, pydantic models and attrs classes, secret-looking keys and fields are
-    redacted at any depth, and URLs/DSNs have their password replaced.
+    inside containers, dataclasses, pydantic models, attrs classes and named tuples, secret-looking keys and fields
+    are redacted at any depth, as is the value of a ``(name, value)`` pair with a secret-looking name (header
+    lists); in strings, URL/DSN passwords and secret-named ``key=value`` values are masked.
     """
     prefix = semconv.PARAMETER_PREFIX
     attrs: dict[str, Any] = {}

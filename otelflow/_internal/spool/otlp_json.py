@@ -21,16 +21,20 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import sys
 from collections import defaultdict
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 __all__ = [
     "BAD_LINE",
     "LAYOUT",
+    "DamageSink",
     "LogRecord",
     "SpanRecord",
+    "cached_span",
+    "checked_attributes",
+    "checked_resource_attributes",
     "decode_attributes",
     "decode_line",
     "decode_logs",
@@ -198,6 +202,8 @@ def encode_logs(records: Sequence[Any]) -> str:
 # --- decoding: one set of rules for values ------------------------------------------------------------------
 
 _MAX_NANOS = 2**63 - 1  # fixed64 on the wire; sqlite's INTEGER too
+_HEX_DIGITS = "0123456789abcdefABCDEF"
+_intern = sys.intern
 _DOUBLE_WORDS = {"NaN": float("nan"), "Infinity": float("inf"), "-Infinity": float("-inf")}
 
 
@@ -222,11 +228,12 @@ def _double(value: Any) -> float:
     raise ValueError(f"not a double: {str(value)[:40]!r}")
 
 
-def decode_value(value: Any, *, sdk: bool = False, depth: int = 0) -> Any:
+def decode_value(value: Any, *, sdk: bool = False, depth: int = 0, strict: bool = False) -> Any:
     """An OTLP/JSON ``AnyValue`` as a Python value; raises ValueError/TypeError on a value of the wrong shape.
 
     ``bytesValue`` is ``bytes`` for SDK objects (``sdk=True``), its base64 text for records shown to people.
-    An empty ``AnyValue`` is ``None``.
+    An empty ``AnyValue`` is ``None``. A ``kvlistValue`` leaves out its entries of the wrong shape, or with
+    ``strict`` is itself of the wrong shape when it has one.
     """
     if type(value) is not dict:
         raise TypeError("an AnyValue is not an object")
@@ -251,9 +258,12 @@ def decode_value(value: Any, *, sdk: bool = False, depth: int = 0) -> Any:
         raise ValueError(f"value nested deeper than {_MAX_DEPTH} levels")
     if kind == "arrayValue":
         values = _values(inner)
-        return [decode_value(v, sdk=sdk, depth=depth + 1) for v in values]
+        return [decode_value(v, sdk=sdk, depth=depth + 1, strict=strict) for v in values]
     if kind == "kvlistValue":
-        return decode_attributes(_values(inner), sdk=sdk, depth=depth + 1)
+        decoded, bad = checked_attributes(_values(inner), sdk=sdk, depth=depth + 1, strict=strict)
+        if bad and strict:
+            raise ValueError("a kvlistValue has an entry of the wrong shape")
+        return decoded
     if kind == "bytesValue":
         if type(inner) is not str:
             raise TypeError("bytesValue is not a string")
@@ -276,31 +286,52 @@ def _values(container: Any) -> list[Any]:
 
 def decode_attributes(attrs: Any, *, sdk: bool = False, depth: int = 0) -> dict[str, Any]:
     """OTLP/JSON ``KeyValue`` list -> dict; an entry of the wrong shape is left out (the others are kept)."""
+    return checked_attributes(attrs, sdk=sdk, depth=depth)[0]
+
+
+def checked_attributes(
+    attrs: Any, *, sdk: bool = False, depth: int = 0, strict: bool = False
+) -> tuple[dict[str, Any], bool]:
+    """:func:`decode_attributes`, and whether anything was left out (``null`` or no list at all is no damage).
+
+    Keys are interned: a trace's 100k spans share one copy of each attribute name.
+    """
     if type(attrs) is not list:
-        return {}
+        return {}, attrs is not None
     out: dict[str, Any] = {}
+    bad = False
     for kv in attrs:
         if type(kv) is not dict:
+            bad = True
             continue
         key = kv.get("key")
         if type(key) is not str:
+            bad = True
             continue
         value = kv.get("value", {})
-        # The fast path (a well-formed string attribute) matters: `show` decodes ~15 per span.
+        # The fast paths (a well-formed string or small int) matter: `show` decodes ~15 per span, 100k spans.
         if type(value) is dict and len(value) == 1:
             text = value.get("stringValue")
             if type(text) is str:
-                out[key] = text
+                out[_intern(key)] = text
+                continue
+            text = value.get("intValue")
+            if type(text) is str and len(text) < 19 and text.isdigit() and text.isascii():
+                out[_intern(key)] = int(text)
                 continue
         try:
-            out[key] = decode_value(value, sdk=sdk, depth=depth)
+            out[_intern(key)] = decode_value(value, sdk=sdk, depth=depth, strict=strict)
         except (ValueError, TypeError):
-            continue
-    return out
+            bad = True
+    return out, bad
 
 
 def nanos(value: Any) -> int:
     """An OTLP time in nanoseconds (a string of digits or a JSON integer); raises ValueError/TypeError."""
+    if type(value) is str and len(value) < 20 and value.isdigit() and value.isascii():
+        number = int(value)  # the fast path: what the spool holds (19 digits may still be past int64)
+        if number <= _MAX_NANOS:
+            return number
     if type(value) is float and value == value and 0 <= value <= _MAX_NANOS:
         value = int(value)
     result = _int(value)
@@ -310,8 +341,8 @@ def nanos(value: Any) -> int:
 
 
 def _hex_id(value: Any, length: int) -> str:
-    if type(value) is str and len(value) == length and value.isascii():
-        int(value, 16)
+    # Hex digits only: int(value, 16) would also take "0x...", "+...", "1_0" and surrounding blanks.
+    if type(value) is str and len(value) == length and not value.strip(_HEX_DIGITS):
         return value.lower()
     raise ValueError(f"not a {length}-hex id: {str(value)[:40]!r}")
 
@@ -341,8 +372,17 @@ def iter_items(line: bytes | str, signal: str) -> Iterator[tuple[Any, Any, Any]]
 
 def resource_attributes(block: Any) -> dict[str, Any]:
     """The attributes of a resource block, decoded."""
+    return checked_resource_attributes(block)[0]
+
+
+def checked_resource_attributes(block: Any) -> tuple[dict[str, Any], bool]:
+    """:func:`resource_attributes`, and whether anything was left out (a resource of the wrong shape)."""
     resource = block.get("resource") if type(block) is dict else None
-    return decode_attributes(resource.get("attributes")) if type(resource) is dict else {}
+    if resource is None:
+        return {}, False
+    if type(resource) is not dict:
+        return {}, True
+    return checked_attributes(resource.get("attributes"), strict=True)
 
 
 # --- back to SDK objects (what the OTLP exporters take) ------------------------------------------------------
@@ -464,35 +504,125 @@ def decode_logs(line: str | bytes) -> list[Any]:
 
 
 # --- to plain records (what the CLI reads) -------------------------------------------------------------------
+#
+# A record that decodes with something of the wrong shape in it (an attribute, an event, a link, its body, a
+# span ending before it starts) is kept with that part left out or mended, and reported as damaged: the CLI
+# counts it with the lines it skipped. A log record's attributes are decoded on first use (`show` drops most
+# records of a chatty run unread); what they report then goes to the same count, through its `Damage`.
 
 
-@dataclass(slots=True)
+class DamageSink(Protocol):
+    """Where damage found in a record is reported: ``add(where, item)`` (the reader's ``Skipped``)."""
+
+    def add(self, where: str, item: int = -1) -> None:
+        """Count one damaged item (``item``: its rank in the line at ``where``)."""
+
+
+_Event = tuple[str, int, dict[str, Any]]
+_Link = tuple[str, str, dict[str, Any]]
+
+
 class SpanRecord:
-    """One span of the spool, decoded."""
+    """One span of the spool, decoded. ``damaged``: something in it was left out or mended (see above).
 
-    trace_id: str
-    span_id: str
-    parent_id: str | None
-    name: str
-    start: int
-    end: int
-    attributes: dict[str, Any]
-    status_code: int
-    status_message: str
-    events: list[tuple[str, int, dict[str, Any]]]
-    links: list[tuple[str, str, dict[str, Any]]]
-    resource: dict[str, Any] = field(default_factory=dict)
-    source: str = ""  # the spool file it was read from, where the reader needs it (pending records)
+    ``events`` and ``links`` may be given as the JSON text the run index keeps of them (``events_json``...):
+    they are then decoded when first used (`show` of a 100k-run map reads the events of a handful of runs).
+    """
+
+    __slots__ = ("_events", "_links", "attributes", "damaged", "end", "name", "parent_id", "resource", "source",
+                 "span_id", "start", "status_code", "status_message", "trace_id")
+
+    def __init__(self, *, trace_id: str, span_id: str, parent_id: str | None, name: str, start: int, end: int,
+                 attributes: dict[str, Any], status_code: int, status_message: str,
+                 events: list[_Event] | None = None, links: list[_Link] | None = None,
+                 resource: dict[str, Any] | None = None, source: str = "", damaged: bool = False,
+                 events_json: str | None = None, links_json: str | None = None) -> None:
+        self.trace_id = trace_id
+        self.span_id = span_id
+        self.parent_id = parent_id
+        self.name = name
+        self.start = start
+        self.end = end
+        self.attributes = attributes
+        self.status_code = status_code
+        self.status_message = status_message
+        self._events: list[_Event] | str = events_json if events_json is not None else (events or [])
+        self._links: list[_Link] | str = links_json if links_json is not None else (links or [])
+        self.resource = resource if resource is not None else {}
+        self.source = source  # the spool file it was read from, where the reader needs it (pending records)
+        self.damaged = damaged
+
+    def __repr__(self) -> str:
+        return f"SpanRecord({self.name!r}, trace {self.trace_id}, span {self.span_id})"
+
+    @property
+    def events(self) -> list[_Event]:
+        """``(name, time, attributes)`` of each span event."""
+        events = self._events
+        if isinstance(events, str):
+            events = self._events = [(name, when, attrs) for name, when, attrs in _stored(events)
+                                     if type(name) is str and type(when) is int and type(attrs) is dict]
+        return events
+
+    @events.setter
+    def events(self, value: list[_Event]) -> None:
+        self._events = value
+
+    @property
+    def links(self) -> list[_Link]:
+        """``(trace id, span id, attributes)`` of each link."""
+        links = self._links
+        if isinstance(links, str):
+            links = self._links = [(trace, span, attrs) for trace, span, attrs in _stored(links)
+                                   if type(trace) is str and type(span) is str and type(attrs) is dict]
+        return links
+
+    @links.setter
+    def links(self, value: list[_Link]) -> None:
+        self._links = value
+
+
+def cached_span(trace_id: str, span_id: str, parent_id: str | None, name: str, start: int, end: int,
+                attributes: dict[str, Any], status_code: int, status_message: str, resource: dict[str, Any],
+                events_json: str | None, links_json: str | None) -> SpanRecord:
+    """A :class:`SpanRecord` from what the run index keeps of it (positional: 3x quicker than the constructor)."""
+    span = _new_span(SpanRecord)
+    span.trace_id, span.span_id, span.parent_id, span.name = trace_id, span_id, parent_id, name
+    span.start, span.end, span.attributes = start, end, attributes
+    span.status_code, span.status_message, span.resource = status_code, status_message, resource
+    span._events = events_json if events_json is not None else []
+    span._links = links_json if links_json is not None else []
+    span.source, span.damaged = "", False
+    return span
+
+
+_new_span = object.__new__
+
+
+def _stored(text: str) -> list[Any]:
+    """A list of 3-item lists, as the run index stored it (anything else: empty)."""
+    try:
+        value = json.loads(text)
+    except (ValueError, RecursionError):
+        return []
+    if type(value) is not list:
+        return []
+    return [item for item in value if type(item) is list and len(item) == 3]
 
 
 class LogRecord:
-    """One log record of the spool, decoded (its attributes on first use: `show` only counts most records)."""
+    """One log record of the spool, decoded (its attributes on first use: `show` only counts most records).
 
-    __slots__ = ("_attributes", "_raw_attributes", "body", "resource", "severity_number", "severity_text",
-                 "span_id", "time", "trace_id")
+    Decoding the attributes never raises: an entry of the wrong shape is left out, and the record reported
+    damaged to ``sink`` (given by the reader, with where the record is), once.
+    """
+
+    __slots__ = ("_attributes", "_item", "_raw_attributes", "_sink", "_where", "body", "damaged", "resource",
+                 "severity_number", "severity_text", "span_id", "time", "trace_id")
 
     def __init__(self, *, time: int, severity_number: int, severity_text: str, body: str, raw_attributes: Any,
-                 trace_id: str | None, span_id: str | None, resource: dict[str, Any] | None = None) -> None:
+                 trace_id: str | None, span_id: str | None, resource: dict[str, Any] | None = None,
+                 damaged: bool = False, sink: DamageSink | None = None, where: str = "", item: int = -1) -> None:
         self.time = time
         self.severity_number = severity_number
         self.severity_text = severity_text
@@ -502,74 +632,161 @@ class LogRecord:
         self.trace_id = trace_id
         self.span_id = span_id
         self.resource = resource if resource is not None else {}
+        self.damaged = damaged
+        self._sink = sink
+        self._where = where
+        self._item = item
 
     @property
     def attributes(self) -> dict[str, Any]:
         """The record's attributes as a plain dict."""
         if self._attributes is None:
-            self._attributes = decode_attributes(self._raw_attributes)
+            try:
+                self._attributes, bad = checked_attributes(self._raw_attributes, strict=True)
+            except BAD_LINE:  # not raised by the decoder; a record must never take the command down
+                self._attributes, bad = {}, True
             self._raw_attributes = None
+            if bad:
+                self.damaged = True
+                if self._sink is not None:
+                    self._sink.add(self._where, self._item)
+            self._sink = None
         return self._attributes
+
+    def decode(self) -> LogRecord:
+        """Decode the attributes now (so that damage in them is reported now); returns the record."""
+        self.attributes  # noqa: B018 - decoding is the point
+        return self
+
+
+def _text(value: Any, default: str = "") -> tuple[str, bool]:
+    """A string field: (the string, False), or (default, True) for a value of another type (None is missing)."""
+    if type(value) is str:
+        return value, False
+    return default, value is not None
+
+
+def _events(raw: Any) -> tuple[list[tuple[str, int, dict[str, Any]]], bool]:
+    if raw is None:
+        return [], False
+    if type(raw) is not list:
+        return [], True
+    out = []
+    bad = False
+    for event in raw:
+        if type(event) is not dict:
+            bad = True
+            continue
+        name = event.get("name")
+        if type(name) is not str:
+            name, bad = "", bad or name is not None
+        try:
+            when = nanos(event.get("timeUnixNano", 0))
+        except (TypeError, ValueError):
+            when, bad = 0, True
+        attrs = event.get("attributes")
+        if attrs:
+            decoded, wrong = checked_attributes(attrs, strict=True)
+            bad = bad or wrong
+        else:
+            decoded = {}
+            bad = bad or (attrs is not None and type(attrs) is not list)
+        out.append((_intern(name) if len(name) <= 40 else name, when, decoded))
+    return out, bad
+
+
+def _links(raw: Any) -> tuple[list[tuple[str, str, dict[str, Any]]], bool]:
+    if raw is None:
+        return [], False
+    if type(raw) is not list:
+        return [], True
+    out = []
+    bad = False
+    for link in raw:
+        if type(link) is not dict:
+            bad = True
+            continue
+        try:
+            trace_id, span_id = _hex_id(link.get("traceId"), 32), _hex_id(link.get("spanId"), 16)
+        except ValueError:
+            bad = True
+            continue
+        decoded, wrong = checked_attributes(link.get("attributes"), strict=True)
+        bad = bad or wrong
+        out.append((trace_id, span_id, decoded))
+    return out, bad
 
 
 def span_record(item: Any, resource: dict[str, Any]) -> SpanRecord:
-    """A :class:`SpanRecord` from one raw span object; raises ValueError/TypeError when ids or times are bad."""
+    """A :class:`SpanRecord` from one raw span object; raises ValueError/TypeError when ids or times are bad.
+
+    Anything else of the wrong shape is left out (or mended: an end before the start, as after a clock step,
+    becomes the start) and the record marked ``damaged``.
+    """
+    trace_id = _hex_id(item.get("traceId"), 32)
+    span_id = _hex_id(item.get("spanId"), 16)
     parent = item.get("parentSpanId") or None
-    status = item.get("status") or {}
-    if type(status) is not dict:
-        status = {}
-    events = []
-    for event in item.get("events") or []:
-        if type(event) is dict:
-            try:
-                when = nanos(event.get("timeUnixNano", 0))
-            except (TypeError, ValueError):
-                when = 0
-            events.append((str(event.get("name", "")), when, decode_attributes(event.get("attributes"))))
-    links = []
-    for link in item.get("links") or []:
-        if type(link) is dict:
-            links.append((str(link.get("traceId", "")), str(link.get("spanId", "")),
-                          decode_attributes(link.get("attributes"))))
-    code = status.get("code", 0)
+    parent_id = _hex_id(parent, 16) if parent is not None else None
+    start = nanos(item.get("startTimeUnixNano"))
+    end = nanos(item.get("endTimeUnixNano"))
+    damaged = end < start
+    if damaged:
+        end = start
+    name, wrong = _text(item.get("name"))
+    damaged = damaged or wrong
+    status = item.get("status")
+    code, message = 0, ""
+    if type(status) is dict:
+        raw_code = status.get("code", 0)
+        if type(raw_code) is int and 0 <= raw_code <= 2:
+            code = raw_code
+        else:
+            damaged = True
+        message, wrong = _text(status.get("message"))
+        damaged = damaged or wrong
+    elif status is not None:
+        damaged = True
+    attributes, wrong = checked_attributes(item.get("attributes"), strict=True)
+    events, wrong_events = _events(item.get("events"))
+    links, wrong_links = _links(item.get("links"))
     return SpanRecord(
-        trace_id=_hex_id(item.get("traceId"), 32),
-        span_id=_hex_id(item.get("spanId"), 16),
-        parent_id=_hex_id(parent, 16) if parent is not None else None,
-        name=str(item.get("name", "")),
-        start=nanos(item.get("startTimeUnixNano")),
-        end=nanos(item.get("endTimeUnixNano")),
-        attributes=decode_attributes(item.get("attributes")),
-        status_code=code if type(code) is int and 0 <= code <= 2 else 0,
-        status_message=str(status.get("message", "") or ""),
-        events=events,
-        links=links,
-        resource=resource,
+        trace_id=trace_id, span_id=span_id, parent_id=parent_id, name=_intern(name) if len(name) <= 80 else name,
+        start=start, end=end, attributes=attributes, status_code=code, status_message=message, events=events,
+        links=links, resource=resource, damaged=damaged or wrong or wrong_events or wrong_links,
     )
 
 
-def log_record(item: Any, resource: dict[str, Any]) -> LogRecord:
-    """A :class:`LogRecord` from one raw log record object; raises ValueError/TypeError when ids or time are bad."""
+def log_record(
+    item: Any, resource: dict[str, Any], sink: DamageSink | None = None, where: str = "", rank: int = -1
+) -> LogRecord:
+    """A :class:`LogRecord` from one raw log record object; raises ValueError/TypeError when ids or time are bad.
+
+    Anything else of the wrong shape is left out and the record marked ``damaged`` (its attributes are checked
+    when first used, and reported to ``sink`` then, as item ``rank`` at ``where``).
+    """
     time = nanos(item.get("timeUnixNano") or item.get("observedTimeUnixNano") or 0)
-    body = item.get("body")
-    if type(body) is dict and type(body.get("stringValue")) is str and len(body) == 1:
-        text = body["stringValue"]
-    else:
-        try:
-            decoded = decode_value(body if body is not None else {})
-        except (TypeError, ValueError):
-            decoded = None
-        text = "" if decoded is None else (decoded if isinstance(decoded, str) else json.dumps(decoded, default=str))
-    number = item.get("severityNumber", 0)
     trace_id = item.get("traceId") or None
     span_id = item.get("spanId") or None
+    trace_id = _hex_id(trace_id, 32) if trace_id is not None else None
+    span_id = _hex_id(span_id, 16) if span_id is not None else None
+    damaged = False
+    body = item.get("body")
+    if type(body) is dict and len(body) == 1 and type(body.get("stringValue")) is str:
+        text = body["stringValue"]
+    elif body is None:
+        text = ""
+    else:
+        try:
+            decoded = decode_value(body, strict=True)
+        except (TypeError, ValueError):
+            decoded, damaged = None, True
+        text = "" if decoded is None else (decoded if isinstance(decoded, str) else json.dumps(decoded, default=str))
+    number = item.get("severityNumber", 0)
+    if not (type(number) is int and 0 <= number <= 24):
+        number, damaged = 0, True
+    severity, wrong = _text(item.get("severityText"))
     return LogRecord(
-        time=time,
-        severity_number=number if type(number) is int and 0 <= number <= 24 else 0,
-        severity_text=str(item.get("severityText", "") or ""),
-        body=text,
-        raw_attributes=item.get("attributes"),
-        trace_id=_hex_id(trace_id, 32) if trace_id is not None else None,
-        span_id=_hex_id(span_id, 16) if span_id is not None else None,
-        resource=resource,
+        time=time, severity_number=number, severity_text=_intern(severity) if len(severity) <= 16 else severity,
+        body=text, raw_attributes=item.get("attributes"), trace_id=trace_id, span_id=span_id, resource=resource,
+        damaged=damaged or wrong, sink=sink, where=where, item=rank,
     )

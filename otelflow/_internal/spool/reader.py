@@ -40,48 +40,96 @@ _CHUNK = 1 << 20
 
 
 class Skipped:
-    """Counts malformed lines and items met while reading, remembering where the first one was."""
+    """Counts malformed lines and damaged items met while reading, remembering where the first one was.
+
+    An item met twice in one command (indexed, then read back for ``show``) is counted once: items are told
+    apart by ``where`` and their rank in the line (up to ``_REMEMBERED`` of them; past that, every report counts).
+    """
 
     def __init__(self) -> None:
         self.count = 0
         self.first: str | None = None
+        self._seen: set[tuple[str, int]] = set()
 
-    def add(self, where: str) -> None:
-        """Count one malformed line or item found at ``where`` (``file:offset``)."""
+    def add(self, where: str, item: int = -1) -> None:
+        """Count one malformed line (``item`` -1) or item (its rank in the line) found at ``where``
+        (``file:offset``)."""
+        key = (where, item)
+        if key in self._seen:
+            return
+        if len(self._seen) < _REMEMBERED:
+            self._seen.add(key)
         self.count += 1
         if self.first is None:
             self.first = where
 
+    def reset(self) -> None:
+        """Forget what was counted (once reported)."""
+        self.count, self.first = 0, None
+        self._seen.clear()
 
-_Item = TypeVar("_Item")
+    def first_location(self) -> tuple[str, int] | None:
+        """``(file name, byte offset)`` of the first one, when ``where`` was ``file:offset``."""
+        if self.first is None:
+            return None
+        name, _, offset = self.first.rpartition(":")
+        return (name, int(offset)) if name and offset.isdigit() else None
+
+
+_REMEMBERED = 100_000
+_Item = TypeVar("_Item", SpanRecord, LogRecord)
+
+
+def _decode_span(item: Any, resource: dict[str, Any], skipped: Skipped, where: str, rank: int) -> SpanRecord:
+    return span_record(item, resource)
 
 
 def _parse_line(
-    line: bytes | str, signal: str, decode: Callable[[Any, dict[str, Any]], _Item], skipped: Skipped, where: str
+    line: bytes | str, signal: str, decode: Callable[[Any, dict[str, Any], Skipped, str, int], _Item],
+    skipped: Skipped, where: str, damaged: list[int] | None = None,
 ) -> list[_Item]:
     out: list[_Item] = []
     resources: dict[int, dict[str, Any]] = {}
+
+    def bad(rank: int) -> None:
+        skipped.add(where, rank)
+        if damaged is not None:
+            damaged.append(rank)
+
     try:
-        for block, _scope, item in otlp_json.iter_items(line, signal):
+        for n, (block, _scope, item) in enumerate(otlp_json.iter_items(line, signal)):
             resource = resources.get(id(block))
             if resource is None:
-                resource = resources[id(block)] = otlp_json.resource_attributes(block)
+                resource, wrong = otlp_json.checked_resource_attributes(block)
+                resources[id(block)] = resource
+                if wrong:
+                    bad(n)
             try:
-                out.append(decode(item, resource))
+                record = decode(item, resource, skipped, where, n)
             except BAD_LINE:
-                skipped.add(where)
+                bad(n)
+                continue
+            if record.damaged:
+                bad(n)
+            out.append(record)
     except BAD_LINE:
-        skipped.add(where)
+        bad(-1)
     return out
 
 
-def parse_span_line(line: bytes | str, skipped: Skipped, where: str = "?") -> list[SpanRecord]:
-    """The spans of one spool line; a line or span that does not decode is counted in ``skipped``."""
-    return _parse_line(line, "traces", span_record, skipped, where)
+def parse_span_line(
+    line: bytes | str, skipped: Skipped, where: str = "?", damaged: list[int] | None = None
+) -> list[SpanRecord]:
+    """The spans of one spool line; a line or span that does not decode (or is damaged) is counted in ``skipped``
+    (and its rank in the line, -1 for the line, added to ``damaged`` when given)."""
+    return _parse_line(line, "traces", _decode_span, skipped, where, damaged)
 
 
 def parse_log_line(line: bytes | str, skipped: Skipped, where: str = "?") -> list[LogRecord]:
-    """The log records of one spool line; what does not decode is counted in ``skipped``."""
+    """The log records of one spool line; what does not decode is counted in ``skipped``.
+
+    A record's attributes are decoded when first used; damage found then is counted in ``skipped`` then.
+    """
     return _parse_line(line, "logs", log_record, skipped, where)
 
 

@@ -276,7 +276,11 @@ def _check_pool(result: dict[str, Any], spans: list[ReceivedSpan], logs: list[Re
     assert flow_span.attributes[semconv.RUN_STATE] == task_span.attributes[semconv.RUN_STATE] == "Completed"
     assert task_span.parent_span_id == flow_span.span_id
     workers = [record for record in logs if str(record.body).startswith("worker ")]
-    assert sorted(_bodies(workers)) == sorted(f"worker {x}" for x in range(10))  # all 10, once each
+    # All 10, at least once. A worker's buffer line delivered just as Pool.terminate() kills the worker, before
+    # it is marked sent, is sent again by the next process (docs/export.md: at least once, never lost): a record
+    # may come twice, never three times (seen once in a loaded full-suite run: 16 records for 10).
+    counts = {body: _bodies(workers).count(body) for body in set(_bodies(workers))}
+    assert set(counts) == {f"worker {x}" for x in range(10)} and max(counts.values()) <= 2, counts
     for record in workers:
         assert record.attributes[semconv.FLOW_RUN_ID] == flow_span.attributes[semconv.RUN_ID]
         assert record.attributes[semconv.TASK_RUN_ID] == task_span.attributes[semconv.RUN_ID]
@@ -312,7 +316,7 @@ def test_pool_workers_logs_reach_the_collector_when_the_pool_terminates_its_work
         workers = [b for b in bodies if b.startswith("worker ")]
         finished = [b for b in bodies if b.startswith("Finished in state")]
         names = {span.name for span in spans}
-        return len(workers) >= 10 and len(finished) >= 2 and {"flow pipeline", "task fan_out"} <= names
+        return len(set(workers)) >= 10 and len(finished) >= 2 and {"flow pipeline", "task fan_out"} <= names
 
     otlp_receiver.wait_for(arrived, timeout=30)
     _check_pool(result, otlp_receiver.spans(), otlp_receiver.logs())

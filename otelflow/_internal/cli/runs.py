@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from otelflow._internal.cli.support import fail as _fail
+from otelflow._internal.terminal import terminal_safe
 
 if TYPE_CHECKING:
     from otelflow._internal.cli.tracetree import Node
@@ -59,7 +60,7 @@ def warn_skipped(index: RunIndex) -> None:
     if skipped.count:
         click.echo(
             f"otelflow: warning: skipped {skipped.count} malformed spool record(s) (first at "
-            f"{_place(index.spool, skipped)}); the rest of the spool was read.",
+            f"{terminal_safe(_place(index.spool, skipped))}); the rest of the spool was read.",
             err=True,
         )
         skipped.reset()
@@ -170,7 +171,8 @@ def run_json(row: RunRow, parent: RunRow | None, now: int) -> dict[str, Any]:
 
 def describe(row: RunRow) -> str:
     start = _dt.datetime.fromtimestamp(row.start / 1e9).strftime("%Y-%m-%d %H:%M:%S")
-    return f"  {row.run_id}  {row.run_name:24}  {row.flow_name:20}  {start}  {row.state}  trace {row.trace_id}"
+    return terminal_safe(  # what the spool says is printed as text
+        f"  {row.run_id}  {row.run_name:24}  {row.flow_name:20}  {start}  {row.state}  trace {row.trace_id}")
 
 
 def pick(index: RunIndex, ident: str | None) -> RunRow:

@@ -40,7 +40,7 @@ class Settings(BaseSettings):
     )
     redact_patterns: tuple[str, ...] = Field(
         default=("password", "passwd", "secret", "token", "api_key", "apikey", "credential", "private_key",
-                 "auth", "access_key"),
+                 "auth", "access_key", "pwd", "passphrase", "cookie"),
         description="Secret names: a parameter name, log `extra` key or field name containing any of these "
         "(case-insensitive) is exported as '[REDACTED]', and `name=value` / `name: value` pairs in exported text "
         "are masked (docs/redaction.md). A JSON list; it replaces the defaults.",

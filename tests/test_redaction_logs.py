@@ -219,3 +219,21 @@ def test_clean_attribute_redacts() -> None:
     cleaned = clean_attribute(value)
     assert not any(secret in str(cleaned) for secret in SECRETS), cleaned
     assert cleaned["nested"][0] == "Config(dsn='postgresql://app:***@db/x', token='***')"
+
+
+def test_abbreviated_and_header_secret_names_are_secret_by_default(captured):  # type: ignore[no-untyped-def]
+    """`pwd` (ODBC/JDBC's name for a password), a passphrase and cookies are secrets too, as keys and as pairs."""
+
+    @flow
+    def pipeline() -> None:
+        get_run_logger().info("y", extra={
+            "cfg": {"db": {"pwd": "pw-abbrev"}}, "key_passphrase": "pw-phrase",
+            "headers": [["Cookie", "session=pw-cookie"], ["Accept", "*/*"]],
+        })
+
+    pipeline()
+    (log,) = [log for log in captured.logs if body(log) == "y"]
+    a = attrs(log)
+    assert a["cfg"] == {"db": {"pwd": "[REDACTED]"}} and a["key_passphrase"] == "[REDACTED]"
+    assert a["headers"] == (("Cookie", "[REDACTED]"), ("Accept", "*/*"))
+    assert not any(s in exported_text(captured) for s in ("pw-abbrev", "pw-phrase", "pw-cookie"))

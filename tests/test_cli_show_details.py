@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from conftest import PYTHON, REPO_ROOT, subprocess_env
+from test_cli import run_script
 
 pytestmark = pytest.mark.slow
 
@@ -90,11 +91,7 @@ SCRIPT = textwrap.dedent(
 @pytest.fixture(scope="module")
 def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     home = tmp_path_factory.mktemp("details-home")
-    script = home / "details.py"
-    script.write_text(SCRIPT)
-    proc = subprocess.run([PYTHON, str(script)], cwd=REPO_ROOT, capture_output=True, text=True, timeout=180,
-                          env=subprocess_env(OTELFLOW_HOME=str(home), OTEL_SERVICE_NAME="pipeline"))
-    assert proc.returncode == 0, proc.stderr
+    run_script(home, SCRIPT, name="details.py", OTEL_SERVICE_NAME="pipeline")
     return home
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import pexpect  # type: ignore[import-untyped, unused-ignore]
 import pytest
 from conftest import PYTHON, REPO_ROOT, subprocess_env
+from test_cli import run_script
 
 pytestmark = pytest.mark.slow
 
@@ -147,9 +148,7 @@ def test_piped_logs_text_is_the_terminal_text_without_styles(body: str, attribut
 def test_an_ambiguous_name_lists_the_runs_as_text(home: Path, tmp_path: Path) -> None:
     """Two runs named alike: `show NAME` lists both (exit 1), names escaped like everywhere else."""
     for _ in range(2):
-        proc = subprocess.run([PYTHON, str(home / "hostile.py")], cwd=REPO_ROOT, capture_output=True, text=True,
-                              timeout=120, env=subprocess_env(OTELFLOW_HOME=str(tmp_path)))
-        assert proc.returncode == 0, proc.stderr
+        run_script(tmp_path, HOSTILE, name="hostile.py")
     shown = subprocess.run([PYTHON, "-m", "otelflow", "show", "run\x1b]0;pwned"], cwd=REPO_ROOT, capture_output=True,
                            text=True, timeout=60, env=subprocess_env(OTELFLOW_HOME=str(tmp_path)))
     assert shown.returncode == 1 and "matches 2 flow runs" in shown.stderr, shown.stderr

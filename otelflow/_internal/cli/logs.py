@@ -103,6 +103,8 @@ def _live_run(index: RunIndex, interval: float) -> RunRow:
 def _filter(index: RunIndex, row: RunRow, threshold: int, task: str | None) -> Callable[[LogRecord], bool]:
     """Which records of the trace to print: the run's (a subflow's subtree only), at ``threshold`` or above,
     of ``task`` (a task name or task run name) when given."""
+    from otelflow._internal.cli.tracetree import severity
+
     span_ids: set[str] | None = None
     if row.parent_id is not None:  # a subflow: its own subtree of the trace
         roots, shown, _ = _shared.load(index, row, with_logs=False)
@@ -113,7 +115,7 @@ def _filter(index: RunIndex, row: RunRow, threshold: int, task: str | None) -> C
         if span_ids is not None and log.span_id not in span_ids and (
                 log.attributes.get(semconv.FLOW_RUN_ID) != row.run_id):
             return False
-        if threshold and _shared.severity(log) < threshold:
+        if threshold and severity(log) < threshold:
             return False
         if task is not None:
             attrs = log.attributes

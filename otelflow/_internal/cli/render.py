@@ -17,7 +17,7 @@ from rich.table import Table
 from rich.text import Text
 
 from otelflow import semconv
-from otelflow._internal.cli.tracetree import Group, Node, group_children
+from otelflow._internal.cli.tracetree import LEVELS, Group, Node, group_children, severity
 from otelflow._internal.spool.index import RunRow
 from otelflow._internal.spool.reader import LogRecord
 from otelflow._internal.terminal import terminal_lines, terminal_safe
@@ -241,12 +241,6 @@ def log_line(log: LogRecord, *, prefix: str = "", who: str | None = None, traceb
 def _who(log: LogRecord) -> str:
     attrs = log.attributes
     return str(attrs.get(semconv.TASK_RUN_NAME) or attrs.get(semconv.FLOW_RUN_NAME) or "?")
-
-
-def _severity(log: LogRecord) -> int:
-    if log.severity_number:
-        return log.severity_number
-    return {"WARN": 13, "WARNING": 13, "ERROR": 17, "CRITICAL": 21, "FATAL": 21}.get(log.severity_text.upper(), 9)
 
 
 # --- the trace waterfall ------------------------------------------------------------------------------
@@ -536,7 +530,7 @@ class _Waterfall:
             seen = self.explain(member, below + "  ")
             # what went wrong is not hidden behind the fold: a failed member's warnings and errors are shown
             for log in member.logs:
-                if _severity(log) >= 13:
+                if severity(log) >= LEVELS["warning"]:
                     self.log(log, below + "    ", None, seen)
                     shown_logs += 1
         if len(bad) > 5:

@@ -22,7 +22,6 @@ if TYPE_CHECKING:
     from otelflow._internal.spool.index import RunIndex, RunRow
     from otelflow._internal.spool.reader import LogRecord, Skipped
 
-LEVELS = {"trace": 1, "debug": 5, "info": 9, "warn": 13, "warning": 13, "error": 17, "critical": 21, "fatal": 21}
 _SINCE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$", re.IGNORECASE)
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
@@ -227,14 +226,11 @@ def level(value: str | None) -> int:
     if value is None:
         return 0
     try:
+        from otelflow._internal.cli.tracetree import LEVELS
+
         return LEVELS[value.strip().lower()]
     except KeyError:
         raise click.BadParameter(f"{value!r}: use one of debug, info, warning, error, critical.") from None
-
-
-def severity(log: LogRecord) -> int:
-    """A record's severity number (from its level name when the number is missing)."""
-    return log.severity_number or LEVELS.get(log.severity_text.lower(), 0)
 
 
 def who(log: LogRecord) -> str:

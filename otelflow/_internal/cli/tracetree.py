@@ -198,6 +198,10 @@ class Group:
         return int(statistics.median(values)), max(values)
 
 
+# OTel severity numbers of the level names the CLI reads and accepts (``--level warning``).
+LEVELS = {"trace": 1, "debug": 5, "info": 9, "warn": 13, "warning": 13, "error": 17, "critical": 21, "fatal": 21}
+
+
 @dataclass(frozen=True, slots=True)
 class LogCap:
     """How many of a run's log records ``show`` keeps: the ``first`` ones, then records at ``severe`` or above
@@ -207,16 +211,13 @@ class LogCap:
     first: int = 20
     severe_first: int = 50
     severe_last: int = 50
-    severe: int = 13  # WARNING
+    severe: int = LEVELS["warning"]
 
 
 SHOW_LOG_CAP = LogCap()
-_LEVELS = {"trace": 1, "debug": 5, "info": 9, "warn": 13, "warning": 13, "error": 17, "critical": 21, "fatal": 21}
-
-
 def severity(log: LogRecord) -> int:
     """A record's severity number (from its level name when the number is missing)."""
-    return log.severity_number or _LEVELS.get(log.severity_text.lower(), 0)
+    return log.severity_number or LEVELS.get(log.severity_text.lower(), 0)
 
 
 def build_tree(

@@ -18,6 +18,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from otelflow._internal.per_settings import PerSettings
+
 __all__ = [
     "Limits",
     "approx_size",
@@ -95,26 +97,12 @@ def limits_from_settings(settings: Any) -> Limits:
     )
 
 
-_cache: tuple[Any, Limits] | None = None
-
-
-_get_settings: Any = None  # otelflow.settings imports pydantic: bound on first use, not at import
+_limits = PerSettings(limits_from_settings)
 
 
 def get_limits() -> Limits:
     """The configured limits (re-read when settings are reset)."""
-    global _cache, _get_settings
-    if _get_settings is None:
-        from otelflow.settings import get_settings
-
-        _get_settings = get_settings
-    settings = _get_settings()
-    cached = _cache
-    if cached is not None and cached[0] is settings:
-        return cached[1]
-    limits = limits_from_settings(settings)
-    _cache = (settings, limits)
-    return limits
+    return _limits()
 
 
 def truncate_value(value: Any, limit: int, depth: int = 0) -> Any:

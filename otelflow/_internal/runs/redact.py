@@ -46,6 +46,7 @@ from collections.abc import Iterable, Mapping, Sequence, Set
 from typing import Any, Final
 
 from otelflow._internal.export.limits import truncate_stacktrace, truncate_text
+from otelflow._internal.per_settings import PerSettings
 
 __all__ = [
     "MASK",
@@ -259,25 +260,12 @@ def _mask_private_keys(text: str) -> str:
 
 
 _by_patterns: dict[tuple[str, ...], Redactor] = {}
-_current: tuple[Any, Redactor] | None = None
-_get_settings: Any = None  # otelflow.settings imports pydantic: bound on first use, not at import
 
 
 def redactor(patterns: Sequence[str] | None = None) -> Redactor:
     """The (cached) :class:`Redactor` for ``patterns``; by default, for ``OTELFLOW_REDACT_PATTERNS``."""
-    global _current, _get_settings
     if patterns is None:
-        if _get_settings is None:
-            from otelflow.settings import get_settings
-
-            _get_settings = get_settings
-        settings = _get_settings()
-        current = _current
-        if current is not None and current[0] is settings:
-            return current[1]
-        rules = redactor(settings.redact_patterns)
-        _current = (settings, rules)
-        return rules
+        return _configured()
     key = tuple(patterns)
     cached = _by_patterns.get(key)
     if cached is None:
@@ -285,6 +273,9 @@ def redactor(patterns: Sequence[str] | None = None) -> Redactor:
             _by_patterns.clear()
         cached = _by_patterns[key] = Redactor(key)
     return cached
+
+
+_configured = PerSettings(lambda settings: redactor(settings.redact_patterns))
 
 
 def is_secret_name(name: str, patterns: Sequence[str]) -> bool:

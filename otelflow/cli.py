@@ -8,6 +8,7 @@
     otelflow artifacts ls [--key K] [--flow NAME] | show KEY|ID;  otelflow variable ls | get | set | unset
     otelflow gcl create NAME --limit N | ls | inspect | update | enable | disable | delete   (global-concurrency-limit)
     otelflow concurrency-limit create TAG N | ls | inspect TAG | reset TAG | delete TAG
+    otelflow ui [--host 127.0.0.1] [--port 4200] [--open]      (a web page of the same runs, traces and logs)
 
 The commands read a small index of the spool (``runindex``), brought up to date on every call, so they stay
 fast on a large spool. Nothing imports this module; it never configures telemetry. Heavy modules (rich, the
@@ -45,7 +46,8 @@ _LAZY_COMMANDS = {"input": ("otelflow.input.cli", "input_group"),
                   "variable": ("otelflow._internal.cli.variables", "variable_group"),
                   "global-concurrency-limit": ("otelflow._internal.cli.concurrency", "gcl_group"),
                   "gcl": ("otelflow._internal.cli.concurrency", "gcl_group"),
-                  "concurrency-limit": ("otelflow._internal.cli.concurrency", "tag_limit_group")}
+                  "concurrency-limit": ("otelflow._internal.cli.concurrency", "tag_limit_group"),
+                  "ui": ("otelflow._internal.cli.ui", "ui_command")}
 
 
 class _Main(click.Group):

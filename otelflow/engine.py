@@ -566,9 +566,13 @@ class _Run:
         trace_id = self.span.get_span_context().trace_id
         if trace_id:
             logger.info("Flow run id %s, trace id %032x", self.run.id, trace_id, extra=_CONSOLE_ONLY)
-            jaeger = get_settings().jaeger_url
-            if jaeger:
-                logger.info("View at %s/trace/%032x", jaeger.rstrip("/"), trace_id, extra=_CONSOLE_ONLY)
+            settings = get_settings()
+            if settings.ui_url:
+                # Prefect's own link form: `otelflow ui` serves /runs/flow-run/<id> as Prefect's UI does.
+                logger.info("View at %s/runs/flow-run/%s", settings.ui_url.rstrip("/"), self.run.id,
+                            extra=_CONSOLE_ONLY)
+            if settings.jaeger_url:
+                logger.info("View at %s/trace/%032x", settings.jaeger_url.rstrip("/"), trace_id, extra=_CONSOLE_ONLY)
 
     def _close_task_runner(self) -> None:
         if self.runner_open:

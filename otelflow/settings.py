@@ -50,6 +50,16 @@ class Settings(BaseSettings):
         description="Base URL of the Jaeger UI (http://localhost:16686): each flow run prints a link to its trace "
         "on the console when it starts, as Prefect prints its UI's 'View at' link.",
     )
+    grafana_url: str | None = Field(
+        default=None,
+        description="Base URL of Grafana (http://localhost:3000): `otelflow ui` links each run to its logs in "
+        "Grafana's Explore, on the stack's Loki data source (uid `loki`).",
+    )
+    ui_url: str | None = Field(
+        default=None,
+        description="Base URL of `otelflow ui` (http://127.0.0.1:4200): each flow run prints a link to its page on "
+        "the console when it starts, as Prefect prints its UI's 'View at' link.",
+    )
     shutdown_timeout_seconds: float = Field(
         default=5.0, ge=0, description="Upper bound on the telemetry flush when the process exits."
     )

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from browser import browser, page  # noqa: F401  (fixtures: headless Chromium)
 from otlp_receiver import otlp_grpc_receiver, otlp_receiver  # noqa: F401  (fixtures)
 from redis_server import redis_server  # noqa: F401  (fixture)
 

@@ -298,6 +298,16 @@ def test_each_flow_run_prints_its_ids_and_jaeger_link_on_the_console_only(captur
     assert not any("trace id" in b or "View at" in b for b in bodies)
 
 
+def test_with_otelflow_ui_url_the_console_links_the_run_page_as_prefect_does(captured, settings_env, capsys):  # type: ignore[no-untyped-def]
+    """Prefect's line is ``View at <UI>/runs/flow-run/<id>``; `otelflow ui` serves that address."""
+    settings_env(LOGGING_TO_CONSOLE="true", LOG_RUN_EVENTS="true", UI_URL="http://127.0.0.1:4200/")
+    console_flow()
+    err = capsys.readouterr().err
+    (flow_span,) = captured.flow_spans()
+    assert f"View at http://127.0.0.1:4200/runs/flow-run/{attrs(flow_span)[sc.RUN_ID]}" in err
+    assert not any("View at" in str(item.log_record.body) for item in captured.logs)
+
+
 def test_without_a_jaeger_url_there_is_no_link(captured, settings_env, capsys):  # type: ignore[no-untyped-def]
     settings_env(LOGGING_TO_CONSOLE="true", LOG_RUN_EVENTS="true")
     console_flow()

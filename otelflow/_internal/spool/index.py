@@ -458,13 +458,42 @@ class RunIndex:
         flow: str | None = None,
         states: Sequence[str] = (),
         since: int | None = None,
+        until: int | None = None,
+        text: str | None = None,
         limit: int | None = None,
+        offset: int = 0,
         roots: bool = False,
     ) -> list[RunRow]:
         """Flow runs, newest first; a run with only pending records is ``Running`` (or ``Paused``...).
 
-        ``roots``: only flow runs with no parent span (not subflows, not runs started from another process's span).
+        ``since``/``until``: started in that time range. ``text``: a run id or trace id starting with it, or a run
+        name containing it (case-insensitive). ``roots``: only flow runs with no parent span (not subflows, not runs
+        started from another process's span). ``limit``/``offset`` page through them.
         """
+        where, params = self._run_filter(flow=flow, states=states, since=since, until=until, text=text, roots=roots)
+        sql = f"{_RUN_SELECT} WHERE {where} ORDER BY r.start DESC"
+        if limit is not None or offset:
+            sql += " LIMIT ? OFFSET ?"
+            params.extend((-1 if limit is None else limit, offset))
+        return [_row(v) for v in self._db.execute(sql, params)]
+
+    def count_matching(
+        self,
+        *,
+        flow: str | None = None,
+        states: Sequence[str] = (),
+        since: int | None = None,
+        until: int | None = None,
+        text: str | None = None,
+        roots: bool = False,
+    ) -> int:
+        """How many flow runs :meth:`runs` gives with these filters (and no limit)."""
+        where, params = self._run_filter(flow=flow, states=states, since=since, until=until, text=text, roots=roots)
+        return int(self._db.execute(f"SELECT COUNT(*) FROM runs r WHERE {where}", params).fetchone()[0])
+
+    @staticmethod
+    def _run_filter(*, flow: str | None, states: Sequence[str], since: int | None, until: int | None,
+                    text: str | None, roots: bool) -> tuple[str, list[Any]]:
         where = ["(r.pending = 0 OR NOT EXISTS (SELECT 1 FROM runs x WHERE x.trace_id = r.trace_id"
                  " AND x.span_id = r.span_id AND x.pending = 0))"]
         params: list[Any] = []
@@ -477,17 +506,51 @@ class RunIndex:
         if since is not None:
             where.append("r.start >= ?")
             params.append(since)
+        if until is not None:
+            where.append("r.start <= ?")
+            params.append(until)
+        if text is not None and text.strip():
+            needle = text.strip().lower()
+            escaped = needle.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            where.append("(lower(r.run_id) LIKE ? ESCAPE '\\' OR r.trace_id LIKE ? ESCAPE '\\'"
+                         " OR lower(r.run_name) LIKE ? ESCAPE '\\')")
+            params.extend((escaped + "%", escaped + "%", "%" + escaped + "%"))
         if roots:
             where.append("r.parent_id IS NULL")
-        sql = f"{_RUN_SELECT} WHERE {' AND '.join(where)} ORDER BY r.start DESC"
-        if limit is not None:
-            sql += " LIMIT ?"
-            params.append(limit)
-        return [_row(v) for v in self._db.execute(sql, params)]
+        return " AND ".join(where), params
 
     def count_runs(self) -> int:
         """How many flow runs (pending or finished) the index knows."""
         return int(self._db.execute("SELECT COUNT(DISTINCT trace_id || span_id) FROM runs").fetchone()[0])
+
+    def flow_names(self) -> list[str]:
+        """The names of the flows with runs in the index, sorted."""
+        return [name for (name,) in self._db.execute(
+            "SELECT DISTINCT flow_name FROM runs WHERE flow_name IS NOT NULL ORDER BY lower(flow_name)")]
+
+    def state_names(self) -> list[str]:
+        """The states flow runs are in, sorted."""
+        where, params = self._run_filter(flow=None, states=(), since=None, until=None, text=None, roots=False)
+        return [name for (name,) in self._db.execute(
+            f"SELECT DISTINCT r.state FROM runs r WHERE {where} AND r.state IS NOT NULL AND r.state != ''"
+            " ORDER BY r.state", params)]
+
+    def damaged(self) -> tuple[int, str | None]:
+        """How many damaged lines indexing has met in the spool files still there (by anyone, ever), and the first
+        file holding one."""
+        total, first = self._db.execute(
+            "SELECT COALESCE(SUM(bad), 0), (SELECT name FROM files WHERE bad > 0 ORDER BY name LIMIT 1)"
+            " FROM files").fetchone()
+        return int(total), first
+
+    def version(self) -> str:
+        """A token that changes whenever what the index knows changes (lines indexed, files gone, runs settled
+        ``Crashed``): a cache key for what is read from it."""
+        files = self._db.execute(
+            "SELECT COUNT(*), COALESCE(SUM(offset), 0), COALESCE(MAX(id), 0) FROM files").fetchone()
+        lines = self._db.execute("SELECT COALESCE(MAX(id), 0) FROM lines").fetchone()
+        crashed = self._db.execute("SELECT COUNT(*) FROM runs WHERE state = 'Crashed'").fetchone()
+        return f"{files[0]}.{files[1]}.{files[2]}.{lines[0]}.{crashed[0]}"
 
     def trace_runs(self, trace_id: str) -> list[RunRow]:
         """The flow runs of one trace (real and pending records), oldest first."""

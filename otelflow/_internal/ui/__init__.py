@@ -1,0 +1,1 @@
+"""``otelflow ui``: a local web page of the spool's runs, traces and logs (docs/ui.md)."""

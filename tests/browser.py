@@ -20,9 +20,11 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
 VIEWPORT = {"width": 1280, "height": 800}
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    """One Chromium for the session."""
+    """One Chromium per test module. Not per session: Playwright's sync API runs an event loop in this thread
+    while it is open, and code that picks sync or async by whether a loop is running (``Variable.set``, as in
+    Prefect) would then pick async in every later test."""
     from playwright.sync_api import sync_playwright
 
     assert CHROMIUM.exists(), "Debian's chromium is not installed: scripts/test installs it (apt-get install chromium)"

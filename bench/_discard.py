@@ -5,9 +5,14 @@ from __future__ import annotations
 
 from typing import Any
 
+QUEUE = 1 << 20  # the batch processors' queues: big enough that nothing is dropped while a benchmark runs
 
-def discarding_providers() -> tuple[Any, Any]:
-    """Install and return ``(tracer_provider, logger_provider)``: batch processors feeding exporters that discard."""
+
+def discarding_providers(queue: int = QUEUE) -> tuple[Any, Any]:
+    """Install and return ``(tracer_provider, logger_provider)``: batch processors feeding exporters that discard.
+
+    What a user's application has: also a global ``MeterProvider`` (with no reader: otelflow records no metrics
+    itself, the Collector derives them from spans), all set before otelflow is imported."""
     from opentelemetry import _logs, trace
     from opentelemetry.sdk._logs import LoggerProvider
     from opentelemetry.sdk._logs.export import BatchLogRecordProcessor, LogRecordExporter, LogRecordExportResult
@@ -29,9 +34,13 @@ def discarding_providers() -> tuple[Any, Any]:
             return True
 
     tracer_provider = TracerProvider(shutdown_on_exit=False)
-    tracer_provider.add_span_processor(BatchSpanProcessor(DiscardSpans(), max_queue_size=1 << 16))
+    tracer_provider.add_span_processor(BatchSpanProcessor(DiscardSpans(), max_queue_size=queue))
     logger_provider = LoggerProvider(shutdown_on_exit=False)
-    logger_provider.add_log_record_processor(BatchLogRecordProcessor(DiscardLogs(), max_queue_size=1 << 16))
+    logger_provider.add_log_record_processor(BatchLogRecordProcessor(DiscardLogs(), max_queue_size=queue))
     trace.set_tracer_provider(tracer_provider)
     _logs.set_logger_provider(logger_provider)
+    from opentelemetry import metrics
+    from opentelemetry.sdk.metrics import MeterProvider
+
+    metrics.set_meter_provider(MeterProvider(shutdown_on_exit=False))
     return tracer_provider, logger_provider

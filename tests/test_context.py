@@ -280,7 +280,8 @@ def test_run_records_carry_prefects_fields_and_stay_correlated(captured: Any) ->
     assert after.added == "later"  # type: ignore[attr-defined]
     exported = {log.log_record.body: dict(log.log_record.attributes) for log in captured.logs}
     (flow_span,) = captured.flow_spans()
-    assert exported["plain"][sc.FLOW_RUN_ID] == flow_span.attributes[sc.RUN_ID] == exported["plain"]["flow_run_id"]
+    assert exported["plain"][sc.FLOW_RUN_ID] == flow_span.attributes[sc.RUN_ID] == plain.flow_run_id  # type: ignore[attr-defined]
+    assert "flow_run_id" not in exported["plain"]  # once, under otelflow's name
     assert "deployment_name" not in exported["plain"]  # None is no OTel attribute value
     assert exported["after"]["added"] == "later"
     assert all(log.log_record.span_id == flow_span.context.span_id for log in captured.logs)

@@ -215,12 +215,104 @@ def test_a_plain_run_log_record_exports_what_the_full_translation_would(captured
     f()
     mine = [log for log in captured.logs if body(log) in ("plain 1", "with extra", "filtered", "factory")]
     plain, extra, filtered, made = (attrs(log) for log in mine)
-    assert plain[sc.TASK_NAME] == "work" and plain["task_name"] == "work" and plain["flow_name"] == "outer"
-    assert len(plain) == 12  # Prefect's six fields and otelflow's six run attributes, nothing else
-    assert extra == {**plain, "flow_name": "mine", "k": 1}  # the call's extra wins
+    assert plain[sc.TASK_NAME] == "work" and plain[sc.FLOW_NAME] == "outer"
+    # each run value once, under otelflow's names: Prefect's fields stay on the stdlib record
+    assert len(plain) == 6 and not set(plain) & {"task_name", "flow_name", "flow_run_id", "task_run_id"}
+    assert extra == {**plain, "flow_name": "mine", "k": 1}  # the call's own value of a Prefect field is kept
     assert filtered == {**plain, "added_by_filter": "yes"}
     assert made == {**plain, "added_by_factory": 7}
     assert len({ids(log) for log in mine}) == 1
+
+
+def test_a_plain_record_with_no_other_handler_is_exported_without_a_stdlib_record_and_the_same(
+        captured, monkeypatch):  # type: ignore[no-untyped-def]
+    """When otelflow's OTel handler is the only one a plain run record would reach, no stdlib LogRecord is made
+    (nobody could see it); what is exported is what the full path exports for the same call."""
+    made: list[str] = []
+    real_make = logging.Logger.makeRecord
+
+    def counting(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        record = real_make(self, *args, **kwargs)
+        made.append(record.getMessage())
+        return record
+
+    monkeypatch.setattr(logging.Logger, "makeRecord", counting)
+    monkeypatch.setattr(logging.getLogger(), "handlers", [])  # pytest's capture handlers would see every record
+
+    class Keep(logging.Filter):  # any filter means someone may look at the record: the full path
+        def filter(self, record: logging.LogRecord) -> bool:
+            return True
+
+    calls = [("n=%s", (3,)), ("%(a)s and %(b)s", ({"a": 1, "b": "two"},)), ("100%", ())]
+
+    @task
+    def work():  # type: ignore[no-untyped-def]
+        logger = get_run_logger()
+        for message, args in calls:
+            logger.info(message, *args)
+        logger.warning("warned %d", 2)
+        logger.logger.addFilter(Keep())
+        try:
+            for message, args in calls:
+                logger.info(message, *args)
+            logger.warning("warned %d", 2)
+        finally:
+            logger.logger.filters.clear()
+
+    @flow
+    def f():  # type: ignore[no-untyped-def]
+        work()
+
+    f()
+    assert made == ["n=3", "1 and two", "100%", "warned 2"]  # the second half only: the full path
+    exported = [log.log_record for log in captured.logs]
+    fast, full = exported[:4], exported[4:]
+    assert [r.body for r in fast] == [r.body for r in full] == made
+    for one, other in zip(fast, full, strict=True):
+        assert (one.severity_text, one.severity_number, one.trace_id, one.span_id) == (
+            other.severity_text, other.severity_number, other.trace_id, other.span_id)
+        assert dict(one.attributes) == dict(other.attributes)
+    assert fast[3].severity_text == "WARN"
+
+
+def test_a_run_log_record_names_the_callers_function_and_line(caplog):  # type: ignore[no-untyped-def]
+    """The record's funcName and lineno are the caller's, whichever method logs (the run logger adapter's own
+    frame is not taken for the caller)."""
+    import inspect
+
+    lines: dict[str, int] = {}
+
+    @task
+    def caller():  # type: ignore[no-untyped-def]
+        logger = get_run_logger()
+        logger.info("info"); lines["info"] = inspect.currentframe().f_lineno  # type: ignore[union-attr]  # noqa: E702
+        logger.log(logging.INFO, "log"); lines["log"] = inspect.currentframe().f_lineno  # type: ignore[union-attr]  # noqa: E702
+        logger.warning("extra", extra={"k": 1}); lines["extra"] = inspect.currentframe().f_lineno  # type: ignore[union-attr]  # noqa: E702
+        try:
+            raise ValueError("x")
+        except ValueError:
+            logger.exception("exc"); lines["exc"] = inspect.currentframe().f_lineno  # type: ignore[union-attr]  # noqa: E702
+
+    @flow
+    def f():  # type: ignore[no-untyped-def]
+        caller()
+
+    with caplog.at_level(logging.INFO, logger="otelflow"):
+        f()
+    records = {r.getMessage(): r for r in caplog.records if r.getMessage() in lines}
+    assert {m: (r.funcName, r.lineno) for m, r in records.items()} == {m: ("caller", n) for m, n in lines.items()}
+
+
+def test_a_message_that_does_not_format_is_reported_as_the_stdlib_does(captured, capsys, monkeypatch):  # type: ignore[no-untyped-def]
+    monkeypatch.setattr(logging.getLogger(), "handlers", [])  # pytest's handlers raise on a logging error
+
+    @flow
+    def f():  # type: ignore[no-untyped-def]
+        get_run_logger().info("%d rows", "many")  # wrong type: the stdlib prints a logging error, the run goes on
+        return 1
+
+    assert f() == 1
+    assert "--- Logging error ---" in capsys.readouterr().err
 
 
 def test_a_copied_run_context_logs_as_the_run_it_was_given(captured):  # type: ignore[no-untyped-def]
@@ -252,8 +344,8 @@ def test_huge_run_names_are_cut_in_plain_run_log_records_too(captured, settings_
 
     long_named()
     plain, extra = (attrs(log) for log in captured.logs if body(log) in ("plain", "extra"))
-    assert plain["flow_run_name"] == extra["flow_run_name"]
-    assert len(plain["flow_run_name"]) < 120 and "truncated" in plain["flow_run_name"]
+    assert plain[sc.FLOW_RUN_NAME] == extra[sc.FLOW_RUN_NAME]
+    assert len(plain[sc.FLOW_RUN_NAME]) < 120 and "truncated" in plain[sc.FLOW_RUN_NAME]
 
 
 def test_exception_attributes(captured):  # type: ignore[no-untyped-def]

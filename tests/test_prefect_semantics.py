@@ -270,7 +270,7 @@ def test_map_errors_and_outside_a_flow() -> None:
 # --- 4. the run logger ----------------------------------------------------------------------------------------
 
 
-def test_run_log_records_carry_prefects_fields_on_the_record_and_as_attributes(captured: Any) -> None:
+def test_run_log_records_carry_prefects_fields_on_the_record_and_export_them_once(captured: Any) -> None:
     @task(task_run_name="load-{n}")
     def load(n: int) -> None:
         get_run_logger().info("loading")
@@ -288,10 +288,12 @@ def test_run_log_records_carry_prefects_fields_on_the_record_and_as_attributes(c
         flow_run[sc.RUN_ID], "nightly", "etl")
     assert task_record.task_run_name == "load-3" and task_record.task_name == "load"  # type: ignore[attr-defined]
     assert task_record.flow_run_id == flow_run[sc.RUN_ID]  # type: ignore[attr-defined]
+    # exported once, under otelflow's names: Prefect's fields are not exported a second time
     otel = {str(r.log_record.body): dict(r.log_record.attributes) for r in captured.logs}
-    assert otel["loading"]["task_run_id"] == otel["loading"][sc.TASK_RUN_ID]
-    assert otel["loading"]["flow_run_name"] == "nightly"
-    assert otel["starting"]["flow_name"] == "etl"
+    assert otel["loading"][sc.TASK_RUN_ID] == str(task_record.task_run_id)  # type: ignore[attr-defined]
+    assert otel["loading"][sc.FLOW_RUN_NAME] == "nightly" and otel["starting"][sc.FLOW_NAME] == "etl"
+    prefect_names = {"task_run_id", "flow_run_name", "flow_name", "task_name"}
+    assert not prefect_names & (set(otel["loading"]) | set(otel["starting"]))
 
 
 def test_get_run_logger_signature_and_prefect_log_adapter(captured: Any) -> None:
@@ -1115,7 +1117,10 @@ def test_flow_and_task_run_loggers_for_hooks(captured: Any) -> None:
     records = {str(r.log_record.body): r.log_record for r in captured.logs}
     flow_span = captured.flow_spans()[0]
     flow_record = records[f"flow {attrs(flow_span)[sc.RUN_NAME]} done"]
-    assert flow_record.attributes["flow_name"] == "hooked"
+    # the run's ids and names once, under otelflow's names (Prefect's fields stay on the stdlib record)
+    assert flow_record.attributes[sc.FLOW_NAME] == "hooked" and "flow_name" not in flow_record.attributes
+    assert records["task done"].attributes[sc.TASK_NAME] == "step"
+    assert "task_name" not in records["task done"].attributes
     assert "deployment_name" not in flow_record.attributes  # None: not exported
     assert flow_record.span_id == flow_span.context.span_id
     assert records["task done"].span_id == captured.task_spans()[0].context.span_id

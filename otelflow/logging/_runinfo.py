@@ -20,15 +20,20 @@ from otelflow.context import _FLOW_RUN_VAR, _TASK_RUN_VAR, FlowRunContext, RunCo
 if TYPE_CHECKING:
     from opentelemetry.context import Context
 
-__all__ = ["PREFECT_RECORD_FIELDS", "RUN_KEY", "RunInfo", "current_entry", "current_run_info", "run_info_for"]
+__all__ = ["PLAIN_EMITTERS", "PREFECT_RECORD_FIELDS", "RUN_KEY", "RunInfo", "current_entry", "current_run_info",
+           "run_info_for"]
 
 # Where the run logger adapter leaves the RunInfo on a stdlib LogRecord (added to the record's ``extra``, never
 # to the adapter's). Handlers read it and never export it as an attribute.
 RUN_KEY = "_otelflow_run"
-# Prefect's fields on a run log record (its run loggers' ``extra``); one without a value (None) is not exported.
+# Prefect's fields on a run log record (its run loggers' ``extra``): on the stdlib record only, never exported (the
+# same values are exported once, under otelflow's names: ``otelflow.flow_run.id``...).
 PREFECT_RECORD_FIELDS = (
     "task_run_id", "flow_run_id", "task_run_name", "task_name", "flow_run_name", "flow_name", "deployment_name",
 )
+# Handler classes that can export a plain run log record without a stdlib LogRecord (``emit_plain``): the OTel
+# handler registers itself when imported (this module is imported by the light run-logger module; that one is not).
+PLAIN_EMITTERS: set[type] = set()
 # How many fields a stdlib LogRecord has before any ``extra`` (the Python version decides: 3.12 added one).
 _STANDARD_RECORD_SIZE = len(vars(logging.LogRecord("", logging.INFO, "", 0, "", None, None)))
 
@@ -77,13 +82,14 @@ class RunInfo:
         self.extra = extra
         self.plain_record_size = _STANDARD_RECORD_SIZE + len(extra) + 1
         self.unset_fields = unset_fields
-        exported: dict[str, str] = extra  # type: ignore[assignment]  # (the None values are left out next)
-        if unset_fields:
-            exported = {k: v for k, v in extra.items() if v is not None}
+        # Exported: each run value once, under otelflow's names (the telemetry contract). Prefect's fields stay
+        # on the stdlib record and in the logger's ``extra`` (formatters, caplog), and are not exported again.
+        attributes = self.attributes
         limit = get_limits().attribute_value
-        if exported and max(map(len, exported.values())) > limit:  # a huge run name: cut, visibly
-            exported = {k: truncate_text(v, limit) for k, v in exported.items()}
-        self.log_attributes = {**exported, **self.attributes}
+        if any(type(v) is str and len(v) > limit for v in attributes.values()):  # a huge run name: cut, visibly
+            attributes = {k: truncate_text(v, limit) if type(v) is str and len(v) > limit else v
+                          for k, v in attributes.items()}
+        self.log_attributes = attributes
 
     # Hex ids are only needed by console/JSON/structlog output, not by OTel export: computed on demand.
     @property

@@ -37,9 +37,9 @@ from opentelemetry.instrumentation.log_utils import std_to_otel
 from opentelemetry.instrumentation.logging.handler import LoggingHandler
 
 from otelflow import telemetry
-from otelflow._internal.export.limits import get_limits, truncate_text, truncate_value
+from otelflow._internal.export.limits import get_limits, truncate_value
 from otelflow._internal.runs import redact as _redact
-from otelflow.logging._runinfo import PREFECT_RECORD_FIELDS, RUN_KEY, RunInfo, current_run_info
+from otelflow.logging._runinfo import PLAIN_EMITTERS, PREFECT_RECORD_FIELDS, RUN_KEY, RunInfo, current_run_info
 
 __all__ = ["ConsoleHandler", "OTelRunLogHandler", "clean_attribute", "truncate_message"]
 
@@ -194,6 +194,41 @@ class OTelRunLogHandler(LoggingHandler):
         finally:
             self._is_emitting.reset(token)
 
+    def emit_plain(self, logger_name: str, run: RunInfo, levelno: int, message: str) -> None:
+        """Export a plain run log record (the run logger's own, no ``extra``, no exception) given only what the
+        export needs, with no stdlib ``LogRecord``: :class:`~otelflow.logging.loggers.RunLoggerAdapter` calls this
+        when this handler is the only one the record would reach, so nobody else could observe the difference.
+        Exports what :meth:`emit` exports for such a record."""
+        provider = telemetry.get_logger_provider()
+        if provider is None or get_value(_SUPPRESS_INSTRUMENTATION_KEY) or self._is_emitting.get():
+            return
+        token = self._is_emitting.set(True)
+        try:
+            cached_provider, loggers = self._otel_loggers
+            if cached_provider is not provider:
+                loggers = {}
+                self._otel_loggers = (provider, loggers)
+            otel_logger = loggers.get(logger_name)
+            if otel_logger is None:
+                otel_logger = loggers[logger_name] = provider.get_logger(logger_name)
+            levelname = logging.getLevelName(levelno)
+            now = time_ns()
+            otel_logger.emit(LogRecord(
+                timestamp=now,
+                observed_timestamp=now,
+                context=run.context,
+                severity_text=_SEVERITY_TEXT.get(levelname, levelname),
+                severity_number=std_to_otel(levelno),
+                body=_exported_body(message, self.max_message_length, _redact.redactor()),
+                attributes=run.log_attributes,  # the SDK copies it into its own BoundedAttributes
+            ))
+        except RecursionError:  # pragma: no cover - see logging.StreamHandler.emit
+            raise
+        except Exception:
+            self.handleError(logging.LogRecord(logger_name, levelno, "", 0, message, None, None))
+        finally:
+            self._is_emitting.reset(token)
+
     def _translate(self, record: logging.LogRecord) -> LogRecord:
         fields = record.__dict__
         run = fields.get(RUN_KEY)
@@ -226,18 +261,28 @@ class OTelRunLogHandler(LoggingHandler):
         """Any record's attributes (bounded in size, redacted, named so Loki takes them), the context it
         correlates with, its event name, and the redaction rules in force."""
         attributes, event_name = self._get_attributes(record)
-        run = cast("RunInfo | None", attributes.pop(RUN_KEY, None))
-        for key in PREFECT_RECORD_FIELDS:  # Prefect's fields without a value (deployment_name): no OTel attribute
-            if attributes.get(key, "") is None:
-                del attributes[key]
+        bound = cast("RunInfo | None", attributes.pop(RUN_KEY, None))
+        if bound is not None:
+            # Bound when the run logger was created: right even from a helper thread with no current span.
+            run: RunInfo | None = bound
+            context = bound.context
+        else:
+            # get_logger() / structlog records: the current span, and the current run's attributes.
+            context = get_current()
+            run = current_run_info()
+        if run is not None and not _RUN_FIELDS.isdisjoint(attributes):
+            # Prefect's fields (a run logger's, or flow_run_logger()'s in a hook) say the run's ids and names,
+            # exported once below under otelflow's names (run.log_attributes), not a second time under Prefect's.
+            # A value of the call's own `extra` that differs is kept; None (deployment_name) cannot be exported.
+            known = run.extra
+            for key in _RUN_FIELDS.intersection(attributes):
+                value = attributes[key]
+                if value is None or value == known.get(key):
+                    del attributes[key]
         limits = get_limits()
         rules = _redact.redactor()
         rejected: list[str] | None = None
         for key, value in attributes.items():
-            if key in _RUN_FIELDS:  # the run's ids and names, set by otelflow: cut, not redacted
-                if isinstance(value, str) and len(value) > limits.attribute_value:
-                    attributes[key] = truncate_text(value, limits.attribute_value)
-                continue
             kind = type(value)
             if key == _EXCEPTION_STACKTRACE and isinstance(value, str):
                 attributes[key] = _redact.exported_stacktrace(value, limits.stacktrace)
@@ -259,19 +304,15 @@ class OTelRunLogHandler(LoggingHandler):
                 value = attributes.pop(key)
                 attributes[_loki_safe_key(key, attributes)] = value
         if run is not None:
-            # Bound when the run logger was created: right even from a helper thread with no current span.
-            context = run.context
-        else:
-            # get_logger() / structlog records: the current span, and the current run's attributes.
-            context = get_current()
-            run = current_run_info()
-        if run is not None:
             if "trace_id" in attributes and attributes["trace_id"] == run.trace_id:
                 # add_run_context() put them there for rendering; the record carries them natively.
                 del attributes["trace_id"]
                 attributes.pop("span_id", None)
-            attributes.update(run.attributes)
+            attributes.update(run.log_attributes)
         return attributes, context, event_name, rules
+
+
+PLAIN_EMITTERS.add(OTelRunLogHandler)
 
 
 class ConsoleHandler(logging.StreamHandler):  # type: ignore[type-arg]

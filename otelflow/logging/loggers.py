@@ -31,7 +31,7 @@ from contextvars import ContextVar, Token
 from typing import Any, Final, cast
 
 from otelflow.exceptions import MissingContextError
-from otelflow.logging._runinfo import RUN_KEY, RunInfo, current_entry, current_run_info
+from otelflow.logging._runinfo import PLAIN_EMITTERS, RUN_KEY, RunInfo, current_entry, current_run_info
 from otelflow.logging.configuration import ensure_configured
 
 __all__ = [
@@ -151,6 +151,35 @@ class disable_run_logger:
 # --- the run logger ---------------------------------------------------------------------------------------
 
 
+def _sole_plain_handler(logger: logging.Logger, level: int) -> Any:
+    """The one handler a record of ``logger`` at ``level`` would reach, if it is otelflow's OTel handler with no
+    filters, the logger has no filters, is not disabled, and records are made by the default factory; else None.
+    Walks the hierarchy as ``Logger.callHandlers`` does."""
+    if logger.filters or logger.disabled or logging.getLogRecordFactory() is not logging.LogRecord:
+        return None
+    found = None
+    current: logging.Logger | None = logger
+    while current is not None:
+        for handler in current.handlers:
+            if level < handler.level:
+                continue
+            if found is not None or handler.filters or type(handler) not in PLAIN_EMITTERS:
+                return None
+            found = handler
+        current = current.parent if current.propagate else None
+    return found
+
+
+def _message(msg: object, args: tuple[Any, ...]) -> str:
+    """``LogRecord.getMessage()`` of a record made with these arguments."""
+    text = str(msg)
+    if args:
+        if len(args) == 1 and isinstance(args[0], Mapping) and args[0]:
+            return text % args[0]
+        return text % args
+    return text
+
+
 class RunLoggerAdapter(logging.LoggerAdapter):  # type: ignore[type-arg]
     """The logger of one flow or task run (Prefect's ``PrefectLogAdapter``).
 
@@ -178,6 +207,31 @@ class RunLoggerAdapter(logging.LoggerAdapter):  # type: ignore[type-arg]
         if self.run is not None and _disabled.get() is not None and _is_disabled(self.run):
             return False
         return bool(self.logger.isEnabledFor(level))
+
+    def log(self, level: int, msg: Any, *args: Any, **kwargs: Any) -> None:
+        """Log as ``logging.LoggerAdapter.log`` does. A plain record of the run (no keyword arguments, the run's own
+        ``extra``) whose only handler is otelflow's OTel handler is exported without building a stdlib
+        ``LogRecord``: nothing else (no other handler, filter or record factory) would see it, and half of a
+        record's cost is the stdlib's making of one (the caller's frame, thirty fields)."""
+        run = self.run
+        if not kwargs and run is not None and len(self.extra) == len(run.extra):  # type: ignore[arg-type]
+            handler = _sole_plain_handler(self.logger, level)
+            if handler is not None:
+                if not self.isEnabledFor(level):
+                    return
+                try:
+                    message = _message(msg, args)
+                except Exception:  # the stdlib path below reports it ("--- Logging error ---")
+                    pass
+                else:
+                    handler.emit_plain(self.logger.name, run, level, message)
+                    return
+        # logging.LoggerAdapter.log, with this frame (not in logging's own file, so not skipped by findCaller)
+        # counted: the record names the caller's function and line, as it would without this override.
+        if self.isEnabledFor(level):
+            msg, processed = self.process(msg, kwargs)
+            processed["stacklevel"] = processed.get("stacklevel", 1) + 1
+            self.logger.log(level, msg, *args, **processed)
 
     def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, MutableMapping[str, Any]]:
         """The record's ``extra``: the adapter's, then the call's (as Prefect's), plus the run for the handlers."""
@@ -305,6 +359,7 @@ def flow_run_logger(
     """
     if flow_run is None and flow_run_id is None:
         raise ValueError("Either 'flow_run' or 'flow_run_id' must be provided.")
+    ensure_configured()  # a hook may be the first to log in this process (run events off, no get_run_logger)
     extra: dict[str, object] = {
         "flow_run_name": flow_run.name if flow_run else "<unknown>",
         "flow_run_id": str(flow_run.id if flow_run is not None else flow_run_id),
@@ -319,6 +374,7 @@ def task_run_logger(
     task_run: Any, task: Any = None, flow_run: Any = None, flow: Any = None, **kwargs: object
 ) -> RunLoggerAdapter:
     """A logger for a task run (Prefect's ``task_run_logger``); the flow run and flow default to the current ones."""
+    ensure_configured()
     if not flow_run or not flow:
         from otelflow.context import FlowRunContext
 

@@ -14,7 +14,7 @@ Limits come from settings (``OTELFLOW_*``) and honour ``OTEL_ATTRIBUTE_VALUE_LEN
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +25,7 @@ __all__ = [
     "approx_size",
     "get_limits",
     "limits_from_settings",
+    "plain_items",
     "shrink",
     "split_batch",
     "truncate_stacktrace",
@@ -146,8 +147,15 @@ def _size(value: Any, depth: int = 0) -> int:
     return 64
 
 
+def plain_items(attrs: Mapping[str, Any]) -> Iterable[tuple[str, Any]]:
+    """``attrs.items()``, from the plain dict inside the SDK's ``BoundedAttributes`` when it has one: its mapping
+    interface goes through ``collections.abc`` one key at a time (half the export thread's time went there)."""
+    inner = getattr(attrs, "_dict", None)
+    return inner.items() if type(inner) is dict else attrs.items()
+
+
 def _attrs_size(attrs: Mapping[str, Any] | None) -> int:
-    return sum(len(k) + _size(v) + 8 for k, v in attrs.items()) if attrs else 0
+    return sum(len(k) + _size(v) + 8 for k, v in plain_items(attrs)) if attrs else 0
 
 
 def approx_size(item: Any) -> int:

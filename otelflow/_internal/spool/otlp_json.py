@@ -26,6 +26,8 @@ from collections import defaultdict
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
+from otelflow._internal.export.limits import plain_items
+
 __all__ = [
     "BAD_LINE",
     "LAYOUT",
@@ -99,7 +101,7 @@ def _encode_attributes(attrs: Mapping[str, Any] | None, depth: int = 0) -> str:
     if not attrs:
         return "[]"
     return "[" + ",".join(
-        '{"key":' + _str(str(k)) + ',"value":' + _encode_value(v, depth) + "}" for k, v in attrs.items()
+        '{"key":' + _str(str(k)) + ',"value":' + _encode_value(v, depth) + "}" for k, v in plain_items(attrs)
     ) + "]"
 
 

@@ -78,3 +78,7 @@ def subprocess_env(**extra: str) -> dict[str, str]:
 
 
 PYTHON = sys.executable
+
+
+# The `otelflow ui` tests' module fixtures (ui_home, ui_url); imported last: ui_server imports this module's helpers.
+from ui_server import ui_home, ui_url  # noqa: E402, F401

@@ -26,17 +26,13 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A home whose spool and store hold the UI scenarios (made once per module)."""
-    home = tmp_path_factory.mktemp("ui-home")
-    make_spool(home)
-    return home
+def home(ui_home: Path) -> Path:
+    return ui_home
 
 
 @pytest.fixture(scope="module")
-def url(home: Path) -> Any:
-    with serving(home) as base:
-        yield base
+def url(ui_url: str) -> str:
+    return ui_url
 
 
 def run_of(url: str, flow: str) -> dict[str, Any]:

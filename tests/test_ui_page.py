@@ -17,7 +17,7 @@ import pytest
 from conftest import PYTHON, REPO_ROOT, subprocess_env
 from playwright.sync_api import expect
 from test_cli import start_slow_flow, stop
-from ui_scenarios import HOSTILE, HOSTILE_SCRIPT, make_spool
+from ui_scenarios import HOSTILE, HOSTILE_SCRIPT
 from ui_server import get_json, serving
 
 pytestmark = pytest.mark.slow
@@ -28,16 +28,13 @@ TIMEOUT = 30_000  # ms: how long the page may take to show what a step waits for
 
 
 @pytest.fixture(scope="module")
-def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    home = tmp_path_factory.mktemp("ui-page-home")
-    make_spool(home)
-    return home
+def home(ui_home: Path) -> Path:
+    return ui_home
 
 
 @pytest.fixture(scope="module")
-def url(home: Path) -> Any:
-    with serving(home) as base:
-        yield base
+def url(ui_url: str) -> str:
+    return ui_url
 
 
 def runs_shown(page: Any) -> list[tuple[str, str]]:

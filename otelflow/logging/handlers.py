@@ -177,13 +177,7 @@ class OTelRunLogHandler(LoggingHandler):
             return  # a record logged while exporting one: exporting it could loop forever
         token = self._is_emitting.set(True)
         try:
-            cached_provider, loggers = self._otel_loggers
-            if cached_provider is not provider:
-                loggers = {}
-                self._otel_loggers = (provider, loggers)
-            otel_logger = loggers.get(record.name)
-            if otel_logger is None:
-                otel_logger = loggers[record.name] = provider.get_logger(record.name)
+            otel_logger = self._otel_logger(provider, record.name)
             otel_record = self._translate(record)
             record.__dict__[_EXPORTED] = True
             otel_logger.emit(otel_record)
@@ -193,6 +187,17 @@ class OTelRunLogHandler(LoggingHandler):
             self.handleError(record)
         finally:
             self._is_emitting.reset(token)
+
+    def _otel_logger(self, provider: Any, name: str) -> Any:
+        """The OTel logger of stdlib logger ``name`` from ``provider`` (cached; the cache goes with the provider)."""
+        cached_provider, loggers = self._otel_loggers
+        if cached_provider is not provider:
+            loggers = {}
+            self._otel_loggers = (provider, loggers)
+        otel_logger = loggers.get(name)
+        if otel_logger is None:
+            otel_logger = loggers[name] = provider.get_logger(name)
+        return otel_logger
 
     def emit_plain(self, logger_name: str, run: RunInfo, levelno: int, message: str) -> None:
         """Export a plain run log record (the run logger's own, no ``extra``, no exception) given only what the
@@ -204,13 +209,7 @@ class OTelRunLogHandler(LoggingHandler):
             return
         token = self._is_emitting.set(True)
         try:
-            cached_provider, loggers = self._otel_loggers
-            if cached_provider is not provider:
-                loggers = {}
-                self._otel_loggers = (provider, loggers)
-            otel_logger = loggers.get(logger_name)
-            if otel_logger is None:
-                otel_logger = loggers[logger_name] = provider.get_logger(logger_name)
+            otel_logger = self._otel_logger(provider, logger_name)
             levelname = logging.getLevelName(levelno)
             now = time_ns()
             otel_logger.emit(LogRecord(

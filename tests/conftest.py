@@ -80,5 +80,22 @@ def subprocess_env(**extra: str) -> dict[str, str]:
 PYTHON = sys.executable
 
 
-# The `otelflow ui` tests' module fixtures (ui_home, ui_url); imported last: ui_server imports this module's helpers.
-from ui_server import ui_home, ui_url  # noqa: E402, F401
+
+@pytest.fixture(scope="module")
+def ui_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A home whose spool and store hold the `otelflow ui` scenarios (``ui_scenarios.SCENARIOS``), made once per
+    module."""
+    from ui_scenarios import make_spool
+
+    home = tmp_path_factory.mktemp("ui-home")
+    make_spool(home)
+    return home
+
+
+@pytest.fixture(scope="module")
+def ui_url(ui_home: Path) -> Iterator[str]:
+    """The `otelflow ui` page of ``ui_home``, served for the module."""
+    from ui_server import serving
+
+    with serving(ui_home) as base:
+        yield base

@@ -13,9 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import pytest
 from conftest import PYTHON, REPO_ROOT, subprocess_env
-from ui_scenarios import make_spool
 
 from otelflow._internal.ui.api import Api
 from otelflow._internal.ui.server import UiServer
@@ -72,17 +70,3 @@ def get_json(url: str, status: int = 200) -> Any:
     assert headers["Content-Type"] == "application/json; charset=utf-8"
     return json.loads(body)
 
-
-@pytest.fixture(scope="module")
-def ui_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A home whose spool and store hold the UI scenarios (``ui_scenarios.SCENARIOS``), made once per module."""
-    home = tmp_path_factory.mktemp("ui-home")
-    make_spool(home)
-    return home
-
-
-@pytest.fixture(scope="module")
-def ui_url(ui_home: Path) -> Iterator[str]:
-    """The page of ``ui_home``, served for the module."""
-    with serving(ui_home) as base:
-        yield base

@@ -275,6 +275,52 @@ def test_a_plain_record_with_no_other_handler_is_exported_without_a_stdlib_recor
     assert fast[3].severity_text == "WARN"
 
 
+def test_a_plain_record_prints_the_same_console_line_without_a_stdlib_record(
+        captured, settings_env, capsys, monkeypatch):  # type: ignore[no-untyped-def]
+    """With the console on (the default), a plain run record reaches otelflow's console and OTel handlers only:
+    both take it without a stdlib LogRecord, and the console line is the one the full path prints."""
+    settings_env(LOGGING_TO_CONSOLE="true")
+    made: list[str] = []
+    real_make = logging.Logger.makeRecord
+
+    def counting(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        record = real_make(self, *args, **kwargs)
+        made.append(record.getMessage())
+        return record
+
+    monkeypatch.setattr(logging.Logger, "makeRecord", counting)
+
+    class Keep(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            return True
+
+    @task(task_run_name="worker-1")
+    def work():  # type: ignore[no-untyped-def]
+        logger = get_run_logger()
+        logger.info("plain %s \x1b[2J", 1)  # escaped on the console either way
+        logger.error("failed %s", "x")
+        logger.logger.addFilter(Keep())
+        try:
+            logger.info("plain %s \x1b[2J", 1)
+            logger.error("failed %s", "x")
+        finally:
+            logger.logger.filters.clear()
+
+    @flow
+    def f():  # type: ignore[no-untyped-def]
+        work()
+
+    f()
+    err = capsys.readouterr().err
+    mine = [line.split(" ", 1)[1] for line in err.splitlines()
+            if "worker-1" in line and ("plain" in line or "failed" in line)]
+    assert len(mine) == 4 and mine[:2] == mine[2:], mine  # the same line (time stamp aside) by both paths
+    assert mine[0] == "[info     ] [Task run 'worker-1'] plain 1 \\x1b[2J"
+    assert made == ["plain 1 \x1b[2J", "failed x"]  # only the filtered half made stdlib records
+    assert [str(log.log_record.body) for log in captured.logs if "worker" not in str(log.log_record.body)
+            and str(log.log_record.body).startswith(("plain", "failed"))] == ["plain 1 \x1b[2J", "failed x"] * 2
+
+
 def test_a_run_log_record_names_the_callers_function_and_line(caplog):  # type: ignore[no-untyped-def]
     """The record's funcName and lineno are the caller's, whichever method logs (the run logger adapter's own
     frame is not taken for the caller)."""

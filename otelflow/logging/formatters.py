@@ -85,6 +85,19 @@ class ConsoleFormatter(logging.Formatter):
             self._second = second
         return f"{self._hms}.{int(msecs):03d}"
 
+    def format_plain(self, run: RunInfo, levelno: int, message: str, time_unix_nano: int) -> str:
+        """The line :meth:`format` makes for a plain run record (the run logger's own: no ``extra``, no
+        exception), from what it needs."""
+        created = time_unix_nano / 1e9
+        stamp = self._time(created, (time_unix_nano // 1_000_000) % 1000)
+        who = _text(run.display)
+        text = _text(truncate_message(message, self._max))
+        level = logging.getLevelName(levelno).lower()
+        if self._colors:
+            return (f"{_DIM}{stamp}{_RESET} [{_LEVEL_COLORS.get(level, '')}{level:<9}{_RESET}] "
+                    f"[{_BLUE}{who}{_RESET}] {_BOLD}{text}{_RESET}")
+        return f"{stamp} [{level:<9}] [{who}] {text}"
+
     def format(self, record: logging.LogRecord) -> str:
         """One console line (plus the traceback, if any) for ``record``."""
         run: RunInfo | None = record.__dict__.get(RUN_KEY) or current_run_info()

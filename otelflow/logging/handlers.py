@@ -199,7 +199,11 @@ class OTelRunLogHandler(LoggingHandler):
             otel_logger = loggers[name] = provider.get_logger(name)
         return otel_logger
 
-    def emit_plain(self, logger_name: str, run: RunInfo, levelno: int, message: str) -> None:
+    def plain_ok(self) -> bool:
+        """Whether :meth:`emit_plain` can stand in for :meth:`emit` (always, for this handler)."""
+        return True
+
+    def emit_plain(self, logger_name: str, run: RunInfo, levelno: int, message: str, time_unix_nano: int) -> None:
         """Export a plain run log record (the run logger's own, no ``extra``, no exception) given only what the
         export needs, with no stdlib ``LogRecord``: :class:`~otelflow.logging.loggers.RunLoggerAdapter` calls this
         when this handler is the only one the record would reach, so nobody else could observe the difference.
@@ -211,10 +215,9 @@ class OTelRunLogHandler(LoggingHandler):
         try:
             otel_logger = self._otel_logger(provider, logger_name)
             levelname = logging.getLevelName(levelno)
-            now = time_ns()
             otel_logger.emit(LogRecord(
-                timestamp=now,
-                observed_timestamp=now,
+                timestamp=time_unix_nano,
+                observed_timestamp=time_ns(),
                 context=run.context,
                 severity_text=_SEVERITY_TEXT.get(levelname, levelname),
                 severity_number=std_to_otel(levelno),
@@ -311,9 +314,6 @@ class OTelRunLogHandler(LoggingHandler):
         return attributes, context, event_name, rules
 
 
-PLAIN_EMITTERS.add(OTelRunLogHandler)
-
-
 class ConsoleHandler(logging.StreamHandler):  # type: ignore[type-arg]
     """Run logs on stderr (the formatter is built on the first record, so idle setups import nothing).
 
@@ -359,10 +359,33 @@ class ConsoleHandler(logging.StreamHandler):  # type: ignore[type-arg]
         except Exception:
             self.handleError(record)
             return
+        self._queue(line, record.levelno)
+
+    def plain_ok(self) -> bool:
+        """Whether :meth:`emit_plain` can stand in for :meth:`emit`: with the console layout (the JSON layout
+        renders a stdlib record through structlog)."""
+        return self._fmt != "json"
+
+    def emit_plain(self, logger_name: str, run: RunInfo, levelno: int, message: str, time_unix_nano: int) -> None:
+        """Queue the console line of a plain run record (see ``OTelRunLogHandler.emit_plain``): the line
+        :meth:`emit` writes for such a record, made without a stdlib ``LogRecord``."""
+        try:
+            formatter = self._formatter()
+            from otelflow.logging.formatters import ConsoleFormatter
+
+            if not isinstance(formatter, ConsoleFormatter):
+                raise TypeError(f"{type(formatter).__name__} needs a LogRecord")
+            line = formatter.format_plain(run, levelno, message, time_unix_nano) + "\n"
+        except Exception:
+            self.handleError(logging.LogRecord(logger_name, levelno, "", 0, message, None, None))
+            return
+        self._queue(line, levelno)
+
+    def _queue(self, line: str, levelno: int) -> None:
         with self._wake:
             self._pending.append(line)
             self._pending_bytes += len(line)
-            if record.levelno >= logging.WARNING or self._pending_bytes >= self.FLUSH_BYTES or self._immediate:
+            if levelno >= logging.WARNING or self._pending_bytes >= self.FLUSH_BYTES or self._immediate:
                 self._write_pending()
                 return
             if self._flusher is None or not self._flusher.is_alive():
@@ -409,11 +432,17 @@ class ConsoleHandler(logging.StreamHandler):  # type: ignore[type-arg]
     def stream(self, value: TextIO) -> None:
         pass  # always sys.stderr, looked up at emit time
 
-    def format(self, record: logging.LogRecord) -> str:
-        """Render with structlog (console or JSON)."""
+    def _formatter(self) -> logging.Formatter:
         if self.formatter is None:
             from otelflow.logging.formatters import build_formatter
 
             colors = bool(getattr(sys.stderr, "isatty", lambda: False)())
             self.formatter = build_formatter(self._fmt, colors, self._max_message_length)
-        return super().format(record)
+        return self.formatter
+
+    def format(self, record: logging.LogRecord) -> str:
+        """Render with structlog (console or JSON)."""
+        return self._formatter().format(record)
+
+
+PLAIN_EMITTERS.update((OTelRunLogHandler, ConsoleHandler))

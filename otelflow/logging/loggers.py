@@ -25,6 +25,7 @@ import builtins
 import logging
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Mapping, MutableMapping
 from contextvars import ContextVar, Token
@@ -151,23 +152,24 @@ class disable_run_logger:
 # --- the run logger ---------------------------------------------------------------------------------------
 
 
-def _sole_plain_handler(logger: logging.Logger, level: int) -> Any:
-    """The one handler a record of ``logger`` at ``level`` would reach, if it is otelflow's OTel handler with no
-    filters, the logger has no filters, is not disabled, and records are made by the default factory; else None.
-    Walks the hierarchy as ``Logger.callHandlers`` does."""
+def _plain_handlers(logger: logging.Logger, level: int) -> list[Any] | None:
+    """The handlers a record of ``logger`` at ``level`` would reach, in order, if each is one of otelflow's own
+    (its OTel handler, its console handler with the console layout) with no filters, the logger has no filters,
+    is not disabled, and records are made by the default factory; else None (also when none would be reached:
+    the stdlib's last-resort handler then speaks). Walks the hierarchy as ``Logger.callHandlers`` does."""
     if logger.filters or logger.disabled or logging.getLogRecordFactory() is not logging.LogRecord:
         return None
-    found = None
+    found: list[Any] = []
     current: logging.Logger | None = logger
     while current is not None:
         for handler in current.handlers:
             if level < handler.level:
                 continue
-            if found is not None or handler.filters or type(handler) not in PLAIN_EMITTERS:
+            if handler.filters or type(handler) not in PLAIN_EMITTERS or not handler.plain_ok():  # type: ignore[attr-defined]
                 return None
-            found = handler
+            found.append(handler)
         current = current.parent if current.propagate else None
-    return found
+    return found or None
 
 
 def _message(msg: object, args: tuple[Any, ...]) -> str:
@@ -215,8 +217,8 @@ class RunLoggerAdapter(logging.LoggerAdapter):  # type: ignore[type-arg]
         record's cost is the stdlib's making of one (the caller's frame, thirty fields)."""
         run = self.run
         if not kwargs and run is not None and len(self.extra) == len(run.extra):  # type: ignore[arg-type]
-            handler = _sole_plain_handler(self.logger, level)
-            if handler is not None:
+            handlers = _plain_handlers(self.logger, level)
+            if handlers:
                 if not self.isEnabledFor(level):
                     return
                 try:
@@ -224,7 +226,9 @@ class RunLoggerAdapter(logging.LoggerAdapter):  # type: ignore[type-arg]
                 except Exception:  # the stdlib path below reports it ("--- Logging error ---")
                     pass
                 else:
-                    handler.emit_plain(self.logger.name, run, level, message)
+                    now = time.time_ns()
+                    for handler in handlers:
+                        handler.emit_plain(self.logger.name, run, level, message, now)
                     return
         # logging.LoggerAdapter.log, with this frame (not in logging's own file, so not skipped by findCaller)
         # counted: the record names the caller's function and line, as it would without this override.

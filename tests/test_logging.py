@@ -224,10 +224,9 @@ def test_a_plain_run_log_record_exports_what_the_full_translation_would(captured
     assert len({ids(log) for log in mine}) == 1
 
 
-def test_a_plain_record_with_no_other_handler_is_exported_without_a_stdlib_record_and_the_same(
-        captured, monkeypatch):  # type: ignore[no-untyped-def]
-    """When otelflow's OTel handler is the only one a plain run record would reach, no stdlib LogRecord is made
-    (nobody could see it); what is exported is what the full path exports for the same call."""
+@pytest.fixture
+def made_records(monkeypatch):  # type: ignore[no-untyped-def]
+    """The messages of the stdlib LogRecords made while the test runs (``Logger.makeRecord`` calls)."""
     made: list[str] = []
     real_make = logging.Logger.makeRecord
 
@@ -237,6 +236,14 @@ def test_a_plain_record_with_no_other_handler_is_exported_without_a_stdlib_recor
         return record
 
     monkeypatch.setattr(logging.Logger, "makeRecord", counting)
+    return made
+
+
+def test_a_plain_record_with_no_other_handler_is_exported_without_a_stdlib_record_and_the_same(
+        captured, monkeypatch, made_records):  # type: ignore[no-untyped-def]
+    """When otelflow's OTel handler is the only one a plain run record would reach, no stdlib LogRecord is made
+    (nobody could see it); what is exported is what the full path exports for the same call."""
+    made = made_records
     monkeypatch.setattr(logging.getLogger(), "handlers", [])  # pytest's capture handlers would see every record
 
     class Keep(logging.Filter):  # any filter means someone may look at the record: the full path
@@ -276,19 +283,11 @@ def test_a_plain_record_with_no_other_handler_is_exported_without_a_stdlib_recor
 
 
 def test_a_plain_record_prints_the_same_console_line_without_a_stdlib_record(
-        captured, settings_env, capsys, monkeypatch):  # type: ignore[no-untyped-def]
+        captured, settings_env, capsys, made_records):  # type: ignore[no-untyped-def]
     """With the console on (the default), a plain run record reaches otelflow's console and OTel handlers only:
     both take it without a stdlib LogRecord, and the console line is the one the full path prints."""
     settings_env(LOGGING_TO_CONSOLE="true")
-    made: list[str] = []
-    real_make = logging.Logger.makeRecord
-
-    def counting(self, *args, **kwargs):  # type: ignore[no-untyped-def]
-        record = real_make(self, *args, **kwargs)
-        made.append(record.getMessage())
-        return record
-
-    monkeypatch.setattr(logging.Logger, "makeRecord", counting)
+    made = made_records
 
     class Keep(logging.Filter):
         def filter(self, record: logging.LogRecord) -> bool:

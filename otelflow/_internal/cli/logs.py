@@ -27,6 +27,7 @@ import click
 
 from otelflow import semconv
 from otelflow._internal.cli import runs as _shared
+from otelflow._internal.spool.index import FAILED_STATES
 
 if TYPE_CHECKING:
     from otelflow._internal.spool.index import LogStream, RunIndex, RunRow
@@ -39,7 +40,6 @@ EXIT_FAILED = 1
 EXIT_NOT_ENDED = 3
 EXIT_INTERRUPTED = 130
 WAITING = "waiting for a flow run to start (Ctrl-C stops)"
-_FAILED = frozenset({"Failed", "Crashed", "TimedOut", "Cancelled", "NotReady"})
 _BATCH = 512  # records formatted, then written at once
 _GRACE_SECONDS = 1.0  # after the run ended: its last records may still be in its process's export queue
 
@@ -48,7 +48,7 @@ def outcome(row: RunRow) -> int:
     """The exit status that says how ``row`` ended (see the module docstring)."""
     if row.running:
         return EXIT_NOT_ENDED
-    return EXIT_FAILED if row.state in _FAILED else EXIT_OK
+    return EXIT_FAILED if row.state in FAILED_STATES else EXIT_OK
 
 
 def show_logs(home: str | None, ident: str | None, *, level_name: str | None, task: str | None, follow: bool,

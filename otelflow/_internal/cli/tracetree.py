@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from otelflow import semconv
-from otelflow._internal.spool.index import PENDING_ATTR, PENDING_PARENT_ATTR
+from otelflow._internal.spool.index import FAILED_STATES, PENDING_ATTR, PENDING_PARENT_ATTR
 from otelflow._internal.spool.reader import LogRecord, SpanRecord
 
 __all__ = [
@@ -37,7 +37,6 @@ __all__ = [
 # The NotReady message names the upstream run by name or id ("Upstream task run 'x' ended Failed", Prefect 3's
 # "Upstream task run '<id>' did not reach a 'COMPLETED' state.").
 _UPSTREAM = re.compile(r"[Uu]pstream task run '([^']+)' (?:ended|did not reach)")
-_FAILED_STATES = {"Failed", "Crashed", "TimedOut", "Cancelled", "NotReady"}
 
 
 class Node:
@@ -111,7 +110,7 @@ class Node:
     @property
     def failed(self) -> bool:
         """True for a run that ended in a failed (or not-run) state."""
-        return self.state in _FAILED_STATES or (not self.state and self.span.status_code == 2)
+        return self.state in FAILED_STATES or (not self.state and self.span.status_code == 2)
 
     @property
     def run_name(self) -> str:

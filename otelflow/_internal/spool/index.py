@@ -46,6 +46,7 @@ from otelflow._internal.spool.reader import (
 )
 
 __all__ = [
+    "FAILED_STATES",
     "LIVE_STATES",
     "PENDING_ATTR",
     "PENDING_PARENT_ATTR",
@@ -164,7 +165,8 @@ _RUN_SELECT = (
     " (SELECT COALESCE(SUM(t.not_completed), 0) FROM task_counts t WHERE t.flow_run_id = r.run_id)"
     " FROM runs r"
 )
-_NOT_COMPLETED = frozenset({"Failed", "Crashed", "TimedOut", "Cancelled", "NotReady"})
+# The final states of a run that did not complete (NotReady: it never ran); one list for the index, the CLI and the UI.
+FAILED_STATES = frozenset({"Failed", "Crashed", "TimedOut", "Cancelled", "NotReady"})
 
 
 def _row(values: Sequence[Any]) -> RunRow:
@@ -385,7 +387,7 @@ class RunIndex:
                         if isinstance(flow_run, str):
                             tally = tasks.setdefault(flow_run, [0, 0])
                             tally[0] += 1
-                            tally[1] += span.attributes.get(semconv.RUN_STATE) in _NOT_COMPLETED
+                            tally[1] += span.attributes.get(semconv.RUN_STATE) in FAILED_STATES
                 for trace_id, spans in by_trace.items():
                     starts = [span.start for span in spans]
                     lines.append((trace_id, fid, offset, len(line), len(spans), min(starts), max(starts),

@@ -34,7 +34,7 @@ from otelflow._internal.cli.tracetree import (
     log_attributes,
     severity,
 )
-from otelflow._internal.spool.index import LogStream, RunIndex, RunRow, no_gc
+from otelflow._internal.spool.index import FAILED_STATES, LogStream, RunIndex, RunRow, no_gc
 from otelflow._internal.spool.reader import LogRecord
 
 __all__ = ["MAX_ROWS", "Api", "ApiError", "Query"]
@@ -45,7 +45,6 @@ _MAX_LIMIT: Final = 5000
 _LOGS_LIMIT: Final = 500
 _MESSAGE_CHARS: Final = 65_536  # of one log message in an answer (the page cuts it further; the CLI shows it all)
 _TREES_KEPT: Final = 3
-_FAILED: Final = frozenset({"Failed", "Crashed", "TimedOut", "Cancelled", "NotReady"})
 LOKI_DATASOURCE_UID: Final = "loki"  # dashboards/provisioning/datasources/datasources.yaml
 
 
@@ -226,7 +225,7 @@ class Api:
         return {
             "flow": rows[0].flow_name, "version": version, "now_unix_nano": now, "skipped": self.skipped(),
             "runs": runs,
-            "stats": {"runs": len(runs), "failed": sum(1 for r in runs if r["state"] in _FAILED),
+            "stats": {"runs": len(runs), "failed": sum(1 for r in runs if r["state"] in FAILED_STATES),
                       "running": sum(1 for r in runs if r["running"]), "p50_ms": _percentile(ended, 0.5),
                       "p95_ms": _percentile(ended, 0.95), "max_ms": ended[-1] if ended else None},
         }

@@ -42,6 +42,7 @@ from opentelemetry.trace import Link, Status, StatusCode
 
 from otelflow import semconv, telemetry
 from otelflow._internal.export.limits import get_limits
+from otelflow._internal.runs import signals as _signals
 from otelflow._internal.runs.caching import MISS as _MISS
 from otelflow._internal.runs.caching import CacheRun, persist_flow_result
 from otelflow._internal.runs.params import add_parameter_types, parameter_attributes
@@ -85,6 +86,8 @@ from otelflow.states import (
 )
 
 if TYPE_CHECKING:
+    from types import FrameType
+
     from otelflow.flows import Flow
     from otelflow.tasks import Task
 
@@ -692,8 +695,7 @@ class _Run:
     def _crash(self, exc: BaseException) -> None:
         """Something outside the user's code ended the run (a signal, an interrupt, a failing setup step)."""
         self.reraise = exc  # a cancellation stays one for the caller (asyncio expects it back)
-        signals = sys.modules.get("otelflow._internal.runs.signals")
-        signum = signals.terminating() if signals is not None else None
+        signum = _signals.terminating()
         if signum is not None and isinstance(exc, asyncio.CancelledError):
             # A termination signal stopped the event loop this async run was awaiting on; asyncio then cancels
             # its task. The cause is the signal, and the run ends as one stopped by it.
@@ -909,9 +911,7 @@ _watcher: threading.Thread | None = None
 def _install_signal_handlers() -> None:
     global _signals_installed
     _signals_installed = True
-    from otelflow._internal.runs import signals
-
-    signals.install(lambda: bool(_open_runs))
+    _signals.install(lambda: bool(_open_runs))
 
 
 def _terminate_open_runs(exc: TerminationSignal, message: str, current: _Run) -> None:
@@ -1070,7 +1070,8 @@ class _ThreadTimeout:
     traced thread spinning): it is let through and absorbed here instead.
     """
 
-    __slots__ = ("_exc_type", "_fired", "_lock", "_message", "_previous", "_seconds", "_thread_id", "_timer")
+    __slots__ = ("_deferred_since", "_exc_type", "_fired", "_lock", "_message", "_previous", "_seconds", "_thread_id",
+                 "_timer")
 
     def __init__(self, seconds: float, exc_type: type[TimeoutError]) -> None:
         self._seconds = seconds
@@ -1081,8 +1082,18 @@ class _ThreadTimeout:
         self._fired = False
         self._lock = threading.Lock()
         self._thread_id = 0
+        self._deferred_since: float | None = None
 
-    def _raise(self, *_: object) -> None:
+    def _raise(self, signum: int, frame: FrameType | None) -> None:
+        # As for a termination signal, not in the middle of an import, a log record or a half-taken lock: a
+        # little later (the timer fires again in 2 ms), within the same bound.
+        if not _signals.safe_to_interrupt(frame):
+            now = time.monotonic()
+            if self._deferred_since is None:
+                self._deferred_since = now
+            if now - self._deferred_since < _signals.DEFER_LIMIT_S:
+                signal.setitimer(signal.ITIMER_REAL, _signals.REDELIVER_EVERY_S)
+                return
         raise self._exc_type(self._message)
 
     def __enter__(self) -> None:
@@ -1371,3 +1382,9 @@ def run_generator(
         new_task_run(cast("Task[..., Any]", obj)))
     run = _Run(kind, obj, parameters, record, wait_for)
     return _drive_async_generator(run) if inspect.isasyncgenfunction(obj.fn) else _drive_sync_generator(run)
+
+
+# Where a termination signal may land in this module: the calls of the user's code and the waits. Anywhere else it
+# waits a few bytecodes, until the run's bookkeeping is consistent again (signals.safe_to_interrupt).
+_signals.interruptible(_call_sync, _call_async, _step_sync, _step_async, _await_sync, _Run._call_hooks,
+                       _Run._take_tag_slots, _Run._look_up, _Run._close_task_runner)

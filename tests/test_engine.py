@@ -308,6 +308,36 @@ def test_flow_timeout_in_main_thread_interrupts_sleep(captured):  # type: ignore
     assert state.name == "TimedOut"
 
 
+def test_flow_timeout_firing_inside_a_log_call_lands_after_it(captured):  # type: ignore[no-untyped-def]
+    # The timer's handler called as the timer firing inside a logging handler finds it: raised there, the timeout
+    # cut the record short (the handlers after this one never got it). It lands a moment later, in the body.
+    import logging
+    import signal
+    import sys
+
+    from otelflow import get_run_logger
+
+    class FiresTheTimer(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if record.getMessage() == "before the sleep":
+                signal.getsignal(signal.SIGALRM)(signal.SIGALRM, sys._getframe())
+
+    @flow(timeout_seconds=30)
+    def sleepy():  # type: ignore[no-untyped-def]
+        run_logger = logging.getLogger("otelflow.flow_runs")
+        handler = FiresTheTimer()
+        run_logger.addHandler(handler)
+        try:
+            get_run_logger().info("before the sleep")
+        finally:
+            run_logger.removeHandler(handler)
+        time.sleep(10)
+
+    state = sleepy(return_state=True)
+    assert state.name == "TimedOut"
+    assert "before the sleep" in [str(r.log_record.body) for r in captured.logs]
+
+
 # --- futures and annotations ----------------------------------------------------------------------------
 
 

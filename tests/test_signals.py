@@ -199,3 +199,196 @@ def test_sigterm_ends_a_paused_flow_at_once(tmp_path: Path, kind: str) -> None:
                     and not s["attrs"].get(sc.SPAN_PENDING)]
     assert flow_span["attrs"][sc.RUN_STATE] == "Crashed"
     assert flow_span["status"]["message"] == TERMINATED
+
+
+AFTER_SCRIPT = textwrap.dedent('''
+    import threading
+    from otelflow import flow, get_run_logger
+
+    @flow
+    def finished():
+        get_run_logger().info("the last line")
+
+    finished()
+    print("ready", flush=True)
+    threading.Event().wait(60)
+''')
+
+
+def test_sigterm_after_the_runs_ended_flushes_them_before_dying(tmp_path: Path) -> None:
+    # No run left to end: the signal takes its default action (death, status 143), but what the runs that ended
+    # just before left in the export queues goes to the spool first (it died with the process).
+    script = tmp_path / "after.py"
+    script.write_text(AFTER_SCRIPT)
+    home = tmp_path / "home"
+    proc = subprocess.Popen([PYTHON, str(script)], env=subprocess_env(OTELFLOW_HOME=str(home)),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "ready"
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == -signal.SIGTERM, stderr
+    spool = home / "spool"
+    (flow_span,) = [s for s in _spans(spool) if s["name"] == "flow finished" and not s["attrs"].get(sc.SPAN_PENDING)]
+    assert flow_span["attrs"][sc.RUN_STATE] == "Completed"
+    bodies = [record.get("body", {}).get("stringValue") for _resource, record in read_spool(spool, "logs")]
+    assert "the last line" in bodies
+
+
+# Where the exception lands. A signal handler runs between two bytecodes of whatever the main thread does; here the
+# handler is called, in a real subprocess, with the frame the main thread is in at one chosen bytecode (exactly what
+# it receives when a signal arrives at that moment). Raised there, the exception broke the run's record: an import
+# left the import lock held (the export thread's next import waited on it: the spool lost the flow span and its
+# logs), a Condition left its lock held or released twice, a log record was lost half emitted.
+LANDING_SCRIPT = textwrap.dedent('''
+    import dis, linecache, signal, sys
+    from otelflow import flow, get_run_logger
+    from otelflow.flow_runs import pause_flow_run
+
+    module, qualnames, line_text, opname = sys.argv[1], sys.argv[2].split("|"), sys.argv[3], sys.argv[4]
+    landed = False
+
+    def land(frame, event, arg):
+        global landed
+        frame.f_trace_opcodes = True
+        if (event == "opcode" and not landed and frame.f_code.co_qualname in qualnames
+                and str(frame.f_globals.get("__name__")).startswith(module)
+                and line_text in linecache.getline(frame.f_code.co_filename, frame.f_lineno)
+                and (not opname or dis.opname[frame.f_code.co_code[frame.f_lasti]] == opname)):
+            landed = True
+            sys.settrace(None)
+            callers = []
+            caller = frame.f_back
+            while caller is not None and len(callers) < 4:
+                callers.append(caller.f_code.co_qualname)
+                caller = caller.f_back
+            print(f"landing in {frame.f_code.co_qualname} line {frame.f_lineno}, called by {callers}", file=sys.stderr,
+                  flush=True)
+            signal.getsignal(signal.SIGTERM)(signal.SIGTERM, frame)  # what the handler gets from a signal now
+        return None if landed else land
+
+    @flow
+    def lands():
+        sys.settrace(land)
+        sys._getframe().f_trace = land
+        import landing_fresh_module  # noqa: F401 - a module nobody imported yet
+        get_run_logger().info("before the pause")
+        pause_flow_run(timeout=30)
+
+    lands()
+''')
+
+
+@pytest.mark.parametrize(("module", "qualnames", "line_text", "opname"), [
+    # the global import lock, about to be released, while the flow imports a module
+    ("importlib._bootstrap", "_ImportLockContext.__exit__", "", ""),
+    # Condition.wait, its lock just released, before the try that takes it back (then `with` released it again)
+    ("threading", "Condition.wait", "self._release_save()", "STORE_FAST"),
+    # Condition.__enter__, the lock just taken, before `with` holds it (nobody would ever release it)
+    ("threading", "Condition.__enter__", "", "RETURN_VALUE"),
+    # the run log handler, at the first bytecode of emitting "before the pause"
+    ("otelflow.logging.handlers", "OTelRunLogHandler.emit|OTelRunLogHandler.emit_plain", "", ""),
+], ids=["in-an-import", "in-condition-wait", "in-condition-enter", "in-the-log-handler"])
+def test_a_termination_landing_mid_step_waits_for_the_step(tmp_path: Path, module: str, qualnames: str,
+                                                         line_text: str, opname: str) -> None:
+    script = tmp_path / "lands.py"
+    script.write_text(LANDING_SCRIPT)
+    (tmp_path / "landing_fresh_module.py").write_text("VALUE = 1\n")
+    home = tmp_path / "home"
+    proc = subprocess.run([PYTHON, str(script), module, qualnames, line_text, opname],
+                          env=subprocess_env(OTELFLOW_HOME=str(home)), capture_output=True, text=True, timeout=60)
+    assert "landing in" in proc.stderr, proc.stderr  # the chosen bytecode was reached
+    assert proc.returncode == -signal.SIGTERM, proc.stderr
+    assert "dropped" not in proc.stderr
+    spool = home / "spool"
+    (flow_span,) = [s for s in _spans(spool) if s["name"] == "flow lands" and not s["attrs"].get(sc.SPAN_PENDING)]
+    assert flow_span["attrs"][sc.RUN_STATE] == "Crashed"
+    assert flow_span["status"]["message"] == TERMINATED
+    bodies = [record.get("body", {}).get("stringValue") for _resource, record in read_spool(spool, "logs")]
+    assert "before the pause" in bodies
+    assert "Crash detected! Execution was aborted by a termination signal." in bodies
+
+
+def test_where_a_termination_may_land(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # safe_to_interrupt, on the frames a signal handler would get at each place.
+    import logging
+    import sys
+    import threading
+
+    from otelflow import flow, get_run_logger, task
+    from otelflow._internal.runs.signals import safe_to_interrupt
+
+    verdicts: dict[str, bool] = {}
+
+    class Recording(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            verdicts.setdefault("in a logging handler", safe_to_interrupt(sys._getframe()))
+
+    (tmp_path / "landing_probe.py").write_text(
+        "import sys\nfrom otelflow._internal.runs.signals import safe_to_interrupt\n"
+        "VERDICT = safe_to_interrupt(sys._getframe())\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+    def hook(flow_: Any, flow_run: Any, state: Any) -> None:
+        verdicts["in a state hook"] = safe_to_interrupt(sys._getframe())
+
+    @task
+    def body() -> None:
+        verdicts["in a task's body"] = safe_to_interrupt(sys._getframe())
+
+    @flow(on_completion=[hook])
+    def landing() -> None:
+        verdicts["in a flow's body"] = safe_to_interrupt(sys._getframe())
+        body()
+        import landing_probe
+
+        verdicts["in a module being imported"] = landing_probe.VERDICT
+        handler = Recording()
+        logging.getLogger("otelflow").addHandler(handler)
+        try:
+            get_run_logger().info("a line")
+        finally:
+            logging.getLogger("otelflow").removeHandler(handler)
+        # the main thread blocked in a wait, as the signal finds it
+        waiting, release = threading.Event(), threading.Event()
+
+        def look() -> None:
+            waiting.wait(10)
+            frame = sys._current_frames()[threading.main_thread().ident or 0]
+            while "wait" not in frame.f_code.co_name:  # until the main thread is in Event.wait
+                frame = sys._current_frames()[threading.main_thread().ident or 0]
+            verdicts["blocked in Event.wait"] = safe_to_interrupt(frame)
+            release.set()
+
+        looker = threading.Thread(target=look)
+        looker.start()
+        waiting.set()
+        release.wait(10)
+        looker.join()
+        # a Condition half entered (its lock taken, `with` not yet holding it), by the bytecode
+        lock = threading.Lock()
+        cond = threading.Condition(lock)
+
+        def trace(frame: Any, event: str, arg: Any) -> Any:
+            frame.f_trace_opcodes = True
+            if event == "opcode" and frame.f_code.co_qualname == "Condition.__enter__" and lock.locked():
+                verdicts.setdefault("in Condition.__enter__, lock taken", safe_to_interrupt(frame))
+            return trace
+
+        sys.settrace(trace)
+        try:
+            with cond:
+                pass
+        finally:
+            sys.settrace(None)
+
+    landing()
+    assert verdicts == {
+        "in a flow's body": True,
+        "in a task's body": True,
+        "in a state hook": True,
+        "blocked in Event.wait": True,
+        "in a module being imported": False,
+        "in a logging handler": False,
+        "in Condition.__enter__, lock taken": False,
+    }

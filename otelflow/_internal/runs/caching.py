@@ -128,6 +128,7 @@ class CachePlan:
         "cache_result_in_memory",
         "expiration",
         "explicit_persist",
+        "may_cache",
         "persist",
         "policy",
         "refresh",
@@ -203,6 +204,9 @@ class CachePlan:
         self.cache_result_in_memory = True if cache_in_memory is None else bool(cache_in_memory)
         self._store_memo: tuple[Any, Any, Any, ResultStore] | None = None
         self._label: str | None = None
+        # False when no run of this task can compute a key (NO_CACHE and no result_storage_key): decided once, as
+        # every run of a task that does not cache asks.
+        self.may_cache: bool = storage_key is not None or (self.policy is not None and not _is_no_cache(self.policy))
 
     @property
     def policy_label(self) -> str:
@@ -218,11 +222,6 @@ class CachePlan:
         level = getattr(self.policy, "isolation_level", None)
         return getattr(level, "value", level) == "SERIALIZABLE"
 
-    @property
-    def may_cache(self) -> bool:
-        """False when no run of this task can compute a key (NO_CACHE and no result_storage_key)."""
-        return self.storage_key is not None or (self.policy is not None and not _is_no_cache(self.policy))
-
     def persists(self, flow_ctx: Any) -> bool:
         """Does a run persist its result: the task's option, else the setting for tasks, else its flow's."""
         if self.persist is not None:
@@ -231,7 +230,9 @@ class CachePlan:
         default = get_current_settings().tasks_default_persist_result
         if default is not None:
             return bool(default)
-
+        flow_run = getattr(flow_ctx, "flow_run", None)
+        if flow_run is not None:  # (what _results._flow_persist says, without its call: this runs per task run)
+            return bool(flow_run.persist_result)
         return _results._flow_persist(flow_ctx)
 
     def result_store(self, flow_ctx: Any) -> ResultStore:

@@ -181,21 +181,27 @@ PAUSED_SCRIPT = textwrap.dedent('''
 ''')
 
 
-@pytest.mark.parametrize("kind", ["sync", "async"])
-def test_sigterm_ends_a_paused_flow_at_once(tmp_path: Path, kind: str) -> None:
-    # A paused async flow waited in asyncio's default executor, which asyncio.run joins on the way out: the process
-    # logged Crashed, then stayed alive until the pause timed out (600 s here). communicate() bounds the wait.
-    script = tmp_path / "paused.py"
-    script.write_text(PAUSED_SCRIPT)
+def _sigterm_when_ready(tmp_path: Path, text: str, *args: str) -> Path:
+    """Run the script ``text``, send it SIGTERM once it prints "ready", check it died of it; its spool."""
+    script = tmp_path / "job.py"
+    script.write_text(text)
     home = tmp_path / "home"
-    proc = subprocess.Popen([PYTHON, str(script), kind], env=subprocess_env(OTELFLOW_HOME=str(home)),
+    proc = subprocess.Popen([PYTHON, str(script), *args], env=subprocess_env(OTELFLOW_HOME=str(home)),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert proc.stdout is not None
     assert proc.stdout.readline().strip() == "ready"
     proc.send_signal(signal.SIGTERM)
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == -signal.SIGTERM, stderr
-    (flow_span,) = [s for s in _spans(home / "spool") if s["name"] == f"flow waits-{kind}"
+    return home / "spool"
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_sigterm_ends_a_paused_flow_at_once(tmp_path: Path, kind: str) -> None:
+    # A paused async flow waited in asyncio's default executor, which asyncio.run joins on the way out: the process
+    # logged Crashed, then stayed alive until the pause timed out (600 s here). communicate() bounds the wait.
+    spool = _sigterm_when_ready(tmp_path, PAUSED_SCRIPT, kind)
+    (flow_span,) = [s for s in _spans(spool) if s["name"] == f"flow waits-{kind}"
                     and not s["attrs"].get(sc.SPAN_PENDING)]
     assert flow_span["attrs"][sc.RUN_STATE] == "Crashed"
     assert flow_span["status"]["message"] == TERMINATED
@@ -218,17 +224,7 @@ AFTER_SCRIPT = textwrap.dedent('''
 def test_sigterm_after_the_runs_ended_flushes_them_before_dying(tmp_path: Path) -> None:
     # No run left to end: the signal takes its default action (death, status 143), but what the runs that ended
     # just before left in the export queues goes to the spool first (it died with the process).
-    script = tmp_path / "after.py"
-    script.write_text(AFTER_SCRIPT)
-    home = tmp_path / "home"
-    proc = subprocess.Popen([PYTHON, str(script)], env=subprocess_env(OTELFLOW_HOME=str(home)),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    assert proc.stdout is not None
-    assert proc.stdout.readline().strip() == "ready"
-    proc.send_signal(signal.SIGTERM)
-    _, stderr = proc.communicate(timeout=60)
-    assert proc.returncode == -signal.SIGTERM, stderr
-    spool = home / "spool"
+    spool = _sigterm_when_ready(tmp_path, AFTER_SCRIPT)
     (flow_span,) = [s for s in _spans(spool) if s["name"] == "flow finished" and not s["attrs"].get(sc.SPAN_PENDING)]
     assert flow_span["attrs"][sc.RUN_STATE] == "Completed"
     bodies = [record.get("body", {}).get("stringValue") for _resource, record in read_spool(spool, "logs")]

@@ -231,6 +231,35 @@ def test_sigterm_after_the_runs_ended_flushes_them_before_dying(tmp_path: Path) 
     assert "the last line" in bodies
 
 
+STUCK_SCRIPT = textwrap.dedent('''
+    import logging, time
+    from otelflow import flow, get_run_logger
+
+    class Stuck(logging.Handler):
+        def emit(self, record):
+            if record.getMessage() == "this line hangs":
+                print("ready", flush=True)
+                time.sleep(120)  # a handler that does not come back (a dead log server, a full pipe)
+
+    logging.getLogger("otelflow.flow_runs").addHandler(Stuck())
+
+    @flow
+    def stuck():
+        get_run_logger().info("this line hangs")
+
+    stuck()
+''')
+
+
+def test_a_termination_put_off_too_long_is_raised_where_it_is(tmp_path: Path) -> None:
+    # Inside a logging handler the exception waits for the handler to return; one that never does gets it after
+    # signals.DEFER_LIMIT_S, rather than the process ignoring SIGTERM (communicate() would time out first).
+    spool = _sigterm_when_ready(tmp_path, STUCK_SCRIPT)
+    (flow_span,) = [s for s in _spans(spool) if s["name"] == "flow stuck" and not s["attrs"].get(sc.SPAN_PENDING)]
+    assert flow_span["attrs"][sc.RUN_STATE] == "Crashed"
+    assert flow_span["status"]["message"] == TERMINATED
+
+
 # Where the exception lands. A signal handler runs between two bytecodes of whatever the main thread does; here the
 # handler is called, in a real subprocess, with the frame the main thread is in at one chosen bytecode (exactly what
 # it receives when a signal arrives at that moment). Raised there, the exception broke the run's record: an import

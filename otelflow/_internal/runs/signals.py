@@ -179,9 +179,11 @@ def _handle(signum: int, frame: FrameType | None) -> None:
 
 
 def _redeliver(signum: int) -> None:
-    """Deliver a put-off signal to the main thread again, until it has landed (or no run is left to end)."""
+    """Deliver a put-off signal to the main thread again, until it has landed (past the limit, the handler raises
+    it wherever it lands; the bound only matters if the main thread is gone)."""
     main = threading.main_thread().ident
-    while _deferred_since is not None and _terminating is None and main is not None:
+    stop_at = time.monotonic() + DEFER_LIMIT_S + 1.0
+    while _deferred_since is not None and _terminating is None and main is not None and time.monotonic() < stop_at:
         time.sleep(REDELIVER_EVERY_S)
         if _deferred_since is None or _terminating is not None:
             return

@@ -296,8 +296,8 @@ LANDING_SCRIPT = textwrap.dedent('''
     def lands():
         sys.settrace(land)
         sys._getframe().f_trace = land
-        import landing_fresh_module  # noqa: F401 - a module nobody imported yet
         get_run_logger().info("before the pause")
+        import landing_fresh_module  # noqa: F401 - a module nobody imported yet
         pause_flow_run(timeout=30)
 
     lands()

@@ -56,6 +56,7 @@ _lock = threading.Lock()
 _has_open_runs: Callable[[], bool] = lambda: False  # noqa: E731 - replaced by install()
 _terminating: int | None = None
 _installed_pid = 0
+_handling = False  # True while _handle runs (in the main thread)
 _deferred_since: float | None = None  # when a signal that must raise was first put off (None: none is)
 
 # Modules where an exception raised at an arbitrary bytecode breaks what the stopping process still needs (see the
@@ -150,6 +151,19 @@ def terminating() -> int | None:
 
 
 def _handle(signum: int, frame: FrameType | None) -> None:
+    global _handling
+    if _handling:
+        # A redelivery arriving while this handler runs (starting the redelivery thread waits for it): the call
+        # below it decides. Let through, it would see this handler's frames, not where the main thread really is.
+        return
+    _handling = True
+    try:
+        _decide(signum, frame)
+    finally:
+        _handling = False
+
+
+def _decide(signum: int, frame: FrameType | None) -> None:
     global _terminating, _deferred_since
     if _terminating is not None:
         return  # already on its way out (a re-delivery that crossed the exception, or the same signal again)

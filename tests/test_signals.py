@@ -417,3 +417,18 @@ def test_where_a_termination_may_land(tmp_path: Path, monkeypatch: pytest.Monkey
         "in a logging handler": False,
         "in Condition.__enter__, lock taken": False,
     }
+
+
+def test_a_delivery_inside_the_handler_is_left_to_the_call_below(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Starting the redelivery thread waits inside the handler, where the next redelivery can arrive. From there the
+    # stack walk sees the handler's frames, not the torn spot below them: the nested call must not raise.
+    import sys
+
+    from otelflow._internal.runs import signals
+
+    monkeypatch.setattr(signals, "_has_open_runs", lambda: True)
+    monkeypatch.setattr(signals, "_terminating", None)
+    assert signals.safe_to_interrupt(sys._getframe())  # here, the call below would raise
+    monkeypatch.setattr(signals, "_handling", True)
+    signals._handle(signal.SIGTERM, sys._getframe())
+    assert signals.terminating() is None

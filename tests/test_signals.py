@@ -390,22 +390,22 @@ def test_where_a_termination_may_land(tmp_path: Path, monkeypatch: pytest.Monkey
         waiting.set()
         release.wait(10)
         looker.join()
-        # a Condition half entered (its lock taken, `with` not yet holding it), by the bytecode
-        lock = threading.Lock()
-        cond = threading.Condition(lock)
+        # a Condition half entered: its lock just taken (by the lock's own __enter__), `with` not yet holding it
+        class SpyLock:
+            def __init__(self) -> None:
+                self._lock = threading.Lock()
+                self.acquire, self.release = self._lock.acquire, self._lock.release
 
-        def trace(frame: Any, event: str, arg: Any) -> Any:
-            frame.f_trace_opcodes = True
-            if event == "opcode" and frame.f_code.co_qualname == "Condition.__enter__" and lock.locked():
-                verdicts.setdefault("in Condition.__enter__, lock taken", safe_to_interrupt(frame))
-            return trace
+            def __enter__(self) -> bool:
+                self._lock.acquire()
+                verdicts["in Condition.__enter__, lock taken"] = safe_to_interrupt(sys._getframe(1))
+                return True
 
-        sys.settrace(trace)
-        try:
-            with cond:
-                pass
-        finally:
-            sys.settrace(None)
+            def __exit__(self, *exc: object) -> None:
+                self._lock.release()
+
+        with threading.Condition(SpyLock()):  # type: ignore[arg-type]
+            pass
 
     landing()
     assert verdicts == {

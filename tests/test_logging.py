@@ -7,6 +7,7 @@ import io
 import logging
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 from opentelemetry.sdk._logs import LogRecordProcessor
@@ -239,6 +240,26 @@ def made_records(monkeypatch):  # type: ignore[no-untyped-def]
     return made
 
 
+class _Keep(logging.Filter):
+    """A filter that keeps every record: with any filter, someone may look at the record, so the full path runs."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return True
+
+
+def _log_by_both_paths(logger: Any, calls: list[tuple[str, str, tuple[Any, ...]]]) -> None:
+    """Make each ``(method, message, args)`` call on the run logger twice: plainly (the fast path when nothing else
+    would see the record), then with a filter on the logger (the full path)."""
+    for method, message, args in calls:
+        getattr(logger, method)(message, *args)
+    logger.logger.addFilter(_Keep())
+    try:
+        for method, message, args in calls:
+            getattr(logger, method)(message, *args)
+    finally:
+        logger.logger.filters.clear()
+
+
 def test_a_plain_record_with_no_other_handler_is_exported_without_a_stdlib_record_and_the_same(
         captured, monkeypatch, made_records):  # type: ignore[no-untyped-def]
     """When otelflow's OTel handler is the only one a plain run record would reach, no stdlib LogRecord is made
@@ -246,25 +267,12 @@ def test_a_plain_record_with_no_other_handler_is_exported_without_a_stdlib_recor
     made = made_records
     monkeypatch.setattr(logging.getLogger(), "handlers", [])  # pytest's capture handlers would see every record
 
-    class Keep(logging.Filter):  # any filter means someone may look at the record: the full path
-        def filter(self, record: logging.LogRecord) -> bool:
-            return True
-
-    calls = [("n=%s", (3,)), ("%(a)s and %(b)s", ({"a": 1, "b": "two"},)), ("100%", ())]
+    calls = [("info", "n=%s", (3,)), ("info", "%(a)s and %(b)s", ({"a": 1, "b": "two"},)), ("info", "100%", ()),
+             ("warning", "warned %d", (2,))]
 
     @task
     def work():  # type: ignore[no-untyped-def]
-        logger = get_run_logger()
-        for message, args in calls:
-            logger.info(message, *args)
-        logger.warning("warned %d", 2)
-        logger.logger.addFilter(Keep())
-        try:
-            for message, args in calls:
-                logger.info(message, *args)
-            logger.warning("warned %d", 2)
-        finally:
-            logger.logger.filters.clear()
+        _log_by_both_paths(get_run_logger(), calls)
 
     @flow
     def f():  # type: ignore[no-untyped-def]
@@ -289,21 +297,10 @@ def test_a_plain_record_prints_the_same_console_line_without_a_stdlib_record(
     settings_env(LOGGING_TO_CONSOLE="true")
     made = made_records
 
-    class Keep(logging.Filter):
-        def filter(self, record: logging.LogRecord) -> bool:
-            return True
-
     @task(task_run_name="worker-1")
     def work():  # type: ignore[no-untyped-def]
-        logger = get_run_logger()
-        logger.info("plain %s \x1b[2J", 1)  # escaped on the console either way
-        logger.error("failed %s", "x")
-        logger.logger.addFilter(Keep())
-        try:
-            logger.info("plain %s \x1b[2J", 1)
-            logger.error("failed %s", "x")
-        finally:
-            logger.logger.filters.clear()
+        # (the escape sequence is escaped on the console either way)
+        _log_by_both_paths(get_run_logger(), [("info", "plain %s \x1b[2J", (1,)), ("error", "failed %s", ("x",))])
 
     @flow
     def f():  # type: ignore[no-untyped-def]

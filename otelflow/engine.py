@@ -1087,13 +1087,10 @@ class _ThreadTimeout:
     def _raise(self, signum: int, frame: FrameType | None) -> None:
         # As for a termination signal, not in the middle of an import, a log record or a half-taken lock: a
         # little later (the timer fires again in 2 ms), within the same bound.
-        if not _signals.safe_to_interrupt(frame):
-            now = time.monotonic()
-            if self._deferred_since is None:
-                self._deferred_since = now
-            if now - self._deferred_since < _signals.DEFER_LIMIT_S:
-                signal.setitimer(signal.ITIMER_REAL, _signals.REDELIVER_EVERY_S)
-                return
+        self._deferred_since = _signals.put_off(frame, self._deferred_since)
+        if self._deferred_since is not None:
+            signal.setitimer(signal.ITIMER_REAL, _signals.REDELIVER_EVERY_S)
+            return
         raise self._exc_type(self._message)
 
     def __enter__(self) -> None:

@@ -47,7 +47,7 @@ from typing import Any
 
 from otelflow.exceptions import TerminationSignal
 
-__all__ = ["install", "interruptible", "safe_to_interrupt", "terminating"]
+__all__ = ["install", "interruptible", "put_off", "safe_to_interrupt", "terminating"]
 
 _SIGNALS = tuple(s for s in (getattr(signal, "SIGTERM", None), getattr(signal, "SIGHUP", None)) if s is not None)
 _previous: dict[int, Any] = {}
@@ -62,8 +62,9 @@ _deferred_since: float | None = None  # when a signal that must raise was first 
 # Modules where an exception raised at an arbitrary bytecode breaks what the stopping process still needs (see the
 # module's docstring). ``otelflow.engine`` is one, except for the functions it marks with :func:`interruptible`.
 _UNSAFE_MODULES = (
-    "importlib._bootstrap", "logging", "opentelemetry", "structlog", "otelflow.engine", "otelflow.telemetry",
-    "otelflow.logging", "otelflow._internal.export", "otelflow._internal.spool", "otelflow._internal.runs.redact",
+    "importlib._bootstrap", "importlib._bootstrap_external", "logging", "opentelemetry", "structlog",
+    "otelflow.engine", "otelflow.telemetry", "otelflow.logging", "otelflow._internal.export",
+    "otelflow._internal.spool", "otelflow._internal.runs.redact",
 )
 _interruptible: set[CodeType] = set()
 _unsafe_by_module: dict[str, bool] = {}
@@ -103,13 +104,23 @@ def safe_to_interrupt(frame: FrameType | None) -> bool:
     return True
 
 
+def put_off(frame: FrameType | None, since: float | None) -> float | None:
+    """For an exception about to be raised in ``frame`` by a signal handler (a termination, a run's timeout): None
+    when it may land here (:func:`safe_to_interrupt`, or it has been put off for ``DEFER_LIMIT_S`` already); else
+    the time it was first put off (``since``, or now), to be passed back on the next try."""
+    if safe_to_interrupt(frame):
+        return None
+    now = time.monotonic()
+    if since is None:
+        return now
+    return since if now - since < DEFER_LIMIT_S else None
+
+
 def _is_unsafe_module(module: str) -> bool:
     unsafe = _unsafe_by_module.get(module)
     if unsafe is None:
         unsafe = _unsafe_by_module[module] = any(
-            module == name or module.startswith(name + ".") or (name == "importlib._bootstrap"
-                                                                 and module.startswith(name))
-            for name in _UNSAFE_MODULES)
+            module == name or module.startswith(name + ".") for name in _UNSAFE_MODULES)
     return unsafe
 
 
@@ -167,13 +178,12 @@ def _decide(signum: int, frame: FrameType | None) -> None:
     global _terminating, _deferred_since
     if _terminating is not None:
         return  # already on its way out (a re-delivery that crossed the exception, or the same signal again)
-    if not safe_to_interrupt(frame):
-        now = time.monotonic()
+    since = put_off(frame, _deferred_since)
+    if since is not None:
         if _deferred_since is None:
-            _deferred_since = now
+            _deferred_since = since
             threading.Thread(target=_redeliver, args=(signum,), name="otelflow-signal", daemon=True).start()
-        if now - _deferred_since < DEFER_LIMIT_S:
-            return
+        return
     _deferred_since = None
     if _has_open_runs():
         # Remembered: in an async program the exception leaves the event loop, and the runs learn of it only as a

@@ -230,9 +230,7 @@ class CachePlan:
         default = get_current_settings().tasks_default_persist_result
         if default is not None:
             return bool(default)
-        flow_run = getattr(flow_ctx, "flow_run", None)
-        if flow_run is not None:  # (what _results._flow_persist says, without its call: this runs per task run)
-            return bool(flow_run.persist_result)
+
         return _results._flow_persist(flow_ctx)
 
     def result_store(self, flow_ctx: Any) -> ResultStore:

@@ -92,11 +92,14 @@ class ConsoleFormatter(logging.Formatter):
         stamp = self._time(created, (time_unix_nano // 1_000_000) % 1000)
         who = _text(run.display)
         text = _text(truncate_message(message, self._max))
-        level = logging.getLevelName(levelno).lower()
+        return self._line(stamp, logging.getLevelName(levelno).lower(), who, text, "")
+
+    def _line(self, stamp: str, level: str, who: str, message: str, extras: str) -> str:
+        """The line's layout: time, level, run, message, then the record's own ``extra`` fields."""
         if self._colors:
             return (f"{_DIM}{stamp}{_RESET} [{_LEVEL_COLORS.get(level, '')}{level:<9}{_RESET}] "
-                    f"[{_BLUE}{who}{_RESET}] {_BOLD}{text}{_RESET}")
-        return f"{stamp} [{level:<9}] [{who}] {text}"
+                    f"[{_BLUE}{who}{_RESET}] {_BOLD}{message}{_RESET}{extras}")
+        return f"{stamp} [{level:<9}] [{who}] {message}{extras}"
 
     def format(self, record: logging.LogRecord) -> str:
         """One console line (plus the traceback, if any) for ``record``."""
@@ -111,12 +114,7 @@ class ConsoleFormatter(logging.Formatter):
             if key not in _RECORD_KEYS and key[0] != "_" and key not in own and not key.startswith("otelflow.")
             and key not in ("trace_id", "span_id")
         ]
-        stamp = self._time(record.created, record.msecs)
-        if self._colors:
-            line = (f"{_DIM}{stamp}{_RESET} [{_LEVEL_COLORS.get(level, '')}{level:<9}{_RESET}] "
-                    f"[{_BLUE}{who}{_RESET}] {_BOLD}{message}{_RESET}{''.join(extras)}")
-        else:
-            line = f"{stamp} [{level:<9}] [{who}] {message}{''.join(extras)}"
+        line = self._line(self._time(record.created, record.msecs), level, who, message, "".join(extras))
         if record.exc_info:
             line = f"{line}\n{_text(self.formatException(record.exc_info))}"
         if record.stack_info:

@@ -71,7 +71,7 @@ from otelflow.futures import (
     resolve_futures_to_states,
     resolve_inputs,
 )
-from otelflow.logging.loggers import _log_prints
+from otelflow.logging.loggers import _log_prints, get_run_logger, log_run_line
 from otelflow.settings import get_current_settings, get_settings
 from otelflow.states import (
     Crashed,
@@ -589,7 +589,8 @@ class _Run:
         if final is not None:
             info = final.type is StateType.COMPLETED or (self.kind == "flow" and not self.obj.isasync)
             level = logging.INFO if info else logging.ERROR
-            _run_logger().log(level, "Finished in state %s", final)
+            if get_settings().log_run_events:
+                log_run_line(level, "Finished in state %s", final)
 
     def _succeed(self, result: Any) -> Generator[Step, Any, None]:
         if self.kind == "flow":
@@ -1052,8 +1053,6 @@ _SILENT = _Silent()
 def _run_logger() -> Any:
     if not get_settings().log_run_events:
         return _SILENT
-    from otelflow.logging import get_run_logger
-
     return get_run_logger()
 
 

@@ -176,6 +176,45 @@ def test_call_extra_overrides_logger_extra(captured):  # type: ignore[no-untyped
     assert [attrs(log)["stage"] for log in captured.logs] == ["a", "b"]
 
 
+@pytest.mark.parametrize("other_handler", [False, True], ids=["otelflow-handlers-only", "with-another-handler"])
+def test_extra_added_to_a_run_logger_stays_on_that_logger(captured, settings_env, other_handler):  # type: ignore[no-untyped-def]
+    # Prefect (checked on 3.9.1): get_run_logger() makes a new logger each call, and the engine's closing line goes
+    # through a logger of its own: a key a task adds to one logger's ``extra`` shows on that logger's records only.
+    settings_env(LOG_RUN_EVENTS="true")
+    seen: list[tuple[str, object]] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append((record.getMessage(), getattr(record, "k", None)))
+
+    handler = Keep()
+    task_runs = logging.getLogger("otelflow.task_runs")
+    if other_handler:
+        task_runs.addHandler(handler)
+
+    @task
+    def t():  # type: ignore[no-untyped-def]
+        logger = get_run_logger()
+        logger.extra["k"] = "v"  # type: ignore[index]
+        logger.info("first")
+        get_run_logger().info("second")
+
+    @flow
+    def f():  # type: ignore[no-untyped-def]
+        t()
+
+    try:
+        f()
+    finally:
+        task_runs.removeHandler(handler)
+    exported = {body(log): attrs(log).get("k") for log in captured.logs}
+    assert exported["first"] == "v"
+    assert exported["second"] is None
+    assert exported["Finished in state Completed()"] is None
+    if other_handler:
+        assert seen == [("first", "v"), ("second", None), ("Finished in state Completed()", None)]
+
+
 def test_a_plain_run_log_record_exports_what_the_full_translation_would(captured):  # type: ignore[no-untyped-def]
     # A record of the run's default logger with nothing of its own takes a shortcut (its attributes are made
     # once per run); anything that adds to the record (the call's extra, a filter, a record factory) takes the

@@ -172,6 +172,43 @@ def _plain_handlers(logger: logging.Logger, level: int) -> list[Any] | None:
     return found or None
 
 
+def _log_plain(logger: logging.Logger, run: RunInfo, level: int, msg: object, args: tuple[Any, ...]) -> bool:
+    """Log a plain record of ``run`` (the run's own fields, no ``extra`` of the call, no exception) straight to
+    otelflow's handlers when they are the only ones it would reach: True when done (or filtered out), False when the
+    record must go the stdlib way (another handler, filter or record factory would see it; a bad format)."""
+    handlers = _plain_handlers(logger, level)
+    if not handlers:
+        return False
+    if (_disabled.get() is not None and _is_disabled(run)) or not logger.isEnabledFor(level):
+        return True
+    try:
+        message = _message(msg, args)
+    except Exception:  # the stdlib path reports it ("--- Logging error ---")
+        return False
+    now = time.time_ns()
+    name = logger.name
+    for handler in handlers:
+        handler.emit_plain(name, run, level, message, now)
+    return True
+
+
+def log_run_line(level: int, msg: str, *args: object) -> None:
+    """The engine's own line of the current run (Prefect's "Finished in state Completed()"): the record
+    ``get_run_logger().log(level, msg, *args)`` makes, without making the run's logger when the record is plain.
+
+    Prefect's engine logs these through a run logger of its own, so ``extra`` a task adds to the one
+    ``get_run_logger()`` returned never reaches them."""
+    ensure_configured()
+    entry = current_entry()
+    run = entry[1] if entry is not None else None
+    if run is None:
+        get_run_logger().log(level, msg, *args)  # what get_run_logger() does outside a run
+        return
+    logger = _run_loggers()[1 if run.is_task else 0]
+    if not _log_plain(logger, run, level, msg, args):
+        RunLoggerAdapter(logger, None, run).log(level, msg, *args)
+
+
 def _message(msg: object, args: tuple[Any, ...]) -> str:
     """``LogRecord.getMessage()`` of a record made with these arguments."""
     text = str(msg)
@@ -216,20 +253,9 @@ class RunLoggerAdapter(logging.LoggerAdapter):  # type: ignore[type-arg]
         ``LogRecord``: nothing else (no other handler, filter or record factory) would see it, and half of a
         record's cost is the stdlib's making of one (the caller's frame, thirty fields)."""
         run = self.run
-        if not kwargs and run is not None and len(self.extra) == len(run.extra):  # type: ignore[arg-type]
-            handlers = _plain_handlers(self.logger, level)
-            if handlers:
-                if not self.isEnabledFor(level):
-                    return
-                try:
-                    message = _message(msg, args)
-                except Exception:  # the stdlib path below reports it ("--- Logging error ---")
-                    pass
-                else:
-                    now = time.time_ns()
-                    for handler in handlers:
-                        handler.emit_plain(self.logger.name, run, level, message, now)
-                    return
+        if (not kwargs and run is not None and len(self.extra) == len(run.extra)  # type: ignore[arg-type]
+                and _log_plain(self.logger, run, level, msg, args)):
+            return
         # logging.LoggerAdapter.log, with this frame (not in logging's own file, so not skipped by findCaller)
         # counted: the record names the caller's function and line, as it would without this override.
         if self.isEnabledFor(level):
@@ -334,8 +360,10 @@ def get_run_logger(context: object = None, **kwargs: object) -> RunLoggerAdapter
             run = None
         elif kwargs:
             run = entry[1]
-        elif entry[2] is not None:
-            return cast(RunLoggerAdapter, entry[2])  # the run's default logger: made once per run
+        elif entry[2] is not None and entry[2].extra == entry[1].extra:
+            # The run's default logger, made once per run; made anew once its ``extra`` was changed: in Prefect
+            # each call returns a new logger, so a key added to one never shows on the next.
+            return cast(RunLoggerAdapter, entry[2])
         else:
             run = entry[1]
     if run is None:

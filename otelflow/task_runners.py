@@ -205,7 +205,7 @@ class ThreadPoolTaskRunner(TaskRunner):
         wait_for: Iterable[Any] | None = None,
         map_index: int | None = None,
     ) -> TaskRunFuture[Any]:
-        from otelflow import engine
+        import otelflow.engine as engine  # not "from otelflow import ...": that runs importlib code per call
 
         task_run = engine.new_task_run(task, map_index)
         future: concurrent.futures.Future[Any] = concurrent.futures.Future()
@@ -216,7 +216,7 @@ class ThreadPoolTaskRunner(TaskRunner):
     def map(
         self, task: Task[..., Any], parameters: dict[str, Any], wait_for: Iterable[Any] | None = None
     ) -> FutureList[Any]:
-        from otelflow import engine
+        import otelflow.engine as engine  # not "from otelflow import ...": that runs importlib code per call
 
         context = contextvars.copy_context()  # copied again per run in the worker (Context.copy is O(1))
         items: list[_WorkItem] = []
@@ -290,7 +290,7 @@ class ThreadPoolTaskRunner(TaskRunner):
 
 
 def _run_in_worker(task: Task[..., Any], task_run: Any, parameters: dict[str, Any], wait_for: Any) -> Any:
-    from otelflow import engine
+    import otelflow.engine as engine  # (see submit)
 
     if task.isasync:
         return asyncio.run(engine.run_task_async(task, parameters, task_run=task_run, wait_for=wait_for,

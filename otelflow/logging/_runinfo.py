@@ -86,9 +86,11 @@ class RunInfo:
         # on the stdlib record and in the logger's ``extra`` (formatters, caplog), and are not exported again.
         attributes = self.attributes
         limit = get_limits().attribute_value
-        if any(type(v) is str and len(v) > limit for v in attributes.values()):  # a huge run name: cut, visibly
-            attributes = {k: truncate_text(v, limit) if type(v) is str and len(v) > limit else v
-                          for k, v in attributes.items()}
+        for value in attributes.values():  # a loop, not any(<generator>): this runs once per run
+            if type(value) is str and len(value) > limit:  # a huge run name: cut, visibly
+                attributes = {k: truncate_text(v, limit) if type(v) is str and len(v) > limit else v
+                              for k, v in attributes.items()}
+                break
         self.log_attributes = attributes
 
     # Hex ids are only needed by console/JSON/structlog output, not by OTel export: computed on demand.

@@ -83,12 +83,18 @@ def exporter(signal: str, kind: str) -> tuple[Any, Any, str, dict[str, Any]]:
     if kind == "spool":
         writer = SpoolWriter(settings.spool_dir, signal, mark_alive=True)
 
+        def split_spool(batch: list[Any]) -> list[list[Any]]:
+            # Each item encoded once, and the lines cut by the exact size of that encoding (split_batch's
+            # estimate cost a third of the encoding); every piece carries its line to export_spool.
+            return otlp_json.split_encoded(batch, signal, limits)
+
         def export_spool(batch: Sequence[Any]) -> bool:
-            writer.write(encode(batch))
+            # A piece without its line: half of one, or a child process's single item.
+            writer.write(batch.line if isinstance(batch, otlp_json.EncodedPiece) else encode(batch))
             return True
 
         return (export_spool, writer.close, f"spool {writer.directory}",
-                {"split": split, "default_delay_ms": SPOOL_SCHEDULE_DELAY_MS})
+                {"split": split_spool, "default_delay_ms": SPOOL_SCHEDULE_DELAY_MS})
     chosen = protocol(signal)
     if kind == "console":
         import importlib

@@ -5,7 +5,8 @@ Each line of a spool or outage-buffer file is one OTLP/JSON export request (``Ex
 Per the OTLP/JSON mapping, trace and span ids are lowercase hex (not base64), 64-bit integers are strings and
 enums are integers.
 
-- writing: :func:`encode_spans` / :func:`encode_logs` (the spool writer and the outage buffer);
+- writing: :func:`encode_spans` / :func:`encode_logs` (the outage buffer), :func:`split_encoded` (the spool: a
+  batch cut into lines under the request size limit, each item encoded once and sized by its encoding);
 - back to SDK objects, to send them over OTLP: :func:`decode_line` (the outage buffer's re-send and
   ``otelflow spool ship``), such that ``encode(decode(line)) == line``;
 - to plain records for the CLI: :func:`iter_items`, :func:`span_record`, :func:`log_record`.
@@ -21,17 +22,18 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 import sys
-from collections import defaultdict
-from collections.abc import Iterator, Mapping, Sequence
-from typing import Any, Protocol
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, NamedTuple, Protocol
 
-from otelflow._internal.export.limits import plain_items
+from otelflow._internal.export.limits import Limits, plain_items, shrink
 
 __all__ = [
     "BAD_LINE",
     "LAYOUT",
     "DamageSink",
+    "EncodedPiece",
     "LogRecord",
     "SpanRecord",
     "cached_span",
@@ -49,6 +51,7 @@ __all__ = [
     "nanos",
     "resource_attributes",
     "span_record",
+    "split_encoded",
 ]
 
 LAYOUT = {
@@ -61,48 +64,74 @@ BAD_LINE = (ValueError, TypeError, AttributeError, KeyError, RecursionError, Ove
 # --- encoding ----------------------------------------------------------------------------------------------
 
 # The encoders build the JSON text directly rather than nested dicts for json.dumps: the spool is the
-# default exporter, its worker shares the GIL with the runs, and this is ~3x cheaper per span.
+# default exporter, its worker shares the GIL with the runs, and this is ~3x cheaper per span. For the same
+# reason the common attribute values (str, int, bool, float) are written inline, without a call per attribute,
+# and texts are f-strings (one allocation, where each `+` makes a temporary string).
 _str = json.encoder.encode_basestring  # C-accelerated JSON string quoting
+_isfinite = math.isfinite
 _INT64 = 2**63
 _MAX_DEPTH = 32  # nested arrays/kvlists, written and read; deeper is cut (written) or bad (read)
+
+
+def _double_text(value: float) -> str:
+    # Protobuf's JSON mapping spells non-finite doubles as strings.
+    if _isfinite(value):
+        return repr(value)
+    return '"NaN"' if value != value else ('"Infinity"' if value > 0 else '"-Infinity"')
 
 
 def _encode_value(value: Any, depth: int = 0) -> str:
     kind = type(value)
     if kind is str:
-        return '{"stringValue":' + _str(value) + "}"
+        return f'{{"stringValue":{_str(value)}}}'
     if kind is bool:
         return '{"boolValue":true}' if value else '{"boolValue":false}'
     if kind is int:
         if -_INT64 <= value < _INT64:
-            return '{"intValue":"' + str(value) + '"}'
-        return '{"stringValue":"' + str(value) + '"}'  # beyond int64: no reader could take it as an int
+            return f'{{"intValue":"{value}"}}'
+        return f'{{"stringValue":"{value}"}}'  # beyond int64: no reader could take it as an int
     if kind is float:
-        # Protobuf's JSON mapping spells non-finite doubles as strings.
-        text = repr(value) if value == value and value not in (float("inf"), float("-inf")) else (
-            '"NaN"' if value != value else ('"Infinity"' if value > 0 else '"-Infinity"'))
-        return '{"doubleValue":' + text + "}"
-    if isinstance(value, str | bool | int | float):  # subclasses (enums...)
-        return _encode_value(kind.__mro__[1](value) if kind is not bool else bool(value))
+        return f'{{"doubleValue":{_double_text(value)}}}'
     if value is None:
         return "{}"
+    # Subclasses (enums...) as their plain value: str() of a str subclass (so a str-mixin enum member is written
+    # "Color.RED", as it always was), int() or float() of the others (an IntEnum or StrEnum used to raise).
+    if isinstance(value, str):
+        return f'{{"stringValue":{_str(str(value))}}}'
+    if isinstance(value, int):
+        return _encode_value(int(value))
+    if isinstance(value, float):
+        return _encode_value(float(value))
     if isinstance(value, bytes):
-        return '{"bytesValue":"' + base64.b64encode(value).decode("ascii") + '"}'
+        return f'{{"bytesValue":"{base64.b64encode(value).decode("ascii")}"}}'
     if depth >= _MAX_DEPTH and isinstance(value, Mapping | Sequence):
         return '{"stringValue":"...[nested deeper than ' + str(_MAX_DEPTH) + ' levels]"}'
     if isinstance(value, Mapping):
-        return '{"kvlistValue":{"values":' + _encode_attributes(value, depth + 1) + "}}"
+        return f'{{"kvlistValue":{{"values":{_encode_attributes(value, depth + 1)}}}}}'
     if isinstance(value, Sequence):
-        return '{"arrayValue":{"values":[' + ",".join(_encode_value(v, depth + 1) for v in value) + "]}}"
-    return '{"stringValue":' + _str(str(value)) + "}"
+        return f'{{"arrayValue":{{"values":[{",".join([_encode_value(v, depth + 1) for v in value])}]}}}}'
+    return f'{{"stringValue":{_str(str(value))}}}'
 
 
-def _encode_attributes(attrs: Mapping[str, Any] | None, depth: int = 0) -> str:
-    if not attrs:
+def _encode_attributes(attrs: Mapping[Any, Any] | None, depth: int = 0) -> str:
+    if attrs is None:
         return "[]"
-    return "[" + ",".join(
-        '{"key":' + _str(str(k)) + ',"value":' + _encode_value(v, depth) + "}" for k, v in plain_items(attrs)
-    ) + "]"
+    parts: list[str] = []
+    append = parts.append
+    for key, value in plain_items(attrs):
+        name = _str(key) if type(key) is str else _str(str(key))
+        kind = type(value)
+        if kind is str:
+            append(f'{{"key":{name},"value":{{"stringValue":{_str(value)}}}}}')
+        elif kind is int and -_INT64 <= value < _INT64:
+            append(f'{{"key":{name},"value":{{"intValue":"{value}"}}}}')
+        elif kind is bool:
+            append(f'{{"key":{name},"value":{{"boolValue":{"true" if value else "false"}}}}}')
+        elif kind is float and _isfinite(value):
+            append(f'{{"key":{name},"value":{{"doubleValue":{value!r}}}}}')
+        else:
+            append(f'{{"key":{name},"value":{_encode_value(value, depth)}}}')
+    return f'[{",".join(parts)}]'
 
 
 def _encode_scope(scope: Any) -> str:
@@ -113,92 +142,262 @@ def _encode_scope(scope: Any) -> str:
     return '{"name":' + _str(scope.name) + "}"
 
 
-def _group(items: Sequence[Any], scope_of: Any) -> dict[Any, dict[Any, list[Any]]]:
-    grouped: dict[Any, dict[Any, list[Any]]] = defaultdict(lambda: defaultdict(list))
-    for item in items:
-        grouped[item.resource][scope_of(item)].append(item)
-    return grouped
-
-
 def _encode_span(span: Any) -> str:
     ctx = span.context
     parent = span.parent
-    flags = 0x100 | int(ctx.trace_flags) | (0x200 if parent is not None and parent.is_remote else 0)
     status = span.status
-    parts = [
-        '{"traceId":"', f"{ctx.trace_id:032x}", '","spanId":"', f"{ctx.span_id:016x}", '"',
-        ',"parentSpanId":"' + f"{parent.span_id:016x}" + '"' if parent is not None else "",
-        ',"traceState":' + _str(ctx.trace_state.to_header()) if ctx.trace_state else "",
-        ',"name":', _str(span.name),
-        ',"kind":', str(span.kind.value + 1),  # OTLP enums start at SPAN_KIND_UNSPECIFIED = 0
-        ',"startTimeUnixNano":"', str(span.start_time), '","endTimeUnixNano":"', str(span.end_time), '"',
-        ',"attributes":', _encode_attributes(span.attributes),
-        ',"flags":', str(flags),
-        ',"status":{"code":', str(status.status_code.value),
-        ',"message":' + _str(status.description) if status.description else "", "}",
-    ]
-    if span.events:
-        parts.append(',"events":[')
-        parts.append(",".join(
-            '{"timeUnixNano":"' + str(e.timestamp) + '","name":' + _str(e.name) + ',"attributes":'
-            + _encode_attributes(e.attributes) + "}"
-            for e in span.events
-        ))
-        parts.append("]")
-    if span.links:
-        parts.append(',"links":[')
-        parts.append(",".join(
-            '{"traceId":"' + f"{link.context.trace_id:032x}" + '","spanId":"' + f"{link.context.span_id:016x}"
-            + '","attributes":' + _encode_attributes(link.attributes) + "}"
-            for link in span.links
-        ))
-        parts.append("]")
-    parts.append("}")
-    return "".join(parts)
-
-
-def _request(outer: str, inner: str, leaf: str, items: Sequence[Any], encode: Any) -> str:
-    blocks = []
-    for resource, by_scope in _group(items, lambda item: item.instrumentation_scope).items():
-        scopes = ",".join(
-            '{"scope":' + _encode_scope(scope) + ',"' + leaf + '":[' + ",".join(encode(i) for i in scope_items) + "]}"
-            for scope, scope_items in by_scope.items()
-        )
-        resource_attrs = _encode_attributes(resource.attributes if resource is not None else {})
-        blocks.append('{"resource":{"attributes":' + resource_attrs + '},"' + inner + '":[' + scopes + "]}")
-    return '{"' + outer + '":[' + ",".join(blocks) + "]}"
-
-
-def encode_spans(spans: Sequence[Any]) -> str:
-    """One OTLP/JSON ``ExportTraceServiceRequest`` (a single line of JSON) for SDK ``ReadableSpan`` objects."""
-    return _request("resourceSpans", "scopeSpans", "spans", spans, _encode_span)
+    flags = 0x100 | int(ctx.trace_flags) | (0x200 if parent is not None and parent.is_remote else 0)
+    parent_text = f',"parentSpanId":"{parent.span_id:016x}"' if parent is not None else ""
+    trace_state = ctx.trace_state
+    state_text = f',"traceState":{_str(trace_state.to_header())}' if trace_state else ""
+    message_text = f',"message":{_str(status.description)}' if status.description else ""
+    text = (
+        f'{{"traceId":"{ctx.trace_id:032x}","spanId":"{ctx.span_id:016x}"{parent_text}{state_text}'
+        # OTLP enums start at SPAN_KIND_UNSPECIFIED = 0
+        f',"name":{_str(span.name)},"kind":{span.kind.value + 1}'
+        f',"startTimeUnixNano":"{span.start_time}","endTimeUnixNano":"{span.end_time}"'
+        f',"attributes":{_encode_attributes(span.attributes)},"flags":{flags}'
+        f',"status":{{"code":{status.status_code.value}{message_text}}}'
+    )
+    events = span.events
+    if events:
+        text += ',"events":[' + ",".join([
+            f'{{"timeUnixNano":"{e.timestamp}","name":{_str(e.name)},"attributes":{_encode_attributes(e.attributes)}}}'
+            for e in events
+        ]) + "]"
+    links = span.links
+    if links:
+        text += ',"links":[' + ",".join([
+            f'{{"traceId":"{link.context.trace_id:032x}","spanId":"{link.context.span_id:016x}"'
+            f',"attributes":{_encode_attributes(link.attributes)}}}'
+            for link in links
+        ]) + "]"
+    return text + "}"
 
 
 def _encode_log(data: Any) -> str:
     record = data.log_record
-    parts = [
-        '{"timeUnixNano":"', str(record.timestamp or record.observed_timestamp or 0),
-        '","observedTimeUnixNano":"', str(record.observed_timestamp or 0), '"',
-        ',"severityNumber":', str(record.severity_number.value if record.severity_number is not None else 0),
-        ',"severityText":' + _str(record.severity_text) if record.severity_text else "",
-        ',"body":', _encode_value(record.body),
-        ',"attributes":', _encode_attributes(record.attributes),
-    ]
+    observed = record.observed_timestamp or 0
+    severity = record.severity_number
+    severity_text = f',"severityText":{_str(record.severity_text)}' if record.severity_text else ""
+    body = record.body
+    body_text = f'{{"stringValue":{_str(body)}}}' if type(body) is str else _encode_value(body)
+    text = (
+        f'{{"timeUnixNano":"{record.timestamp or observed}","observedTimeUnixNano":"{observed}"'
+        f',"severityNumber":{severity.value if severity is not None else 0}{severity_text}'
+        f',"body":{body_text},"attributes":{_encode_attributes(record.attributes)}'
+    )
     if record.trace_id:
-        parts.append(f',"traceId":"{record.trace_id:032x}","spanId":"{record.span_id:016x}"')
-        parts.append(',"flags":' + str(int(record.trace_flags or 0)))
+        text += (f',"traceId":"{record.trace_id:032x}","spanId":"{record.span_id:016x}"'
+                 f',"flags":{int(record.trace_flags or 0)}')
     event_name = getattr(record, "event_name", None)
     if event_name:
-        parts.append(',"eventName":' + _str(event_name))
-    parts.append("}")
-    return "".join(parts)
+        text += f',"eventName":{_str(event_name)}'
+    return text + "}"
+
+
+# --- requests: encoded items grouped into lines ------------------------------------------------------------
+
+
+class _Layout(NamedTuple):
+    outer: str
+    inner: str
+    leaf: str
+    encode: Callable[[Any], str]
+
+
+_LAYOUTS = {
+    "traces": _Layout(*LAYOUT["traces"], _encode_span),
+    "logs": _Layout(*LAYOUT["logs"], _encode_log),
+}
+
+
+def _utf8_len(text: str) -> int:
+    return len(text) if text.isascii() else len(text.encode())
+
+
+class _Blocks:
+    """The resource and scope blocks around a request's items: each encoded once, measured in UTF-8 bytes."""
+
+    __slots__ = ("_resource_frame", "_resources", "_scope_frame", "_scopes", "empty")
+
+    def __init__(self, layout: _Layout) -> None:
+        self.empty = len(f'{{"{layout.outer}":[]}}')  # a request with no items
+        self._resource_frame = len(f'{{"resource":{{"attributes":}},"{layout.inner}":[]}}')
+        self._scope_frame = len(f'{{"scope":,"{layout.leaf}":[]}}')
+        # By identity (hashing a Resource serialises its attributes); an entry keeps its object, hence its id.
+        self._resources: dict[int, tuple[Any, str, int]] = {}
+        self._scopes: dict[int, tuple[Any, str, int]] = {}
+
+    def resource(self, resource: Any) -> tuple[str, int]:
+        """``(attributes text, size of the block without its scopes)``."""
+        entry = self._resources.get(id(resource))
+        if entry is None:
+            text = _encode_attributes(resource.attributes if resource is not None else {})
+            entry = self._resources[id(resource)] = (resource, text, self._resource_frame + _utf8_len(text))
+        return entry[1], entry[2]
+
+    def scope(self, scope: Any) -> tuple[str, int]:
+        """``(scope text, size of the block without its items)``."""
+        entry = self._scopes.get(id(scope))
+        if entry is None:
+            text = _encode_scope(scope)
+            entry = self._scopes[id(scope)] = (scope, text, self._scope_frame + _utf8_len(text))
+        return entry[1], entry[2]
+
+    def alone(self, resource: Any, scope: Any) -> int:
+        """The size of a request holding one item of ``resource`` and ``scope``, less the item's own."""
+        return self.empty + self.resource(resource)[1] + self.scope(scope)[1]
+
+
+_NONE_YET = object()
+
+
+class _Request:
+    """One export request assembled from encoded items, and its exact size in UTF-8 bytes.
+
+    Items are grouped by resource, then by scope, each in order of first appearance. Consecutive items nearly
+    always share both: that is an identity check, not a dict look-up (hashing a Resource serialises it).
+    """
+
+    __slots__ = ("_blocks", "_by_scope", "_fragments", "_groups", "_layout", "_resource", "_scope", "items", "size")
+
+    def __init__(self, layout: _Layout, blocks: _Blocks) -> None:
+        self._layout = layout
+        self._blocks = blocks
+        self.items: list[Any] = []
+        self.size = blocks.empty
+        self._groups: dict[Any, dict[Any, list[str]]] = {}
+        self._resource: Any = _NONE_YET
+        self._scope: Any = _NONE_YET
+        self._by_scope: dict[Any, list[str]] = {}
+        self._fragments: list[str] = []
+
+    def cost(self, resource: Any, scope: Any, size: int) -> int:
+        """Bytes the request grows by with an item of ``size`` bytes under ``resource`` and ``scope``."""
+        if resource is self._resource:
+            if scope is self._scope:
+                return size + 1  # and a comma
+            by_scope = self._by_scope
+        else:
+            found = self._groups.get(resource) if self._groups else None
+            if found is None:
+                return ((1 if self._groups else 0) + self._blocks.resource(resource)[1]
+                        + self._blocks.scope(scope)[1] + size)
+            by_scope = found
+        return size + 1 if scope in by_scope else 1 + self._blocks.scope(scope)[1] + size
+
+    def add(self, item: Any, resource: Any, scope: Any, fragment: str, cost: int = 0) -> None:
+        """Add an encoded item (``cost``: what :meth:`cost` said, to keep :attr:`size` exact)."""
+        if resource is not self._resource:
+            by_scope = self._groups.get(resource)
+            if by_scope is None:
+                by_scope = self._groups[resource] = {}
+            self._resource, self._by_scope, self._scope = resource, by_scope, _NONE_YET
+        if scope is not self._scope:
+            fragments = self._by_scope.get(scope)
+            if fragments is None:
+                fragments = self._by_scope[scope] = []
+            self._scope, self._fragments = scope, fragments
+        self._fragments.append(fragment)
+        self.items.append(item)
+        self.size += cost
+
+    def line(self) -> str:
+        """The request as one line of OTLP/JSON."""
+        outer, inner, leaf, _ = self._layout
+        blocks = self._blocks
+        resource_blocks = []
+        for resource, by_scope in self._groups.items():
+            scopes = ",".join([f'{{"scope":{blocks.scope(scope)[0]},"{leaf}":[{",".join(fragments)}]}}'
+                               for scope, fragments in by_scope.items()])
+            resource_blocks.append(f'{{"resource":{{"attributes":{blocks.resource(resource)[0]}}},"{inner}":[{scopes}]}}')
+        return f'{{"{outer}":[{",".join(resource_blocks)}]}}'
+
+
+def _encode_request(items: Sequence[Any], signal: str) -> str:
+    layout = _LAYOUTS[signal]
+    request = _Request(layout, _Blocks(layout))
+    encode = layout.encode
+    for item in items:
+        request.add(item, item.resource, item.instrumentation_scope, encode(item))
+    return request.line()
+
+
+def encode_spans(spans: Sequence[Any]) -> str:
+    """One OTLP/JSON ``ExportTraceServiceRequest`` (a single line of JSON) for SDK ``ReadableSpan`` objects."""
+    return _encode_request(spans, "traces")
 
 
 def encode_logs(records: Sequence[Any]) -> str:
     """One OTLP/JSON ``ExportLogsServiceRequest`` (a single line of JSON) for SDK log records."""
-    return _request("resourceLogs", "scopeLogs", "logRecords", records, _encode_log)
+    return _encode_request(records, "logs")
 
 
+class EncodedPiece(list[Any]):
+    """The items of one export request, with the request already encoded: :attr:`line`.
+
+    A list, so that the export pipeline counts it as any batch; a slice of it (a halved batch) is a plain list
+    with no line, which an exporter encodes again.
+    """
+
+    __slots__ = ("line",)
+
+    def __init__(self, items: Iterable[Any], line: str) -> None:
+        super().__init__(items)
+        self.line = line
+
+
+def split_encoded(items: Sequence[Any], signal: str, limits: Limits) -> list[list[Any]]:
+    """``items`` (spans or log records, per ``signal``) as consecutive :class:`EncodedPiece` s: one line each.
+
+    Each item is encoded once and sized by its encoding, exactly (no estimate): every line is at most
+    ``limits.max_request_bytes`` bytes of UTF-8, so the protobuf request ``otelflow spool ship`` makes of it
+    (never bigger than the JSON: ids, times and field names are shorter there) fits too. An item too big for a
+    line of its own is shrunk (:func:`~otelflow._internal.export.limits.shrink`, factor 1, 4, 16... up to 1024, as
+    ``split_batch`` does) and encoded again; still too big, it gets a line of its own anyway: never dropped.
+    An item that cannot be encoded (a str attribute with a lone surrogate, a value whose ``str()`` raises)
+    gets a piece of its own, a plain list: its export fails alone, and is counted so, instead of taking its
+    neighbours down with it.
+
+    Example::
+
+        for piece in split_encoded(spans, "traces", get_limits()):
+            writer.write(piece.line if isinstance(piece, EncodedPiece) else encode_spans(piece))
+    """
+    layout = _LAYOUTS[signal]
+    budget = limits.max_request_bytes
+    encode = layout.encode
+    blocks = _Blocks(layout)
+    pieces: list[list[Any]] = []
+    request = _Request(layout, blocks)
+    for item in items:
+        try:
+            resource, scope = item.resource, item.instrumentation_scope
+            fragment = encode(item)
+            size = _utf8_len(fragment)
+            frame = blocks.alone(resource, scope)
+            factor = 1
+            while frame + size > budget and factor <= 1024:  # shrink preserves the resource and scope
+                item = shrink(item, limits, factor)
+                fragment = encode(item)
+                size = _utf8_len(fragment)
+                factor *= 4
+            cost = request.cost(resource, scope, size)
+        except Exception:
+            if request.items:
+                pieces.append(EncodedPiece(request.items, request.line()))
+                request = _Request(layout, blocks)
+            pieces.append([item])
+            continue
+        if request.items and request.size + cost > budget:
+            pieces.append(EncodedPiece(request.items, request.line()))
+            request = _Request(layout, blocks)
+            cost = request.cost(resource, scope, size)
+        request.add(item, resource, scope, fragment, cost)
+    if request.items:
+        pieces.append(EncodedPiece(request.items, request.line()))
+    return pieces
 
 
 # --- decoding: one set of rules for values ------------------------------------------------------------------

@@ -567,11 +567,12 @@ class _Unprintable:
 
 def test_an_item_that_cannot_be_encoded_gets_a_piece_of_its_own_without_a_line() -> None:
     spans = _payload_spans(5, "ok")
-    spans[1] = _span("bad", 0x999, attributes={"path": "/tmp/\udcff"})  # a lone surrogate: no UTF-8
+    spans[1] = _span("odd", 0x999, attributes={"path": "/tmp/\udcff"})  # a lone surrogate: kept, as its JSON escape
     spans[3] = _span("worse", 0x998, attributes={"value": _Unprintable()})
     pieces = split_encoded(spans, "traces", Limits())
-    assert [type(piece) for piece in pieces] == [EncodedPiece, list, EncodedPiece, list, EncodedPiece]
-    assert [[s.name for s in piece] for piece in pieces] == [["task 0"], ["bad"], ["task 2"], ["worse"], ["task 4"]]
+    assert [type(piece) for piece in pieces] == [EncodedPiece, list, EncodedPiece]
+    assert [[s.name for s in piece] for piece in pieces] == [["task 0", "odd", "task 2"], ["worse"], ["task 4"]]
+    assert '"/tmp/\\udcff"' in pieces[0].line.encode("utf-8", "backslashreplace").decode()
 
 
 # --- through the spool exporter: one line per export call, every item counted ------------------------------------
@@ -612,7 +613,7 @@ def test_the_spool_writes_one_line_per_export_call_and_counts_each_line_exactly(
 
 def test_a_span_the_spool_cannot_write_is_dropped_alone_and_counted() -> None:
     spans = _payload_spans(6, "ok")
-    spans[3] = _span("bad", 0x999, attributes={"path": "/tmp/\udcff"})
+    spans[3] = _span("bad", 0x999, attributes={"value": _Unprintable()})
     calls, lines, stats = _spool_run(spans, "traces")
     assert [s.name for line in lines for s in decode_spans(line)] == ["task 0", "task 1", "task 2", "task 4", "task 5"]
     assert len(calls) == len(lines) + 1 and 1 in calls  # its own export call, which failed

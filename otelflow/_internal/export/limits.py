@@ -14,7 +14,7 @@ Limits come from settings (``OTELFLOW_*``) and honour ``OTEL_ATTRIBUTE_VALUE_LEN
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
@@ -202,43 +202,90 @@ def _shrink_attrs(attrs: Mapping[str, Any] | None, limits: Limits, factor: int) 
     return out
 
 
-def shrink(item: Any, limits: Limits, factor: int = 1) -> Any:
-    """A copy of ``item`` (span or log record) with every text cut to the limits divided by ``factor``.
+def _rebuilt(item: Any, name: Callable[[str], str], message: Callable[[str], str], body: Callable[[Any], Any],
+             attrs: Callable[[Mapping[str, Any] | None], dict[str, Any]]) -> Any:
+    """``item`` (span or log record) with its texts passed through the functions: the span's and its events' names
+    (``name``), its status message (``message``), a record's body (``body``), every attribute mapping (``attrs``).
 
-    The export path's last line of defence: spans from application code, or texts nobody truncated.
-    """
+    A span is copied; a log record is changed in place (it is ours: built for this export; rebuilding SDK
+    internals would be worse)."""
     record = getattr(item, "log_record", None)
     if record is not None:
-        body = record.body
-        if isinstance(body, str):
-            body = truncate_text(body, max(32, limits.log_body // factor))
-        elif body is not None:
-            body = truncate_value(body, max(32, limits.attribute_value // factor))
-        # The record is ours (built for this export); mutate in place rather than rebuild SDK internals.
-        record.body = body
-        record.attributes = _shrink_attrs(record.attributes, limits, factor)
+        record.body = body(record.body)
+        record.attributes = attrs(record.attributes)
         return item
     from opentelemetry.sdk.trace import Event, ReadableSpan
     from opentelemetry.trace import Link, Status
 
     status = item.status
-    message_limit = max(32, limits.exception_message // factor)
-    if status is not None and status.description and len(status.description) > message_limit:
-        status = Status(status.status_code, truncate_text(status.description, message_limit))
+    if status is not None and status.description:
+        description = message(status.description)
+        if description != status.description:
+            status = Status(status.status_code, description)
     return ReadableSpan(
-        name=truncate_text(item.name, max(32, limits.attribute_value // factor)),
+        name=name(item.name),
         context=item.context,
         parent=item.parent,
         resource=item.resource,
-        attributes=_shrink_attrs(item.attributes, limits, factor),
-        events=[Event(e.name, _shrink_attrs(e.attributes, limits, factor), e.timestamp) for e in item.events],
-        links=[Link(link.context, _shrink_attrs(link.attributes, limits, factor)) for link in item.links],
+        attributes=attrs(item.attributes),
+        events=[Event(name(e.name), attrs(e.attributes), e.timestamp) for e in item.events],
+        links=[Link(link.context, attrs(link.attributes)) for link in item.links],
         kind=item.kind,
         status=status,
         start_time=item.start_time,
         end_time=item.end_time,
         instrumentation_scope=item.instrumentation_scope,
     )
+
+
+def shrink(item: Any, limits: Limits, factor: int = 1) -> Any:
+    """A copy of ``item`` (span or log record) with every text cut to the limits divided by ``factor``.
+
+    The export path's last line of defence: spans from application code, or texts nobody truncated.
+    """
+    name_limit = max(32, limits.attribute_value // factor)
+    message_limit = max(32, limits.exception_message // factor)
+
+    def body(value: Any) -> Any:
+        if isinstance(value, str):
+            return truncate_text(value, max(32, limits.log_body // factor))
+        return None if value is None else truncate_value(value, name_limit)
+
+    return _rebuilt(item, lambda text: truncate_text(text, name_limit),
+                    lambda text: text if len(text) <= message_limit else truncate_text(text, message_limit),
+                    body, lambda attrs: _shrink_attrs(attrs, limits, factor))
+
+
+def _well_formed(text: str) -> str:
+    """``text`` with each lone surrogate (``os.fsdecode`` of a name that is not UTF-8, a bad ``\\ud800`` escape)
+    replaced by U+FFFD: the one kind of ``str`` UTF-8, hence protobuf, cannot carry."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    return text
+
+
+def _well_formed_value(value: Any, depth: int = 0) -> Any:
+    if isinstance(value, str):
+        return _well_formed(str(value))
+    if depth < _MAX_DEPTH and isinstance(value, Mapping):
+        return {_well_formed(str(k)): _well_formed_value(v, depth + 1) for k, v in value.items()}
+    if depth < _MAX_DEPTH and isinstance(value, Sequence) and not isinstance(value, bytes | bytearray):
+        return tuple(_well_formed_value(v, depth + 1) for v in value)
+    return value
+
+
+def without_lone_surrogates(item: Any) -> Any:
+    """``item`` (span or log record) with every lone surrogate in its texts replaced by U+FFFD.
+
+    For the OTLP exporter, whose protobuf encoding refuses such a text (``UnicodeEncodeError``): one bad name in
+    an attribute would otherwise take the whole request down. The spool keeps them exactly (as JSON escapes).
+    """
+    def attrs(mapping: Mapping[str, Any] | None) -> dict[str, Any]:
+        return {_well_formed(str(k)): _well_formed_value(v) for k, v in (mapping or {}).items()}
+
+    return _rebuilt(item, _well_formed, _well_formed, _well_formed_value, attrs)
 
 
 def split_batch(items: Sequence[Any], limits: Limits) -> list[list[Any]]:

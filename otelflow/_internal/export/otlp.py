@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import errno
 import gzip
+import logging
 import os
 import threading
 import urllib.parse
@@ -35,14 +36,48 @@ def _env(signal: str, name: str) -> str:
             or os.environ.get(f"OTEL_EXPORTER_OTLP_{name}", "").strip())
 
 
+class _LeftOut(logging.Filter):
+    """Notes, in this thread, an attribute the SDK's protobuf encoder left out ("Failed to encode key ...", logged
+    with its traceback): a text with a lone surrogate, which protobuf cannot carry. :func:`_encode` then encodes
+    the request again with U+FFFD in place of each one, so nothing is left out (and nothing is printed)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.local = threading.local()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(self.local, "watching", False):
+            self.local.left_out = True
+            return False
+        return True
+
+
+_left_out = _LeftOut()
+logging.getLogger("opentelemetry.exporter.otlp.proto.common._internal").addFilter(_left_out)
+
+
 def _encode(signal: str, batch: Sequence[Any]) -> bytes:
+    encode: Callable[[Any], Any]
     if signal == "traces":
-        from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+        from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans as encode
+    else:
+        from opentelemetry.exporter.otlp.proto.common._log_encoder import encode_logs
 
-        return bytes(encode_spans(batch).SerializePartialToString())
-    from opentelemetry.exporter.otlp.proto.common._log_encoder import encode_logs
+        encode = encode_logs
+    local = _left_out.local
+    local.watching, local.left_out = True, False
+    try:
+        try:
+            body = bytes(encode(batch).SerializePartialToString())
+            if not local.left_out:
+                return body
+        except UnicodeEncodeError:  # a name or a body with a lone surrogate: the whole request would fail
+            pass
+        from otelflow._internal.export.limits import without_lone_surrogates
 
-    return bytes(encode_logs(batch).SerializePartialToString())
+        return bytes(encode([without_lone_surrogates(item) for item in batch]).SerializePartialToString())
+    finally:
+        local.watching = False
 
 
 def _chain(exc: BaseException) -> list[BaseException]:

@@ -385,7 +385,7 @@ class RunIndex:
                     elif kind == semconv.RUN_TYPE_TASK and span.attributes.get(PENDING_ATTR) is not True:
                         flow_run = span.attributes.get(semconv.FLOW_RUN_ID)
                         if isinstance(flow_run, str):
-                            tally = tasks.setdefault(flow_run, [0, 0])
+                            tally = tasks.setdefault(_storable(flow_run), [0, 0])
                             tally[0] += 1
                             tally[1] += span.attributes.get(semconv.RUN_STATE) in FAILED_STATES
                 for trace_id, spans in by_trace.items():
@@ -447,10 +447,11 @@ class RunIndex:
             state = str(attrs.get(semconv.RUN_STATE) or ("Failed" if span.status_code == 2 else "Completed"))
         tags = attrs.get(semconv.TAGS)
         return (
-            span.trace_id, span_id, int(pending), parent_id, str(attrs.get(semconv.FLOW_NAME, "") or ""),
-            str(attrs.get(semconv.RUN_ID, "") or ""), str(attrs.get(semconv.RUN_NAME, "") or ""), state,
-            span.start, span.end, span.status_code, json.dumps(tags) if isinstance(tags, list) else None,
-            str(span.resource.get("service.name", "") or ""), fid, span.end,
+            span.trace_id, span_id, int(pending), parent_id, _storable(str(attrs.get(semconv.FLOW_NAME, "") or "")),
+            _storable(str(attrs.get(semconv.RUN_ID, "") or "")), _storable(str(attrs.get(semconv.RUN_NAME, "") or "")),
+            _storable(state), span.start, span.end, span.status_code,
+            json.dumps(tags) if isinstance(tags, list) else None,
+            _storable(str(span.resource.get("service.name", "") or "")), fid, span.end,
         )
 
     # --- queries ----------------------------------------------------------------------------------------
@@ -749,6 +750,14 @@ def _decode_spans(blob: bytes, trace_id: str) -> tuple[list[SpanRecord], list[in
         return out, [rank for rank in damaged if type(rank) is int]
     except (ValueError, TypeError, IndexError, KeyError, RecursionError, zlib.error):
         return None
+
+
+def _storable(text: str) -> str:
+    """``text`` as sqlite can store it: a lone surrogate (from a JSON escape in a spool line) as the escape itself,
+    as the CLI shows it, where sqlite's UTF-8 encoding would raise and stop the whole index."""
+    if text.isascii():
+        return text
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _encode_counts(counts: dict[str, int]) -> bytes:

@@ -213,7 +213,8 @@ _LAYOUTS = {
 
 
 def _utf8_len(text: str) -> int:
-    return len(text) if text.isascii() else len(text.encode())
+    """The size of ``text`` as the spool writes it (a lone surrogate as its JSON escape: see SpoolWriter.write)."""
+    return len(text) if text.isascii() else len(text.encode("utf-8", "backslashreplace"))
 
 
 class _Blocks:

@@ -138,7 +138,9 @@ class SpoolWriter:
 
         Raises OSError (nothing of the line is left in the file) when the disk refuses it.
         """
-        data = line.encode("utf-8") + b"\n"
+        # A lone surrogate (a file name that is not UTF-8...) can only be inside a JSON string of the line, where
+        # backslashreplace writes it as the JSON escape "\\udcff": kept exactly, and still valid UTF-8 and JSON.
+        data = line.encode("utf-8", "backslashreplace") + b"\n"
         if self._owner != os.getpid():
             self.forget_after_fork()
         with self._lock:

@@ -78,7 +78,6 @@ from otelflow.states import (
     Failed,
     Pending,
     Retrying,
-    Running,
     State,
     StateDetails,
     StateType,
@@ -254,7 +253,7 @@ class _Run:
             while self.final is None:  # attempts: the first, then one per retry
                 run.run_count += 1
                 # Each attempt is a state of its own: a hook or a caller holding it never sees another run's.
-                state = run.state = Running() if run.run_count == 1 else Retrying()
+                state = run.state = State(StateType.RUNNING) if run.run_count == 1 else Retrying()  # = Running()
                 run.start_time = state.timestamp  # an aware UTC datetime
                 if obj.on_running_hooks:
                     yield from self._call_hooks("on_running", obj.on_running_hooks, state)
@@ -316,7 +315,9 @@ class _Run:
                 return self._leave_in_fork(undo, None, exc)
             self._crash(exc)
         final = self._settle_final()
-        hooks = self._final_hooks(final)
+        task_or_flow = self.obj
+        hooks = (self._final_hooks(final) if (task_or_flow.on_completion_hooks or task_or_flow.on_failure_hooks
+                                              or self.kind == "flow") else None)
         if hooks is not None:
             try:
                 yield from self._call_hooks(hooks[0], hooks[1], final)

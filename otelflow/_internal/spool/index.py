@@ -34,7 +34,7 @@ from typing import Any
 
 from otelflow import semconv
 from otelflow._internal.spool.liveness import writer_gone_at
-from otelflow._internal.spool.otlp_json import cached_span
+from otelflow._internal.spool.otlp_json import cached_span, line_bytes
 from otelflow._internal.spool.reader import (
     LogRecord,
     Skipped,
@@ -754,10 +754,9 @@ def _decode_spans(blob: bytes, trace_id: str) -> tuple[list[SpanRecord], list[in
 
 def _storable(text: str) -> str:
     """``text`` as sqlite can store it: a lone surrogate (from a JSON escape in a spool line) as the escape itself,
-    as the CLI shows it, where sqlite's UTF-8 encoding would raise and stop the whole index."""
-    if text.isascii():
-        return text
-    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    as the spool writes it (:func:`line_bytes`) and the CLI shows it, where sqlite's UTF-8 encoding would raise and
+    stop the whole index."""
+    return text if text.isascii() else line_bytes(text).decode("utf-8")
 
 
 def _encode_counts(counts: dict[str, int]) -> bytes:

@@ -47,6 +47,7 @@ __all__ = [
     "encode_logs",
     "encode_spans",
     "iter_items",
+    "line_bytes",
     "log_record",
     "nanos",
     "resource_attributes",
@@ -212,9 +213,16 @@ _LAYOUTS = {
 }
 
 
+def line_bytes(text: str) -> bytes:
+    """A line (or part of one) as it is written to disk: UTF-8, with a lone surrogate (a file name that is not UTF-8,
+    decoded by ``os.fsdecode``) as its JSON escape ``\\udcff``. In an encoded line it can only be inside a JSON
+    string, so the text is kept exactly and the line stays valid UTF-8 and JSON."""
+    return text.encode("utf-8", "backslashreplace")
+
+
 def _utf8_len(text: str) -> int:
-    """The size of ``text`` as the spool writes it (a lone surrogate as its JSON escape: see SpoolWriter.write)."""
-    return len(text) if text.isascii() else len(text.encode("utf-8", "backslashreplace"))
+    """The size of ``text`` on disk (:func:`line_bytes`)."""
+    return len(text) if text.isascii() else len(line_bytes(text))
 
 
 class _Blocks:

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from otelflow._internal.spool.files import open_private, private_dir
+from otelflow._internal.spool.otlp_json import line_bytes
 
 __all__ = ["SpoolWriter"]
 
@@ -138,9 +139,7 @@ class SpoolWriter:
 
         Raises OSError (nothing of the line is left in the file) when the disk refuses it.
         """
-        # A lone surrogate (a file name that is not UTF-8...) can only be inside a JSON string of the line, where
-        # backslashreplace writes it as the JSON escape "\\udcff": kept exactly, and still valid UTF-8 and JSON.
-        data = line.encode("utf-8", "backslashreplace") + b"\n"
+        data = line_bytes(line) + b"\n"
         if self._owner != os.getpid():
             self.forget_after_fork()
         with self._lock:

@@ -226,10 +226,6 @@ def _wait_all_or_first_failure(futures: list[concurrent.futures.Future[Any]], ti
     return not ready.is_set(), None
 
 
-class _WaitTimeout(TimeoutError):
-    """otelflow's own wait timed out (told apart from a ``TimeoutError`` a task raised)."""
-
-
 class FutureList(list[TaskRunFuture[R]]):
     """The futures of ``task.map(...)``: a list with ``.wait()`` and ``.result()`` for all of them."""
 
@@ -332,7 +328,7 @@ def as_completed(
             batch, finished[:] = finished[:], []
             ready.clear()
         if not batch:
-            raise _WaitTimeout(f"{len(pending)} (of {total}) futures unfinished")
+            raise TimeoutError(f"{len(pending)} (of {total}) futures unfinished")
         for inner in batch:
             if inner in pending:
                 yield pending.pop(inner)

@@ -17,7 +17,7 @@ import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any
+from typing import Any, cast
 
 from otelflow._internal.per_settings import PerSettings
 
@@ -283,7 +283,7 @@ def without_lone_surrogates(item: Any) -> Any:
     an attribute would otherwise take the whole request down. The spool keeps them exactly (as JSON escapes).
     """
     def attrs(mapping: Mapping[str, Any] | None) -> dict[str, Any]:
-        return {_well_formed(str(k)): _well_formed_value(v) for k, v in (mapping or {}).items()}
+        return cast("dict[str, Any]", _well_formed_value(mapping or {}))  # a mapping comes back a dict
 
     return _rebuilt(item, _well_formed, _well_formed, _well_formed_value, attrs)
 

@@ -14,7 +14,7 @@ Limits come from settings (``OTELFLOW_*``) and honour ``OTEL_ATTRIBUTE_VALUE_LEN
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, cast
@@ -28,6 +28,7 @@ __all__ = [
     "limits_from_settings",
     "plain_items",
     "shrink",
+    "shrinking",
     "split_batch",
     "truncate_stacktrace",
     "truncate_text",
@@ -288,6 +289,17 @@ def without_lone_surrogates(item: Any) -> Any:
     return _rebuilt(item, _well_formed, _well_formed, _well_formed_value, attrs)
 
 
+def shrinking(item: Any, limits: Limits) -> Iterator[Any]:
+    """``item``, then ever smaller copies of it, each the last one :func:`shrink`-ed again (factor 1, 4, 16... up to
+    1024): the caller takes the first that fits its request, else the last. The one rule for an item too big."""
+    yield item
+    factor = 1
+    while factor <= 1024:
+        item = shrink(item, limits, factor)
+        yield item
+        factor *= 4
+
+
 def split_batch(items: Sequence[Any], limits: Limits) -> list[list[Any]]:
     """``items`` as consecutive batches whose requests stay under ``limits.max_request_bytes``.
 
@@ -299,14 +311,11 @@ def split_batch(items: Sequence[Any], limits: Limits) -> list[list[Any]]:
     batches: list[list[Any]] = []
     current: list[Any] = []
     used = 0
-    for item in items:
-        size = approx_size(item)
-        if size > item_budget:
-            factor = 1
-            while size > item_budget and factor <= 1024:
-                item = shrink(item, limits, factor)
-                size = approx_size(item)
-                factor *= 4
+    for given in items:
+        for item in shrinking(given, limits):
+            size = approx_size(item)
+            if size <= item_budget:
+                break
         if current and used + size > budget:
             batches.append(current)
             current, used = [], 0

@@ -27,7 +27,7 @@ import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, NamedTuple, Protocol
 
-from otelflow._internal.export.limits import Limits, plain_items, shrink
+from otelflow._internal.export.limits import Limits, plain_items, shrinking
 
 __all__ = [
     "BAD_LINE",
@@ -363,11 +363,10 @@ def split_encoded(items: Sequence[Any], signal: str, limits: Limits) -> list[lis
     Each item is encoded once and sized by its encoding, exactly (no estimate): every line is at most
     ``limits.max_request_bytes`` bytes of UTF-8, so the protobuf request ``otelflow spool ship`` makes of it
     (never bigger than the JSON: ids, times and field names are shorter there) fits too. An item too big for a
-    line of its own is shrunk (:func:`~otelflow._internal.export.limits.shrink`, factor 1, 4, 16... up to 1024, as
-    ``split_batch`` does) and encoded again; still too big, it gets a line of its own anyway: never dropped.
-    An item that cannot be encoded (a str attribute with a lone surrogate, a value whose ``str()`` raises)
-    gets a piece of its own, a plain list: its export fails alone, and is counted so, instead of taking its
-    neighbours down with it.
+    line of its own is shrunk (:func:`~otelflow._internal.export.limits.shrinking`, as ``split_batch`` does) and
+    encoded again; still too big, it gets a line of its own anyway: never dropped. An item that cannot be encoded
+    (a value whose ``str()`` raises) gets a piece of its own, a plain list: its export fails alone, and is counted
+    so, instead of taking its neighbours down with it.
 
     Example::
 
@@ -380,18 +379,16 @@ def split_encoded(items: Sequence[Any], signal: str, limits: Limits) -> list[lis
     blocks = _Blocks(layout)
     pieces: list[list[Any]] = []
     request = _Request(layout, blocks)
-    for item in items:
+    for given in items:
+        item = given
         try:
             resource, scope = item.resource, item.instrumentation_scope
-            fragment = encode(item)
-            size = _utf8_len(fragment)
             frame = blocks.alone(resource, scope)
-            factor = 1
-            while frame + size > budget and factor <= 1024:  # shrink preserves the resource and scope
-                item = shrink(item, limits, factor)
+            for item in shrinking(given, limits):  # shrinking keeps the resource and scope
                 fragment = encode(item)
                 size = _utf8_len(fragment)
-                factor *= 4
+                if frame + size <= budget:
+                    break
             cost = request.cost(resource, scope, size)
         except Exception:
             if request.items:

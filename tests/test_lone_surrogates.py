@@ -10,6 +10,7 @@ from pathlib import Path
 
 from conftest import PYTHON, REPO_ROOT, subprocess_env
 from otlp_receiver import OTLPReceiver
+from test_cli import cli
 
 # Every kind of text a run records, each with its own lone surrogate.
 FLOW = textwrap.dedent(
@@ -41,11 +42,7 @@ def _run(home: Path, **env: str) -> subprocess.CompletedProcess[str]:
 
 
 def _cli(home: Path, *args: str) -> str:
-    done = subprocess.run([PYTHON, "-m", "otelflow", *args], env=subprocess_env(OTELFLOW_HOME=str(home)),
-                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
-    assert "Traceback" not in done.stderr
-    return done.stdout
+    return cli(home, *args).stdout  # exit 0, no traceback
 
 
 def test_the_spool_keeps_them_and_the_cli_shows_them_escaped(tmp_path: Path) -> None:
